@@ -1,0 +1,71 @@
+"""Arm plugin loading for anomalib, cheaply.
+
+This module is imported from a ``.pth`` file at every interpreter start, so it imports only the
+standard library and does nothing but put a finder on ``sys.meta_path``. When ``anomalib.models``
+or ``anomalib.data`` finishes executing, the finder calls :func:`anomalib_3d.plugins.load_plugins`
+for that kind, which imports our entry points and makes anomalib's CLI and ``get_model`` see them.
+Anything that goes wrong is recorded by ``anomalib_3d.plugins`` and never breaks anomalib.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+
+# anomalib module → plugin kind that must be registered once it has finished importing.
+_TRIGGERS = {"anomalib.models": "models", "anomalib.data": "datamodules"}
+
+
+class _LoaderWrapper(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, kind: str) -> None:
+        self._loader = loader
+        self._kind = kind
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        try:
+            from anomalib_3d.plugins import load_plugins
+
+            load_plugins(self._kind)
+        except Exception:  # noqa: BLE001 - a plugin problem must never break anomalib itself
+            pass
+
+    def __getattr__(self, name: str):  # delegate get_resource_reader, is_package, ...
+        return getattr(self._loader, name)
+
+
+class _PluginTriggerFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201
+        kind = _TRIGGERS.get(fullname)
+        if kind is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _LoaderWrapper(spec.loader, kind)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Put the trigger finder first on ``sys.meta_path`` (idempotent)."""
+    if any(isinstance(f, _PluginTriggerFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PluginTriggerFinder())
+    # anomalib was imported before the hook was armed (e.g. in an embedded interpreter).
+    for name, kind in _TRIGGERS.items():
+        if name in sys.modules:
+            try:
+                from anomalib_3d.plugins import load_plugins
+
+                load_plugins(kind)
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,563 @@
+"""Point-cloud items and batches in anomalib's dataclass system.
+
+``PointCloudItem`` / ``PointCloudBatch`` follow anomalib's ``DepthItem`` / ``DepthBatch``: generic
+field declarations (:class:`_PointCloudInputFields`) + validators (:class:`PointCloudValidator`,
+:class:`PointCloudBatchValidator`) + anomalib's torch ``DatasetItem`` / ``Batch`` (which bring
+``gt_label``, ``gt_mask``, ``anomaly_map``, ``pred_score``, ``pred_label``, ``pred_mask``...).
+So anomalib's Engine, PostProcessor, Evaluator and callbacks work on them unchanged.
+
+Conventions (per point ⇒ aligned with ``points``):
+
+================  ======================  =====================================================
+field             item                    batch
+================  ======================  =====================================================
+points            (N, 3) float            (ΣN, 3) float, clouds concatenated
+batch_index       —                       (ΣN,) long, cloud of each point (PyG ``batch``)
+colors, normals   (N, 3) float | None     (ΣN, 3) float | None
+gt_mask           (N,) bool | None        (ΣN,) bool | None — per-point ground truth
+anomaly_map       (N,) float | None       (ΣN,) float | None — per-point scores
+pred_mask         (N,) bool | None        (ΣN,) bool | None
+gt_label          () bool                 (B,) bool
+pred_score        () float                (B,) float
+image             (3, H, W) | None        (B, 3, H, W) | None — RGB of organized sources
+grid_shape        (2,) long | None        (B, 2) long | None — (H, W) of the organized grid
+grid_index        (N,) long | None        (ΣN,) long | None — flat pixel ``row * W + col``
+pixel_gt_mask     (H, W) bool | None      (B, H, W) bool | None — full-resolution 2D GT
+category, paths   str | None              list[str] | None
+================  ======================  =====================================================
+
+``grid_index`` + ``grid_shape`` make organized clouds exact: point scores scatter back to the
+very pixels they came from (:func:`anomalib_3d.data.adapters.points_to_pixel_map`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import ClassVar, Generic, TypeVar
+
+import torch
+from anomalib.data.dataclasses.generic import FieldDescriptor
+from anomalib.data.dataclasses.torch.base import Batch, DatasetItem
+from torchvision.tv_tensors import Image
+
+from anomalib_3d.data.errors import GroundTruthMismatchError, InvalidPointsError, EmptyPointCloudError
+
+T = TypeVar("T")
+PathT = TypeVar("PathT")
+
+# Fields whose first dimension runs over points (split / concatenated along points).
+PER_POINT_FIELDS = ("points", "colors", "normals", "gt_mask", "anomaly_map", "pred_mask", "grid_index")
+# Fields whose first dimension runs over clouds.
+PER_CLOUD_TENSOR_FIELDS = ("gt_label", "pred_score", "pred_label", "image", "grid_shape", "pixel_gt_mask")
+PER_CLOUD_LIST_FIELDS = ("category", "point_path", "image_path", "mask_path", "explanation")
+
+
+@dataclass
+class _PointCloudInputFields(Generic[T, PathT], ABC):
+    """Generic point-cloud input fields (see the module docstring for shapes)."""
+
+    points: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_points")
+    colors: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_colors")
+    normals: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_normals")
+    grid_shape: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_grid_shape")
+    grid_index: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_grid_index")
+    pixel_gt_mask: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_pixel_gt_mask")
+    category: FieldDescriptor[PathT | None] = FieldDescriptor(validator_name="validate_category")
+    point_path: FieldDescriptor[PathT | None] = FieldDescriptor(validator_name="validate_point_path")
+    image_path: FieldDescriptor[PathT | None] = FieldDescriptor(validator_name="validate_image_path")
+
+    @staticmethod
+    @abstractmethod
+    def validate_points(points: T) -> T:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_colors(colors: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_normals(normals: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_grid_shape(grid_shape: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_grid_index(grid_index: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_pixel_gt_mask(mask: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_category(category: PathT | None) -> PathT | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_point_path(path: PathT | None) -> PathT | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_image_path(path: PathT | None) -> PathT | None:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# validators
+# --------------------------------------------------------------------------------------------
+def _as_tensor(value: object, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.as_subclass(torch.Tensor) if type(value) is not torch.Tensor else value
+    try:
+        return torch.as_tensor(value)
+    except Exception as exc:
+        msg = f"{name} must be a tensor or array-like, got {type(value).__name__}."
+        raise TypeError(msg) from exc
+
+
+def _check_points(points: object) -> torch.Tensor:
+    if points is None:
+        raise EmptyPointCloudError("points is required for a point-cloud item.", fix="pass points=(N, 3) tensor")
+    points = _as_tensor(points, "points")
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise InvalidPointsError(
+            f"points must have shape (N, 3), got {tuple(points.shape)}.",
+            fix="reshape the array to one xyz row per point",
+        )
+    if points.shape[0] == 0:
+        raise EmptyPointCloudError("the point cloud has no points.", fix="check the source file / preprocessing")
+    if not points.is_floating_point():
+        points = points.float()
+    bad = ~torch.isfinite(points).all(dim=1)
+    if bad.any():
+        raise InvalidPointsError(
+            f"{int(bad.sum())} of {points.shape[0]} points have NaN/inf coordinates.",
+            fix="remove or repair invalid points before building the item",
+        )
+    return points
+
+
+def _check_per_point_3(value: object, name: str) -> torch.Tensor | None:
+    if value is None:
+        return None
+    value = _as_tensor(value, name).float()
+    if value.ndim != 2 or value.shape[1] != 3:
+        raise InvalidPointsError(f"{name} must have shape (N, 3), got {tuple(value.shape)}.")
+    return value
+
+
+def _check_per_point_scalar(value: object, name: str, dtype: torch.dtype | None) -> torch.Tensor | None:
+    if value is None:
+        return None
+    value = _as_tensor(value, name)
+    if value.ndim != 1:
+        raise GroundTruthMismatchError(
+            f"{name} must be per point with shape (N,), got {tuple(value.shape)}.",
+            fix="for organized sources map the 2D mask to points through grid_index",
+        )
+    return value.to(dtype) if dtype is not None else value
+
+
+def _check_str(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        msg = f"{name} must be a string, got {type(value).__name__}."
+        raise TypeError(msg)
+    return value
+
+
+def _check_str_list(value: object, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        msg = f"{name} must be a list of strings, got {type(value).__name__}."
+        raise TypeError(msg)
+    return [str(v) for v in value]
+
+
+class _SharedPointValidators:
+    """Validators identical for items and batches (everything indexed by point)."""
+
+    @staticmethod
+    def validate_points(points: torch.Tensor) -> torch.Tensor:
+        return _check_points(points)
+
+    @staticmethod
+    def validate_colors(colors: torch.Tensor | None) -> torch.Tensor | None:
+        return _check_per_point_3(colors, "colors")
+
+    @staticmethod
+    def validate_normals(normals: torch.Tensor | None) -> torch.Tensor | None:
+        return _check_per_point_3(normals, "normals")
+
+    @staticmethod
+    def validate_grid_index(grid_index: torch.Tensor | None) -> torch.Tensor | None:
+        return _check_per_point_scalar(grid_index, "grid_index", torch.long)
+
+    @staticmethod
+    def validate_gt_mask(gt_mask: torch.Tensor | None) -> torch.Tensor | None:
+        return _check_per_point_scalar(gt_mask, "gt_mask", torch.bool)
+
+    @staticmethod
+    def validate_anomaly_map(anomaly_map: torch.Tensor | None) -> torch.Tensor | None:
+        if anomaly_map is None:
+            return None
+        anomaly_map = _check_per_point_scalar(anomaly_map, "anomaly_map", None)
+        return anomaly_map.float() if not anomaly_map.is_floating_point() else anomaly_map
+
+    @staticmethod
+    def validate_pred_mask(pred_mask: torch.Tensor | None) -> torch.Tensor | None:
+        return _check_per_point_scalar(pred_mask, "pred_mask", torch.bool)
+
+    @staticmethod
+    def validate_mask_path(mask_path: object) -> object:
+        return mask_path
+
+    @staticmethod
+    def validate_explanation(explanation: object) -> object:
+        return explanation
+
+
+class PointCloudValidator(_SharedPointValidators):
+    """Validators of a single :class:`PointCloudItem`."""
+
+    @staticmethod
+    def validate_image(image: torch.Tensor | None) -> Image | None:
+        if image is None:
+            return None
+        image = _as_tensor(image, "image")
+        if image.ndim != 3 or image.shape[0] != 3:
+            msg = f"image must be an RGB tensor of shape (3, H, W), got {tuple(image.shape)}."
+            raise ValueError(msg)
+        return Image(image.float() if not image.is_floating_point() else image)
+
+    @staticmethod
+    def validate_gt_label(gt_label: int | torch.Tensor | None) -> torch.Tensor | None:
+        if gt_label is None:
+            return None
+        gt_label = torch.as_tensor(gt_label)
+        if gt_label.ndim != 0:
+            msg = f"gt_label of an item must be a scalar, got shape {tuple(gt_label.shape)}."
+            raise ValueError(msg)
+        return gt_label.bool()
+
+    @staticmethod
+    def validate_pred_score(pred_score: float | torch.Tensor | None) -> torch.Tensor | None:
+        return None if pred_score is None else torch.as_tensor(pred_score, dtype=torch.float32).reshape(())
+
+    @staticmethod
+    def validate_pred_label(pred_label: torch.Tensor | None) -> torch.Tensor | None:
+        return None if pred_label is None else torch.as_tensor(pred_label).bool().reshape(())
+
+    @staticmethod
+    def validate_grid_shape(grid_shape: torch.Tensor | None) -> torch.Tensor | None:
+        if grid_shape is None:
+            return None
+        grid_shape = torch.as_tensor(grid_shape, dtype=torch.long)
+        if grid_shape.shape != (2,):
+            msg = f"grid_shape must be (H, W), got {tuple(grid_shape.shape)}."
+            raise ValueError(msg)
+        return grid_shape
+
+    @staticmethod
+    def validate_pixel_gt_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        mask = _as_tensor(mask, "pixel_gt_mask")
+        if mask.ndim == 3 and mask.shape[0] == 1:
+            mask = mask[0]
+        if mask.ndim != 2:
+            msg = f"pixel_gt_mask must be (H, W), got {tuple(mask.shape)}."
+            raise ValueError(msg)
+        return mask.bool()
+
+    @staticmethod
+    def validate_category(category: str | None) -> str | None:
+        return _check_str(category, "category")
+
+    @staticmethod
+    def validate_point_path(path: str | None) -> str | None:
+        return _check_str(path, "point_path")
+
+    @staticmethod
+    def validate_image_path(path: str | None) -> str | None:
+        return _check_str(path, "image_path")
+
+
+class PointCloudBatchValidator(_SharedPointValidators):
+    """Validators of a :class:`PointCloudBatch`."""
+
+    @staticmethod
+    def validate_batch_index(batch_index: torch.Tensor | None) -> torch.Tensor | None:
+        if batch_index is None:
+            return None
+        batch_index = _as_tensor(batch_index, "batch_index").long()
+        if batch_index.ndim != 1:
+            msg = f"batch_index must be (ΣN,), got {tuple(batch_index.shape)}."
+            raise ValueError(msg)
+        if batch_index.numel() > 1 and bool((batch_index[1:] < batch_index[:-1]).any()):
+            msg = "batch_index must be sorted (points of one cloud contiguous), as torch-cluster expects."
+            raise ValueError(msg)
+        return batch_index
+
+    @staticmethod
+    def validate_image(image: torch.Tensor | None) -> Image | None:
+        if image is None:
+            return None
+        image = _as_tensor(image, "image")
+        if image.ndim != 4 or image.shape[1] != 3:
+            msg = f"batched image must be (B, 3, H, W), got {tuple(image.shape)}."
+            raise ValueError(msg)
+        return Image(image.float() if not image.is_floating_point() else image)
+
+    @staticmethod
+    def validate_gt_label(gt_label: torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:
+        if gt_label is None:
+            return None
+        gt_label = torch.as_tensor(gt_label)
+        if gt_label.ndim != 1:
+            msg = f"batched gt_label must be (B,), got {tuple(gt_label.shape)}."
+            raise ValueError(msg)
+        return gt_label.bool()
+
+    @staticmethod
+    def validate_pred_score(pred_score: torch.Tensor | None) -> torch.Tensor | None:
+        if pred_score is None:
+            return None
+        pred_score = torch.as_tensor(pred_score)
+        return pred_score.float().reshape(-1) if not pred_score.is_floating_point() else pred_score.reshape(-1)
+
+    @staticmethod
+    def validate_pred_label(pred_label: torch.Tensor | None) -> torch.Tensor | None:
+        return None if pred_label is None else torch.as_tensor(pred_label).bool().reshape(-1)
+
+    @staticmethod
+    def validate_grid_shape(grid_shape: torch.Tensor | None) -> torch.Tensor | None:
+        if grid_shape is None:
+            return None
+        grid_shape = torch.as_tensor(grid_shape, dtype=torch.long)
+        if grid_shape.ndim != 2 or grid_shape.shape[1] != 2:
+            msg = f"batched grid_shape must be (B, 2), got {tuple(grid_shape.shape)}."
+            raise ValueError(msg)
+        return grid_shape
+
+    @staticmethod
+    def validate_pixel_gt_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        mask = _as_tensor(mask, "pixel_gt_mask")
+        if mask.ndim != 3:
+            msg = f"batched pixel_gt_mask must be (B, H, W), got {tuple(mask.shape)}."
+            raise ValueError(msg)
+        return mask.bool()
+
+    @staticmethod
+    def validate_category(category: list[str] | None) -> list[str] | None:
+        return _check_str_list(category, "category")
+
+    @staticmethod
+    def validate_point_path(path: list[str] | None) -> list[str] | None:
+        return _check_str_list(path, "point_path")
+
+    @staticmethod
+    def validate_image_path(path: list[str] | None) -> list[str] | None:
+        return _check_str_list(path, "image_path")
+
+    @staticmethod
+    def validate_mask_path(mask_path: list[str] | None) -> list[str] | None:
+        return _check_str_list(mask_path, "mask_path")
+
+
+def _check_alignment(obj: object, num_points: int, where: str) -> None:
+    """Every per-point field must have exactly one row per point."""
+    for name in PER_POINT_FIELDS[1:]:
+        value = getattr(obj, name, None)
+        if value is not None and value.shape[0] != num_points:
+            path = getattr(obj, "point_path", None)
+            raise GroundTruthMismatchError(
+                f"{name} has {value.shape[0]} rows but the {where} has {num_points} points.",
+                path=path if isinstance(path, str) else None,
+                fix=f"give {name} exactly one entry per point, in the same order as the points",
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# item and batch
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PointCloudItem(PointCloudValidator, _PointCloudInputFields[torch.Tensor, str], DatasetItem[Image]):
+    """One point cloud with its ground truth and (after the model) its predictions.
+
+    Example:
+        >>> item = PointCloudItem(points=torch.rand(100, 3), gt_label=0, gt_mask=torch.zeros(100))
+        >>> item.num_points
+        100
+    """
+
+    # RGB is optional for point clouds (anomalib's DatasetItem requires it).
+    image: FieldDescriptor[torch.Tensor | None] = FieldDescriptor(validator_name="validate_image", default=None)
+
+    def __post_init__(self) -> None:
+        _check_alignment(self, self.points.shape[0], "cloud")
+
+    @property
+    def num_points(self) -> int:
+        """Number of points N."""
+        return int(self.points.shape[0])
+
+
+@dataclass
+class PointCloudBatch(
+    PointCloudBatchValidator,
+    _PointCloudInputFields[torch.Tensor, list[str]],
+    Batch[Image],
+):
+    """A batch of ragged point clouds, concatenated along points with a ``batch_index`` vector.
+
+    Build one with :meth:`collate`; iterate it to get :class:`PointCloudItem` back; call
+    :meth:`pad` for a dense ``(B, N_max, 3)`` view.
+    """
+
+    item_class: ClassVar[type[PointCloudItem]] = PointCloudItem
+
+    image: FieldDescriptor[torch.Tensor | None] = FieldDescriptor(validator_name="validate_image", default=None)
+    batch_index: FieldDescriptor[torch.Tensor | None] = FieldDescriptor(validator_name="validate_batch_index")
+
+    def __post_init__(self) -> None:
+        if self.batch_index is None:
+            self.batch_index = torch.zeros(self.points.shape[0], dtype=torch.long, device=self.points.device)
+        if self.batch_index.shape[0] != self.points.shape[0]:
+            raise GroundTruthMismatchError(
+                f"batch_index has {self.batch_index.shape[0]} entries for {self.points.shape[0]} points.",
+            )
+        _check_alignment(self, self.points.shape[0], "batch")
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Number of clouds B (anomalib's ``len(batch)``)."""
+        if self.gt_label is not None:
+            return int(self.gt_label.shape[0])
+        if self.batch_index.numel() == 0:
+            return 0
+        return int(self.batch_index[-1].item()) + 1
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+    @property
+    def num_points(self) -> torch.Tensor:
+        """(B,) long: points per cloud."""
+        return torch.bincount(self.batch_index, minlength=self.batch_size)
+
+    @property
+    def ptr(self) -> torch.Tensor:
+        """(B + 1,) long: cloud ``b`` is ``points[ptr[b]:ptr[b + 1]]`` (PyG ``ptr``)."""
+        counts = self.num_points
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+    def keys(self, include_none: bool = True) -> list[str]:
+        names = [f.name for f in fields(self)]
+        return names if include_none else [n for n in names if getattr(self, n) is not None]
+
+    # -- ragged <-> items -------------------------------------------------------------------
+    @property
+    def items(self) -> list[PointCloudItem]:
+        """Split the batch back into one :class:`PointCloudItem` per cloud."""
+        ptr = self.ptr.tolist()
+        out = []
+        for b in range(self.batch_size):
+            lo, hi = ptr[b], ptr[b + 1]
+            kwargs: dict[str, object] = {}
+            for name in PER_POINT_FIELDS:
+                value = getattr(self, name)
+                kwargs[name] = None if value is None else value[lo:hi]
+            for name in PER_CLOUD_TENSOR_FIELDS:
+                value = getattr(self, name)
+                kwargs[name] = None if value is None else value[b]
+            for name in PER_CLOUD_LIST_FIELDS:
+                value = getattr(self, name)
+                kwargs[name] = None if value is None else value[b]
+            out.append(PointCloudItem(**kwargs))
+        return out
+
+    def __iter__(self) -> Iterator[PointCloudItem]:
+        yield from self.items
+
+    @classmethod
+    def collate(cls, items: list[PointCloudItem]) -> PointCloudBatch:
+        """Concatenate items into one batch (the DataLoader ``collate_fn``).
+
+        A field is kept only if every item has it; a field present in some items but not all
+        raises, rather than being dropped silently.
+        """
+        if not items:
+            msg = "cannot collate an empty list of point-cloud items."
+            raise ValueError(msg)
+        kwargs: dict[str, object] = {}
+        for name in (*PER_POINT_FIELDS, *PER_CLOUD_TENSOR_FIELDS, *PER_CLOUD_LIST_FIELDS):
+            values = [getattr(item, name) for item in items]
+            present = [v is not None for v in values]
+            if not any(present):
+                continue
+            if not all(present):
+                missing = [getattr(it, "point_path", None) or f"item {i}" for i, (it, p) in
+                           enumerate(zip(items, present, strict=True)) if not p]
+                msg = f"field '{name}' is set for some clouds of the batch but missing for {missing[:3]}."
+                raise ValueError(msg)
+            if name in PER_POINT_FIELDS:
+                kwargs[name] = torch.cat([torch.as_tensor(v) for v in values])
+            elif name in PER_CLOUD_LIST_FIELDS:
+                kwargs[name] = list(values)
+            else:
+                tensors = [torch.as_tensor(v) for v in values]
+                shapes = {tuple(t.shape) for t in tensors}
+                if len(shapes) > 1:
+                    msg = (f"field '{name}' has different shapes across the batch {sorted(shapes)}; resize "
+                           "organized inputs to one size in the datamodule (nearest, so no points are invented).")
+                    raise ValueError(msg)
+                kwargs[name] = torch.stack(tensors)
+        counts = torch.tensor([item.num_points for item in items])
+        kwargs["batch_index"] = torch.repeat_interleave(torch.arange(len(items)), counts)
+        return cls(**kwargs)
+
+    def pad(self, max_points: int | None = None, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense view of the points.
+
+        Args:
+            max_points: pad/truncation length; default the largest cloud. A smaller value raises
+                (truncating would drop points silently).
+            fill: value of padded coordinates.
+
+        Returns:
+            ``(points (B, N_max, 3), valid (B, N_max) bool)``.
+        """
+        counts = self.num_points
+        n_max = int(counts.max()) if counts.numel() else 0
+        if max_points is None:
+            max_points = n_max
+        if max_points < n_max:
+            msg = f"max_points={max_points} is smaller than the largest cloud ({n_max} points)."
+            raise ValueError(msg)
+        offsets = torch.arange(self.points.shape[0], device=self.points.device) - self.ptr[:-1][self.batch_index]
+        dense = self.points.new_full((self.batch_size, max_points, 3), fill)
+        dense[self.batch_index, offsets] = self.points
+        valid = torch.zeros(self.batch_size, max_points, dtype=torch.bool, device=self.points.device)
+        valid[self.batch_index, offsets] = True
+        return dense, valid
+
+
+__all__ = ["PointCloudBatch", "PointCloudBatchValidator", "PointCloudItem", "PointCloudValidator"]

@@ -1,0 +1,99 @@
+"""What every anomalib-3d lightning model shares: batch adaptation and anomalib components.
+
+anomalib's ``get_model("name")`` only scans *direct* subclasses of ``AnomalibModule``, so a
+plugin is declared as ``class IMRNet(PointCloudModelMixin, AnomalibModule)`` — the mixin brings
+the shared behaviour without standing between the plugin and ``AnomalibModule``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from anomalib.pre_processing import PreProcessor
+
+from anomalib_3d.data.adapters import depth_batch_to_point_batch, points_to_pixel_map, resize_nearest
+from anomalib_3d.data.dataclasses import PointCloudBatch
+
+if TYPE_CHECKING:
+    from anomalib.metrics import Evaluator
+    from anomalib.visualization import Visualizer
+
+
+class PointCloudModelMixin:
+    """Shared behaviour of the 3D models. Mix in *before* ``AnomalibModule``.
+
+    * accepts :class:`PointCloudBatch` and anomalib's own ``DepthBatch`` (``MVTec3D``): the
+      latter is turned into points by :func:`as_point_batch` and the predictions are written back
+      as pixel maps by :func:`write_predictions`, so anomalib's pixel metrics and visualizer work;
+    * pre-processor without image transforms (points are never resized; RGB stays aligned);
+    * the papers' metrics (object I-AUROC / AP, point P-AUROC, AUPRO) and the 3D visualizer.
+    """
+
+    @staticmethod
+    def configure_pre_processor(image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """No image transform: resizing would break the point ↔ pixel correspondence."""
+        del image_size
+        return PreProcessor(transform=None)
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        from anomalib_3d.metrics import default_evaluator
+
+        return default_evaluator()
+
+    @classmethod
+    def configure_visualizer(cls) -> Visualizer:
+        from anomalib_3d.visualization import PointCloudVisualizer
+
+        return PointCloudVisualizer()
+
+    @staticmethod
+    def as_point_batch(batch: Any) -> PointCloudBatch:  # noqa: ANN401
+        """The batch as points: a :class:`PointCloudBatch` as is, a ``DepthBatch`` converted."""
+        if isinstance(batch, PointCloudBatch):
+            return batch
+        if getattr(batch, "depth_map", None) is not None:
+            return depth_batch_to_point_batch(batch)
+        msg = (
+            f"{type(batch).__name__} carries no 3D data. anomalib-3d models take PointCloudBatch "
+            "(our datamodules) or DepthBatch with organized xyz (anomalib's MVTec3D)."
+        )
+        raise TypeError(msg)
+
+    @staticmethod
+    def write_predictions(
+        batch: Any,  # noqa: ANN401
+        point_batch: PointCloudBatch,
+        anomaly_map: torch.Tensor,
+        pred_score: torch.Tensor,
+    ) -> Any:  # noqa: ANN401
+        """Put per-point scores and object scores into the batch anomalib will post-process.
+
+        Args:
+            batch: the batch the step received.
+            point_batch: its point view (``batch`` itself for point batches).
+            anomaly_map: (ΣN,) per-point scores.
+            pred_score: (B,) object scores.
+
+        Returns:
+            ``batch`` updated: per-point ``anomaly_map`` for point batches; for a ``DepthBatch``
+            an (B, H, W) pixel map (pixels without a point get the cloud's minimum score) at the
+            resolution of its ``gt_mask`` (or of the xyz grid).
+        """
+        if batch is point_batch:
+            return batch.update(anomaly_map=anomaly_map, pred_score=pred_score)
+        pixel_map = points_to_pixel_map(
+            anomaly_map,
+            point_batch.grid_index,
+            point_batch.grid_shape,
+            point_batch.batch_index,
+            batch_size=point_batch.batch_size,
+        )
+        gt_mask = getattr(batch, "gt_mask", None)
+        if gt_mask is not None and tuple(gt_mask.shape[-2:]) != tuple(pixel_map.shape[-2:]):
+            pixel_map = resize_nearest(pixel_map, tuple(gt_mask.shape[-2:]))
+        return batch.update(anomaly_map=pixel_map, pred_score=pred_score)
+
+
+__all__ = ["PointCloudModelMixin"]
