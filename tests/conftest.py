@@ -1,0 +1,85 @@
+"""Shared fixtures: small hand-written dataset folders in the public layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def write_ascii_pcd(path: Path, points: np.ndarray) -> None:
+    """Write an ASCII PCD the way third-party tools do (independent of our io writers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\n"
+        f"COUNT 1 1 1\nWIDTH {len(points)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(points)}\nDATA ascii\n"
+    )
+    body = "\n".join(f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in points)
+    path.write_text(header + body + "\n")
+
+
+def sphere(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, 3))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def real3d_root(tmp_path: Path) -> Path:
+    """A Real3D-AD-layout folder: 2 categories, 3 templates, 2 good + 3 defective test clouds."""
+    root = tmp_path / "real3d"
+    for c, cat in enumerate(("airplane", "duck")):
+        for i in range(3):
+            write_ascii_pcd(root / cat / "train" / f"{i}_template.pcd", sphere(200, 100 * c + i))
+        for i in range(2):
+            write_ascii_pcd(root / cat / "test" / f"{10 + i}_good.pcd", sphere(150, 100 * c + 10 + i))
+        for i, defect in enumerate(("bulge", "sink", "bulge")):
+            pts = sphere(180, 100 * c + 20 + i)
+            labels = (pts[:, 2] > 0.8).astype(int)
+            stem = f"{20 + i}_{defect}"
+            write_ascii_pcd(root / cat / "test" / f"{stem}.pcd", pts)
+            (root / cat / "gt").mkdir(parents=True, exist_ok=True)
+            np.savetxt(root / cat / "gt" / f"{stem}.txt", np.c_[pts, labels], fmt="%.6f %.6f %.6f %d")
+    return root
+
+
+@pytest.fixture
+def mvtec3d_root(tmp_path: Path) -> Path:
+    """An MVTec 3D-AD-layout folder: organized xyz tiffs (zeros = no point), rgb and gt PNGs."""
+    import tifffile
+    from PIL import Image
+
+    root = tmp_path / "mvtec3d"
+    rng = np.random.default_rng(0)
+    h = w = 32
+
+    def write(split: str, defect: str, idx: int, with_gt: bool) -> None:
+        base = root / "bagel" / split / defect
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        xyz = np.stack([xx / w, yy / h, 0.5 + 0.01 * rng.random((h, w))], axis=-1).astype(np.float32)
+        xyz[:4] = 0.0  # rows without points
+        (base / "xyz").mkdir(parents=True, exist_ok=True)
+        (base / "rgb").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(base / "xyz" / f"{idx:03d}.tiff", xyz)
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(base / "rgb" / f"{idx:03d}.png")
+        if with_gt:
+            mask = np.zeros((h, w), np.uint8)
+            if defect != "good":
+                mask[10:16, 12:20] = 255
+                mask[2, 2] = 255  # an anomalous pixel without a point: kept in pixel_gt_mask only
+            (base / "gt").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(base / "gt" / f"{idx:03d}.png")
+
+    for i in range(3):
+        write("train", "good", i, False)
+    write("validation", "good", 0, False)
+    for i in range(2):
+        write("test", "good", i, True)
+    for i in range(2):
+        write("test", "crack", i, True)
+    write("test", "hole", 0, True)
+    return root
