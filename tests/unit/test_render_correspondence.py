@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anomalib_3d.render import gather_to_points, pointad_rig, rasterize_points, render_points, rotation_rig, upsample_maps
+from anomalib_3d.render import (
+    gather_to_points,
+    pointad_rig,
+    rasterize_points,
+    render_points,
+    rotation_rig,
+    upsample_maps,
+)
 
 
 def _random_cloud(num_points: int, seed: int) -> torch.Tensor:
@@ -28,7 +35,9 @@ def test_gather_of_rendered_values_returns_the_values_of_visible_points() -> Non
     assert torch.equal(gathered[seen], values[seen])
     assert torch.isnan(gathered[~seen]).all()
     # 1-channel maps (B, V, H, W) give (N,).
-    scalar = render_points(points, batch, pointad_rig(9, image_size=64), shading=False, values=values[:, 0], depth_tolerance=0.0)
+    scalar = render_points(
+        points, batch, pointad_rig(9, image_size=64), shading=False, values=values[:, 0], depth_tolerance=0.0
+    )
     assert torch.equal(gather_to_points(scalar.values, scalar, fallback="zero")[seen], values[seen, 0])
 
 
@@ -47,7 +56,8 @@ def test_gather_averages_over_visible_views_only() -> None:
 def test_low_resolution_maps_are_bilinearly_upsampled() -> None:
     out = rasterize_points(_random_cloud(300, 2), rig=pointad_rig(3, image_size=48))
     coarse = torch.rand(1, 3, 2, 6, 6)  # e.g. CLIP patch maps
-    fine = F.interpolate(coarse.view(6, 1, 6, 6), size=(48, 48), mode="bilinear", align_corners=False).view(1, 3, 2, 48, 48)
+    fine = F.interpolate(coarse.view(6, 1, 6, 6), size=(48, 48), mode="bilinear", align_corners=False)
+    fine = fine.view(1, 3, 2, 48, 48)
     torch.testing.assert_close(upsample_maps(coarse, (48, 48)), fine)
     torch.testing.assert_close(gather_to_points(coarse, out), gather_to_points(fine, out))
     # A constant map stays constant after upsampling.
@@ -72,7 +82,12 @@ def _hidden_point_scene() -> tuple[torch.Tensor, torch.Tensor]:
 def test_unseen_points_get_the_fallback(fallback: str, expected: float) -> None:
     points, values = _hidden_point_scene()
     out = render_points(
-        points, rig=rotation_rig([0.0], image_size=64), shading=False, values=values, normalize=False, point_radius_px=1.0
+        points,
+        rig=rotation_rig([0.0], image_size=64),
+        shading=False,
+        values=values,
+        normalize=False,
+        point_radius_px=1.0,
     )
     assert not out.visible[121].any() and out.visible[:121].all()
     gathered = gather_to_points(out.values, out, fallback=fallback)

@@ -1,0 +1,44 @@
+"""Multi-view point-cloud rendering with exact point <-> pixel correspondence.
+
+* :mod:`~anomalib_3d.render.cameras`: :class:`CameraRig`, :func:`rotation_rig`, :func:`pointad_rig`.
+* :mod:`~anomalib_3d.render.splat`: :func:`render_points` (shaded z-buffered splats),
+  :func:`render_mask` / :func:`render_mask_like` (ground-truth masks with the same geometry).
+* :mod:`~anomalib_3d.render.correspondence`: :func:`gather_to_points` (per-view maps -> points).
+"""
+
+from anomalib_3d.render.cameras import (
+    CameraRig,
+    normalize_clouds,
+    pointad_angles,
+    pointad_rig,
+    rotation_matrices,
+    rotation_rig,
+)
+from anomalib_3d.render.correspondence import gather_to_points, upsample_maps
+from anomalib_3d.render.splat import (
+    RenderOutput,
+    default_depth_tolerance,
+    disc_offsets,
+    rasterize_points,
+    render_mask,
+    render_mask_like,
+    render_points,
+)
+
+__all__ = [
+    "CameraRig",
+    "RenderOutput",
+    "default_depth_tolerance",
+    "disc_offsets",
+    "gather_to_points",
+    "normalize_clouds",
+    "pointad_angles",
+    "pointad_rig",
+    "rasterize_points",
+    "render_mask",
+    "render_mask_like",
+    "render_points",
+    "rotation_matrices",
+    "rotation_rig",
+    "upsample_maps",
+]

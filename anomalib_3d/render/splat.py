@@ -1,0 +1,664 @@
+"""Z-buffered point splatting with exact point <-> pixel correspondence.
+
+Every point of every cloud is projected into every view of a :class:`CameraRig` and drawn as a
+flat disc of ``point_radius_px`` pixels around the pixel its centre falls in. Each pixel belongs
+to exactly one point: the one with the smallest depth among the discs covering it (ties go to
+the lower point index). Images, depth maps, value maps and ground-truth masks are all read from
+that one ownership map (``pixel_to_point``), so they align pixel for pixel.
+
+How the z-buffer works: a point's depth (a positive float32, whose bit pattern therefore sorts
+like the number) goes into the high 32 bits of an int64 key and its index into the low 32 bits.
+One ``scatter_reduce(amin)`` of the N x V centre keys gives, per pixel, the nearest point whose
+centre falls there. Since a disc carries one key for all its pixels, the z-buffer of discs is
+exactly the min-filter of that centre buffer over the disc's pixel offsets (K shifted
+``torch.minimum`` over whole images). All clouds and views are processed in one batch; there is
+no Python loop over points, pixels or views (only over the K ~ 13 disc offsets).
+
+Visibility rule: point ``n`` is *visible* in view ``v`` iff its centre pixel lies in the image
+and either ``n`` owns that pixel, or its depth is within ``depth_tolerance`` (normalised units:
+the object fits the unit sphere) of the owner's depth. The tolerance keeps densely sampled
+surfaces visible where a neighbour on the same surface happened to win the centre pixel, while a
+surface hidden behind another (depth gap larger than the tolerance) stays invisible. The default
+(:func:`default_depth_tolerance`) is ``2 * point_radius_px + 1`` pixel footprints (about 0.033 for
+336 px, radius 2, margin 0.1: 1.6 % of the object's diameter). With ``depth_tolerance=0`` this is
+PointAD's rule (only the minimum-depth point per pixel is visible; exact depth ties count as
+visible).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from anomalib_3d.data.errors import EmptyPointCloudError, GroundTruthMismatchError, InvalidPointsError
+from anomalib_3d.render.cameras import CameraRig, normalize_clouds, pointad_rig
+
+__all__ = [
+    "RenderOutput",
+    "default_depth_tolerance",
+    "disc_offsets",
+    "rasterize_points",
+    "render_mask",
+    "render_mask_like",
+    "render_points",
+]
+
+# Background key: depth bits of +inf above an all-ones index word. Every real fragment (finite
+# depth) sorts below it, and decoding it yields depth = inf and point index = -1 for free.
+_EMPTY_KEY = (0x7F800000 << 32) | 0xFFFFFFFF
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+@dataclass
+class RenderOutput:
+    """Everything a render produces, plus what is needed to map pixel maps back to points.
+
+    ``B`` clouds, ``V`` views, ``N`` points in total, renders of ``H x W`` pixels.
+
+    Attributes:
+        images: ``(B, V, 3, H, W)`` float in ``[0, 1]``; ``None`` for geometry-only rasterisation.
+        depth: ``(B, V, H, W)`` float depth of the owning point (normalised units), ``inf`` on background.
+        pixel_to_point: ``(B, V, H, W)`` long global index (into the input points) of the point
+            owning each pixel, ``-1`` on background.
+        point_uv: ``(N, V, 2)`` long pixel ``(u = column, v = row)`` each point's centre projects to.
+            May lie outside ``[0, W) x [0, H)`` only when ``normalize=False`` was used.
+        visible: ``(N, V)`` bool, see the module docstring for the rule.
+        point_depth: ``(N, V)`` float depth of each point's centre in each view.
+        values: ``(B, V, C, H, W)`` (or ``(B, V, H, W)`` for 1-D values) splatted extra channels, or ``None``.
+        points: ``(N, 3)`` the input coordinates (not normalised).
+        batch: ``(N,)`` long cloud index of each point.
+        center: ``(B, 3)`` and ``scale``: ``(B,)`` the per-cloud normalisation, ``(p - center) / scale``.
+        rig: the camera rig, with the image size actually used.
+        point_radius_px: disc radius used for splatting.
+        depth_tolerance: tolerance used for ``visible``.
+    """
+
+    images: Tensor | None
+    depth: Tensor
+    pixel_to_point: Tensor
+    point_uv: Tensor
+    visible: Tensor
+    point_depth: Tensor
+    values: Tensor | None
+    points: Tensor
+    batch: Tensor
+    center: Tensor
+    scale: Tensor
+    rig: CameraRig
+    point_radius_px: float
+    depth_tolerance: float
+
+    @property
+    def num_clouds(self) -> int:
+        """``B``."""
+        return int(self.depth.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        """``V``."""
+        return int(self.depth.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return (int(self.depth.shape[2]), int(self.depth.shape[3]))
+
+
+def disc_offsets(radius_px: float, device: torch.device | str | None = None) -> Tensor:
+    """Integer pixel offsets ``(dx, dy)`` covered by a disc of ``radius_px`` around a pixel.
+
+    Args:
+        radius_px: disc radius in pixels, ``>= 0`` (0 gives the single centre pixel).
+        device: where to put the result.
+
+    Returns:
+        ``(K, 2)`` long offsets with ``dx**2 + dy**2 <= radius_px**2``; ``(0, 0)`` comes first.
+    """
+    if not math.isfinite(radius_px) or radius_px < 0:
+        msg = f"point_radius_px must be a finite number >= 0, got {radius_px!r}."
+        raise ValueError(msg)
+    reach = int(math.floor(radius_px))
+    steps = torch.arange(-reach, reach + 1, device=device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    offsets = torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
+    inside = (offsets.pow(2).sum(dim=1)).double() <= radius_px**2 + 1e-9
+    offsets = offsets[inside]
+    # Centre first so chunked scattering always includes it in the first chunk (not required, tidy).
+    order = torch.argsort(offsets.abs().sum(dim=1), stable=True)
+    return offsets[order]
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks
+
+
+def _check_points(points: Tensor, batch: Tensor | None, num_clouds: int | None) -> tuple[Tensor, int]:
+    if not isinstance(points, Tensor):
+        msg = f"points must be a torch.Tensor of shape (N, 3), got {type(points).__name__}."
+        raise InvalidPointsError(msg, fix="Convert with torch.as_tensor(points, dtype=torch.float32).")
+    if points.ndim != 2 or points.shape[1] != 3:
+        msg = f"points must have shape (N, 3), got {tuple(points.shape)}."
+        raise InvalidPointsError(msg, fix="Pass xyz coordinates only, one row per point.")
+    if not points.is_floating_point():
+        msg = f"points must be a floating tensor, got dtype {points.dtype}."
+        raise InvalidPointsError(msg, fix="Cast with points.float().")
+    if points.shape[0] == 0:
+        msg = "points is empty (N = 0); there is nothing to render."
+        raise EmptyPointCloudError(msg, fix="Pass at least one point.")
+    if points.shape[0] >= 2**31:
+        msg = f"at most 2**31 - 1 points can be rendered at once, got {points.shape[0]}."
+        raise InvalidPointsError(msg, fix="Render the clouds in several calls.")
+    if not bool(torch.isfinite(points).all()):
+        bad = int((~torch.isfinite(points).all(dim=1)).sum())
+        msg = f"points contains {bad} row(s) with NaN/inf coordinates."
+        raise InvalidPointsError(msg, fix="Remove or repair non-finite points before rendering.")
+    if batch is None:
+        if num_clouds not in (None, 1):
+            msg = f"num_clouds={num_clouds} given without a batch vector."
+            raise InvalidPointsError(msg, fix="Pass batch (N,) with the cloud index of every point.")
+        return torch.zeros(points.shape[0], dtype=torch.long, device=points.device), 1
+    if not isinstance(batch, Tensor) or batch.shape != (points.shape[0],):
+        shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
+        msg = f"batch must have shape ({points.shape[0]},) to match points, got {shape}."
+        raise InvalidPointsError(msg, fix="Pass one cloud index per point.")
+    if batch.dtype.is_floating_point or batch.dtype == torch.bool:
+        msg = f"batch must be an integer tensor, got dtype {batch.dtype}."
+        raise InvalidPointsError(msg, fix="Cast with batch.long().")
+    batch = batch.to(device=points.device, dtype=torch.long)
+    low, high = int(batch.min()), int(batch.max())
+    if low < 0:
+        raise InvalidPointsError("batch contains negative cloud indices.", fix="Number clouds 0 .. B-1.")
+    if num_clouds is None:
+        num_clouds = high + 1
+    elif high >= num_clouds:
+        msg = f"batch refers to cloud {high} but num_clouds={num_clouds}."
+        raise InvalidPointsError(msg, fix="Raise num_clouds or fix the batch vector.")
+    return batch, int(num_clouds)
+
+
+def _check_per_point(name: str, tensor: Tensor | None, num_points: int, width: int | None) -> None:
+    if tensor is None:
+        return
+    if not isinstance(tensor, Tensor):
+        msg = f"{name} must be a torch.Tensor, got {type(tensor).__name__}."
+        raise InvalidPointsError(msg)
+    ok = tensor.shape[:1] == (num_points,) and (
+        (width is None and tensor.ndim in (1, 2)) or (width is not None and tensor.shape == (num_points, width))
+    )
+    if not ok:
+        expected = f"({num_points}, {width})" if width is not None else f"({num_points},) or ({num_points}, C)"
+        msg = f"{name} must have shape {expected}, got {tuple(tensor.shape)}."
+        raise InvalidPointsError(msg, fix=f"Pass one {name} row per point.")
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        msg = f"{name} contains NaN/inf."
+        raise InvalidPointsError(msg, fix=f"Repair {name} before rendering.")
+
+
+def _resolve_rig(rig: CameraRig | None, image_size: int | Sequence[int] | None, device: torch.device) -> CameraRig:
+    if rig is None:
+        rig = pointad_rig()
+    if not isinstance(rig, CameraRig):
+        msg = f"rig must be a CameraRig, got {type(rig).__name__}."
+        raise TypeError(msg)
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        rig = dataclasses.replace(rig, image_size=size)
+    if rig.rotations.device != device:
+        rig = rig.to(device)
+    return rig
+
+
+# ----------------------------------------------------------------------------------------------
+# projection and z-buffer
+
+
+def _project(points_norm: Tensor, rig: CameraRig) -> tuple[Tensor, Tensor, Tensor]:
+    """Sub-pixel column ``x`` ``(N, V)``, row ``y`` ``(N, V)`` and depth ``(N, V)`` of every point in every view.
+
+    Pixel ``(u, v)`` covers ``[u, u + 1) x [v, v + 1)``; the optical axis hits ``(W / 2, H / 2)``.
+    """
+    height, width = rig.image_size
+    rotations = rig.rotations.to(points_norm.dtype)
+    # Each output is one fused (N, 3) @ (3, V) + bias: the rotation, scale and principal point
+    # are folded into the matrix, so no (N, V, 3) intermediate is built.
+    def bias(value: float) -> Tensor:
+        return points_norm.new_tensor(value).expand(rig.num_views)
+
+    depth = torch.addmm(bias(rig.camera_distance), points_norm, -rotations[:, 2, :].T)
+    if rig.projection == "orthographic":
+        scale = rig.ortho_scale_px
+        x_px = torch.addmm(bias(width / 2.0), points_norm, scale * rotations[:, 0, :].T)
+        y_px = torch.addmm(bias(height / 2.0), points_norm, -scale * rotations[:, 1, :].T)
+    else:
+        # Points at or behind the camera centre get a dummy position; they are marked out of frame.
+        inv_depth = torch.where(depth > 0, depth, torch.ones_like(depth)).reciprocal_()
+        x_px = (points_norm @ (rig.focal_px * rotations[:, 0, :].T)).mul_(inv_depth).add_(width / 2.0)
+        y_px = (points_norm @ (-rig.focal_px * rotations[:, 1, :].T)).mul_(inv_depth).add_(height / 2.0)
+    return x_px, y_px, depth
+
+
+def _pack_keys(depth: Tensor, point_index: Tensor) -> Tensor:
+    """int64 keys ordering fragments by (depth, point index): float32 depth bits above the index.
+
+    Positive float32 bit patterns sort like the numbers, so an integer ``amin`` over keys picks
+    the nearest point and breaks exact depth ties towards the lower index. ``depth`` ``(N, V)``
+    float32 (must be > 0 where it matters), ``point_index`` ``(N, 1)`` int32; returns ``(N, V)``.
+    """
+    bits = depth.view(torch.int32)
+    if _LITTLE_ENDIAN:
+        # Write the two 32-bit halves in place instead of widening, shifting and or-ing.
+        halves = torch.empty(*depth.shape, 2, dtype=torch.int32, device=depth.device)
+        halves[..., 0] = point_index
+        halves[..., 1] = bits
+        return halves.view(torch.int64).squeeze(-1)
+    return (bits.to(torch.int64) << 32) | point_index.to(torch.int64)
+
+
+def _unpack_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """``(depth float32, point index int32)`` of int64 keys; ``(inf, -1)`` for the background key."""
+    if _LITTLE_ENDIAN:
+        halves = keys.view(torch.int32)  # zero-copy: (..., 2 * last)
+        return halves[..., 1::2].view(torch.float32), halves[..., 0::2]
+    depth = (keys >> 32).to(torch.int32).view(torch.float32)
+    index = (keys & 0xFFFFFFFF).to(torch.int32)  # 0xFFFFFFFF wraps to -1 for the background
+    return depth, index
+
+
+@dataclass
+class _Raster:
+    pixel_to_point: Tensor  # (B, V, H, W)
+    depth: Tensor  # (B, V, H, W)
+    point_uv: Tensor  # (N, V, 2)
+    point_depth: Tensor  # (N, V)
+    visible: Tensor  # (N, V)
+
+
+def _rasterize(
+    points_norm: Tensor,
+    batch: Tensor | None,
+    num_clouds: int,
+    rig: CameraRig,
+    point_radius_px: float,
+    depth_tolerance: float,
+) -> _Raster:
+    num_points = points_norm.shape[0]
+    num_views = rig.num_views
+    height, width = rig.image_size
+    device = points_norm.device
+
+    x_px, y_px, depth = _project(points_norm, rig)
+    in_frame = (x_px >= 0) & (x_px < width) & (y_px >= 0) & (y_px < height) & (depth > 0)
+    point_uv = torch.empty(num_points, num_views, 2, dtype=torch.long, device=device)
+    point_uv[..., 0] = x_px.floor_()
+    point_uv[..., 1] = y_px.floor_()
+    col, row = point_uv[..., 0], point_uv[..., 1]
+    depth32 = depth.to(torch.float32)
+
+    # Every fragment of a point carries the same key (flat, camera-facing disc), so the z-buffer
+    # of discs equals a min-filter ("erosion" with the disc as structuring element) of the
+    # z-buffer of centres: min over discs covering q == min over offsets o of centre_min(q - o).
+    # One scatter of N*V centres plus K shifted minima over the images replaces N*V*K fragments.
+    offsets = disc_offsets(point_radius_px)  # stays on the CPU: only read as Python ints
+    reach = int(math.floor(point_radius_px))
+    padded_h, padded_w = height + 2 * reach, width + 2 * reach
+    view_size = padded_h * padded_w
+    num_slots = num_clouds * num_views
+    # Each (cloud, view) image is padded by the disc reach so shifted reads never wrap; points
+    # outside the frame go to one extra "trash" image (never read back), so no data-dependent
+    # filtering is needed and their keys need not be meaningful.
+    slot_start = torch.arange(num_views, device=device) * view_size + (reach * padded_w + reach)
+    if num_clouds > 1:
+        slot_start = (batch * (num_views * view_size)).unsqueeze(1) + slot_start
+    centre_lin = (row * padded_w).add_(col).add_(slot_start)
+    trash = num_slots * view_size + reach * padded_w + reach
+    centre_lin = torch.where(in_frame, centre_lin, trash).reshape(-1)
+
+    point_index = torch.arange(num_points, device=device, dtype=torch.int32).unsqueeze(1)
+    keys = _pack_keys(depth32, point_index)
+
+    buffer_size = (num_slots + 1) * view_size
+    centre_keys = torch.full((buffer_size,), _EMPTY_KEY, dtype=torch.int64, device=device)
+    centre_keys.scatter_reduce_(0, centre_lin, keys.reshape(-1), "amin", include_self=True)
+    source = centre_keys.view(num_slots + 1, padded_h, padded_w)
+    zbuffer = centre_keys.clone()  # same padded layout, so centre_lin indexes it directly
+    interior = zbuffer.view(num_slots + 1, padded_h, padded_w)[:, reach : reach + height, reach : reach + width]
+    for dx, dy in offsets[1:].tolist():
+        shifted = source[:, reach + dy : reach + dy + height, reach + dx : reach + dx + width]
+        torch.minimum(interior, shifted, out=interior)
+
+    # Visible: within tolerance of the owner of the centre pixel (the owner itself included,
+    # as its depth equals the pixel's depth).
+    owner_depth, _ = _unpack_keys(zbuffer.index_select(0, centre_lin).view(num_points, num_views))
+    visible = in_frame & (depth32 <= owner_depth + depth_tolerance)
+
+    image_keys = interior[:num_slots].reshape(num_clouds, num_views, height, width)
+    image_depth, image_owner = _unpack_keys(image_keys)
+    return _Raster(
+        pixel_to_point=image_owner.to(torch.long),
+        depth=image_depth.contiguous(),
+        point_uv=point_uv,
+        point_depth=depth32,
+        visible=visible,
+    )
+
+
+def _prepare(
+    points: Tensor,
+    batch: Tensor | None,
+    rig: CameraRig | None,
+    image_size: int | Sequence[int] | None,
+    point_radius_px: float,
+    depth_tolerance: float | None,
+    normalize: bool,
+    num_clouds: int | None,
+) -> tuple[Tensor, int, CameraRig, Tensor, Tensor, _Raster, float]:
+    batch, num_clouds = _check_points(points, batch, num_clouds)
+    rig = _resolve_rig(rig, image_size, points.device)
+    disc_offsets(point_radius_px)  # validates the radius before it is used anywhere
+    if depth_tolerance is None:
+        depth_tolerance = default_depth_tolerance(rig, point_radius_px)
+    if not math.isfinite(depth_tolerance) or depth_tolerance < 0:
+        msg = f"depth_tolerance must be a finite number >= 0 (or None), got {depth_tolerance!r}."
+        raise ValueError(msg)
+    if normalize:
+        points_norm, center, scale = normalize_clouds(points, batch, num_clouds)
+    else:
+        points_norm = points
+        center = points.new_zeros(num_clouds, 3)
+        scale = points.new_ones(num_clouds)
+    raster = _rasterize(points_norm, batch, num_clouds, rig, float(point_radius_px), float(depth_tolerance))
+    return batch, num_clouds, rig, center, scale, raster, float(depth_tolerance)
+
+
+def default_depth_tolerance(rig: CameraRig, point_radius_px: float) -> float:
+    """Default visibility tolerance: ``2 * point_radius_px + 1`` pixel footprints, in depth units.
+
+    Where a neighbour's disc wins a point's centre pixel, the two points lie up to about
+    ``point_radius_px + 0.7`` pixels apart, so on a surface tilted by ``theta`` their depths differ
+    by up to that distance times ``tan(theta)``. This tolerance keeps surfaces tilted up to about
+    60 degrees visible while hiding anything more than a few pixel footprints behind the owner.
+    The footprint is measured at the object centre (orthographic: everywhere).
+    """
+    if rig.projection == "orthographic":
+        pixel = 1.0 / rig.ortho_scale_px
+    else:
+        pixel = rig.camera_distance / rig.focal_px
+    return (2.0 * float(point_radius_px) + 1.0) * pixel
+
+
+def _splat_per_point(per_point: Tensor, pixel_to_point: Tensor, background: float) -> Tensor:
+    """Copy per-point rows ``(N,)``/``(N, C)`` onto pixels: ``(B, V, H, W)``/``(B, V, C, H, W)``."""
+    hit = pixel_to_point >= 0
+    owner = pixel_to_point.clamp(min=0).reshape(-1)
+    gathered = per_point.index_select(0, owner).view(*pixel_to_point.shape, *per_point.shape[1:])
+    if per_point.ndim == 1:
+        return torch.where(hit, gathered, torch.full_like(gathered, background))
+    gathered = torch.where(hit.unsqueeze(-1), gathered, torch.full_like(gathered, background))
+    return gathered.permute(0, 1, 4, 2, 3).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def rasterize_points(
+    points: Tensor,
+    batch: Tensor | None = None,
+    rig: CameraRig | None = None,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    point_radius_px: float = 2.0,
+    depth_tolerance: float | None = None,
+    normalize: bool = True,
+    num_clouds: int | None = None,
+) -> RenderOutput:
+    """Geometry only: z-buffer, correspondence and visibility, no shading (``images`` is ``None``).
+
+    Same arguments as :func:`render_points`. Use it when only ``pixel_to_point``/``visible`` are
+    needed (e.g. to splat masks or to gather maps computed elsewhere).
+    """
+    batch, num_clouds, rig, center, scale, raster, depth_tolerance = _prepare(
+        points, batch, rig, image_size, point_radius_px, depth_tolerance, normalize, num_clouds
+    )
+    return RenderOutput(
+        images=None,
+        depth=raster.depth,
+        pixel_to_point=raster.pixel_to_point,
+        point_uv=raster.point_uv,
+        visible=raster.visible,
+        point_depth=raster.point_depth,
+        values=None,
+        points=points,
+        batch=batch,
+        center=center,
+        scale=scale,
+        rig=rig,
+        point_radius_px=float(point_radius_px),
+        depth_tolerance=float(depth_tolerance),
+    )
+
+
+def render_points(
+    points: Tensor,
+    batch: Tensor | None = None,
+    rig: CameraRig | None = None,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    point_radius_px: float = 2.0,
+    colors: Tensor | None = None,
+    normals: Tensor | None = None,
+    light_dir: Sequence[float] = (-0.4, 0.5, 1.0),
+    ambient: float = 0.35,
+    base_color: Sequence[float] = (0.8, 0.8, 0.8),
+    background: float | Sequence[float] = 1.0,
+    shading: bool = True,
+    normal_k: int = 30,
+    values: Tensor | None = None,
+    values_background: float = 0.0,
+    depth_tolerance: float | None = None,
+    normalize: bool = True,
+    num_clouds: int | None = None,
+) -> RenderOutput:
+    """Render ``B`` point clouds from every view of ``rig`` with exact point <-> pixel correspondence.
+
+    Args:
+        points: ``(N, 3)`` float coordinates of all clouds, concatenated.
+        batch: ``(N,)`` long cloud index of each point (sorted, PyG style); ``None`` for one cloud.
+        rig: the views; ``None`` uses :func:`pointad_rig` (9 views about X, 336 px, orthographic).
+        image_size: ``int`` or ``(H, W)`` overriding ``rig.image_size``; ``None`` keeps the rig's.
+        point_radius_px: each point is drawn as a disc of this radius (pixels) around its centre pixel.
+        colors: ``(N, 3)`` per-point base colours in ``[0, 1]``; ``None`` uses ``base_color``.
+        normals: ``(N, 3)`` per-point normals (any orientation; they are flipped to face the
+            camera). ``None`` estimates them with :func:`anomalib_3d.ops.estimate_normals`
+            (``k = normal_k``) when ``shading`` is on.
+        light_dir: direction *towards* the light in camera coordinates (x right, y up, z to the viewer).
+        ambient: ambient term; pixel colour is ``color * (ambient + (1 - ambient) * max(0, n . l))``.
+        base_color: colour of uncoloured points.
+        background: background intensity (scalar or RGB), white by default.
+        shading: ``False`` draws flat colours (no normals needed).
+        normal_k: neighbours for normal estimation.
+        values: ``(N, C)`` or ``(N,)`` extra per-point channels splatted with the same z-buffer.
+        values_background: value of background pixels in ``values``.
+        depth_tolerance: visibility tolerance in normalised depth units, see the module
+            docstring; ``None`` uses :func:`default_depth_tolerance`.
+        normalize: normalise each cloud into the unit sphere first (recommended; ``False`` expects
+            clouds already normalised, points outside the frame are then never visible).
+        num_clouds: ``B`` when known (avoids a device sync and allows trailing empty clouds).
+
+    Returns:
+        :class:`RenderOutput` with ``images (B, V, 3, H, W)``, ``depth``, ``pixel_to_point``,
+        ``point_uv``, ``visible`` and ``values (B, V, C, H, W)`` (``(B, V, H, W)`` for 1-D values).
+
+    Raises:
+        InvalidPointsError: wrong shapes/dtypes or NaN/inf in points, batch, colors, normals or values.
+        EmptyPointCloudError: ``N == 0``.
+    """
+    num_points = points.shape[0] if isinstance(points, Tensor) and points.ndim == 2 else -1
+    _check_per_point("colors", colors, num_points, 3)
+    _check_per_point("normals", normals, num_points, 3)
+    _check_per_point("values", values, num_points, None)
+    if not 0.0 <= ambient <= 1.0:
+        msg = f"ambient must lie in [0, 1], got {ambient}."
+        raise ValueError(msg)
+
+    output = rasterize_points(
+        points,
+        batch,
+        rig,
+        image_size=image_size,
+        point_radius_px=point_radius_px,
+        depth_tolerance=depth_tolerance,
+        normalize=normalize,
+        num_clouds=num_clouds,
+    )
+    dtype = points.dtype
+    pixel_to_point = output.pixel_to_point
+    hit = pixel_to_point >= 0
+    owner = pixel_to_point.clamp(min=0)
+
+    if shading:
+        if normals is None:
+            normals = _estimate_normals(points, output.batch if batch is not None else None, normal_k)
+        # Intensity per (point, view) is cheap (one small matmul); pixels then read their owner's.
+        per_point_view = _lambert(normals.to(dtype), output, light_dir, ambient)
+        view = torch.arange(output.num_views, device=owner.device).view(1, -1, 1, 1)
+        lookup = (owner * output.num_views + view).reshape(-1)
+        intensity = per_point_view.reshape(-1).index_select(0, lookup).view_as(owner).unsqueeze(2)
+    else:
+        intensity = None
+
+    # Build images directly as (B, V, 3, H, W): no channels-last intermediate to transpose.
+    if colors is not None:
+        albedo = colors.to(dtype).clamp(0.0, 1.0).T.contiguous()  # (3, N)
+        rgb = albedo.index_select(1, owner.reshape(-1)).view(3, *owner.shape).movedim(0, 2)
+    else:
+        rgb = points.new_tensor(base_color).clamp(0.0, 1.0).view(1, 1, 3, 1, 1)
+    if intensity is not None:
+        rgb = rgb * intensity
+    bg = points.new_tensor(background) if not isinstance(background, Tensor) else background.to(points)
+    bg = bg.expand(3).view(1, 1, 3, 1, 1)
+    rgb = torch.where(hit.unsqueeze(2), rgb, bg).clamp_(0.0, 1.0)
+    output.images = rgb.contiguous()
+    if values is not None:
+        output.values = _splat_per_point(values, pixel_to_point, values_background)
+    return output
+
+
+def _estimate_normals(points: Tensor, batch: Tensor | None, k: int) -> Tensor:
+    """PCA normals from :func:`anomalib_3d.ops.estimate_normals`, ``k`` capped by the smallest cloud.
+
+    Clouds of fewer than 3 points have no defined normal: all normals are then zero, which
+    shades every point with the ambient term only.
+    """
+    from anomalib_3d.ops import estimate_normals  # lazy: ops is optional at import time
+
+    if batch is None:
+        smallest = points.shape[0]
+    else:
+        # Clouds absent from the batch vector have no queries and do not limit k.
+        counts = torch.bincount(batch)
+        smallest = int(counts[counts > 0].min())
+    k = min(int(k), smallest)
+    if k < 3:
+        return torch.zeros_like(points)
+    normals, _ = estimate_normals(points, k=k, batch=batch)
+    return normals
+
+
+def _lambert(normals: Tensor, output: RenderOutput, light_dir: Sequence[float], ambient: float) -> Tensor:
+    """Lambert intensity ``(N, V)`` of every point in every view, normals flipped towards the camera.
+
+    Rotations preserve dot products, so instead of rotating every normal into every view the
+    light and viewing directions are rotated back into object space: ``n_cam . l = n . (R^T l)``.
+    """
+    rig = output.rig
+    rotations = rig.rotations.to(normals.dtype)  # (V, 3, 3)
+    unit = F.normalize(normals, dim=1)
+    light = F.normalize(normals.new_tensor(light_dir), dim=0)
+    light_in_object = rotations.transpose(1, 2) @ light  # (V, 3): R^T l
+    towards_camera_axis = rotations[:, 2, :]  # (V, 3): R^T e_z
+    lit = unit @ light_in_object.T  # (N, V)
+    facing = unit @ towards_camera_axis.T  # (N, V): n_cam . e_z
+    if rig.projection == "pinhole":
+        # Towards the camera centre from the point: (0, 0, d) - R p, so
+        # n_cam . (d e_z - R p) = d (n . R^T e_z) - n . p.
+        batch = output.batch
+        points_norm = (output.points - output.center[batch]) / output.scale[batch].unsqueeze(1)
+        facing = facing * rig.camera_distance - (unit * points_norm.to(unit.dtype)).sum(1, keepdim=True)
+    lit = torch.where(facing < 0, -lit, lit)
+    return lit.clamp_(min=0.0).mul_(1.0 - ambient).add_(ambient)
+
+
+def render_mask_like(point_labels: Tensor, output: RenderOutput) -> Tensor:
+    """Splat per-point ground truth through an existing render's z-buffer.
+
+    Args:
+        point_labels: ``(N,)`` bool/int/float labels; a point is anomalous when its label is > 0.5
+            (``True``/1 for anomalous).
+        output: a :class:`RenderOutput` of the same points.
+
+    Returns:
+        ``(B, V, H, W)`` float mask, 1 where the pixel's owner is anomalous, 0 elsewhere (background
+        included). Aligns with ``output.images`` by construction.
+    """
+    num_points = output.points.shape[0]
+    if not isinstance(point_labels, Tensor) or point_labels.shape != (num_points,):
+        shape = tuple(point_labels.shape) if isinstance(point_labels, Tensor) else type(point_labels).__name__
+        msg = f"point_labels must have shape ({num_points},), one label per point, got {shape}."
+        raise GroundTruthMismatchError(msg, fix="Pass the per-point labels of exactly the rendered points.")
+    anomalous = (point_labels.to(output.depth.device).float() > 0.5).float()
+    if point_labels.is_floating_point() and not bool(torch.isfinite(point_labels).all()):
+        raise GroundTruthMismatchError("point_labels contains NaN/inf.", fix="Labels must be 0/1.")
+    return _splat_per_point(anomalous, output.pixel_to_point, 0.0)
+
+
+def render_mask(
+    point_labels: Tensor,
+    points: Tensor,
+    batch: Tensor | None = None,
+    rig: CameraRig | None = None,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    point_radius_px: float = 2.0,
+    normalize: bool = True,
+    num_clouds: int | None = None,
+) -> Tensor:
+    """Render point-level ground truth into pixel masks with the image renderer's geometry.
+
+    Anomalous points (label > 0.5) are white (1) on black (0). With the same ``points``, ``batch``,
+    ``rig``, ``image_size``, ``point_radius_px`` and ``normalize`` as :func:`render_points`, the
+    masks align exactly with the images (same deterministic z-buffer).
+
+    Args:
+        point_labels: ``(N,)`` per-point labels.
+        points: ``(N, 3)`` float coordinates.
+        batch: ``(N,)`` cloud index per point, or ``None``.
+        rig: views (``None``: :func:`pointad_rig`).
+
+    Returns:
+        ``(B, V, H, W)`` float mask in ``{0, 1}``.
+
+    Raises:
+        GroundTruthMismatchError: ``point_labels`` does not have one entry per point.
+    """
+    if isinstance(points, Tensor) and points.ndim == 2 and isinstance(point_labels, Tensor):
+        if point_labels.shape != (points.shape[0],):
+            msg = f"point_labels has shape {tuple(point_labels.shape)} but there are {points.shape[0]} points."
+            raise GroundTruthMismatchError(msg, fix="Pass exactly one label per point.")
+    output = rasterize_points(
+        points,
+        batch,
+        rig,
+        image_size=image_size,
+        point_radius_px=point_radius_px,
+        normalize=normalize,
+        num_clouds=num_clouds,
+    )
+    return render_mask_like(point_labels, output)
