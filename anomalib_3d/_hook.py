@@ -4,7 +4,12 @@ This module is imported from a ``.pth`` file at every interpreter start, so it i
 standard library and does nothing but put a finder on ``sys.meta_path``. When ``anomalib.models``
 or ``anomalib.data`` finishes executing, the finder calls :func:`anomalib_3d.plugins.load_plugins`
 for that kind, which imports our entry points and makes anomalib's CLI and ``get_model`` see them.
-Anything that goes wrong is recorded by ``anomalib_3d.plugins`` and never breaks anomalib.
+
+Re-entrancy: if anomalib is first imported *by one of our own modules* (``import anomalib_3d.data``
+in a fresh interpreter), that module is still half-initialised when anomalib finishes; importing
+the plugins right then would fail on it. The load is then deferred until the outermost of our
+modules has finished importing. Anything that goes wrong is recorded by ``anomalib_3d.plugins``
+and never breaks anomalib itself.
 """
 
 from __future__ import annotations
@@ -16,10 +21,31 @@ from types import ModuleType
 
 # anomalib module → plugin kind that must be registered once it has finished importing.
 _TRIGGERS = {"anomalib.models": "models", "anomalib.data": "datamodules"}
+_OWN_PACKAGES = ("anomalib_3d", "anomalib_3d_plugins")
+_deferred: list[str] = []
+
+
+def _own_module_initializing(exclude: str | None = None) -> bool:
+    for name, module in list(sys.modules.items()):
+        if name == exclude or name.split(".", 1)[0] not in _OWN_PACKAGES:
+            continue
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and getattr(spec, "_initializing", False):
+            return True
+    return False
+
+
+def _load(kind: str) -> None:
+    try:
+        from anomalib_3d.plugins import load_plugins
+
+        load_plugins(kind)
+    except Exception:  # noqa: BLE001 - a plugin problem must never break anomalib itself
+        pass
 
 
 class _LoaderWrapper(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader, kind: str) -> None:
+    def __init__(self, loader: importlib.abc.Loader, kind: str | None) -> None:
         self._loader = loader
         self._kind = kind
 
@@ -28,28 +54,31 @@ class _LoaderWrapper(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        try:
-            from anomalib_3d.plugins import load_plugins
+        if self._kind is not None:
+            if _own_module_initializing():
+                _deferred.append(self._kind)
+            else:
+                _load(self._kind)
+        elif _deferred and not _own_module_initializing(exclude=module.__name__):
+            while _deferred:
+                _load(_deferred.pop(0))
 
-            load_plugins(self._kind)
-        except Exception:  # noqa: BLE001 - a plugin problem must never break anomalib itself
-            pass
-
-    def __getattr__(self, name: str):  # delegate get_resource_reader, is_package, ...
+    def __getattr__(self, name: str):  # noqa: ANN204 - delegate get_resource_reader, is_package, ...
         return getattr(self._loader, name)
 
 
 class _PluginTriggerFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201
         kind = _TRIGGERS.get(fullname)
-        if kind is None:
+        own = fullname.split(".", 1)[0] in _OWN_PACKAGES
+        if kind is None and not own:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                if spec.loader is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
                     spec.loader = _LoaderWrapper(spec.loader, kind)
                 return spec
         return None
@@ -63,9 +92,4 @@ def install() -> None:
     # anomalib was imported before the hook was armed (e.g. in an embedded interpreter).
     for name, kind in _TRIGGERS.items():
         if name in sys.modules:
-            try:
-                from anomalib_3d.plugins import load_plugins
-
-                load_plugins(kind)
-            except Exception:  # noqa: BLE001
-                pass
+            _load(kind)

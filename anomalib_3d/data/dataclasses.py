@@ -490,7 +490,7 @@ class PointCloudBatch(
                 kwargs[name] = None if value is None else value[b]
             for name in PER_CLOUD_LIST_FIELDS:
                 value = getattr(self, name)
-                kwargs[name] = None if value is None else value[b]
+                kwargs[name] = None if value is None or value[b] == "" else value[b]
             out.append(PointCloudItem(**kwargs))
         return out
 
@@ -501,8 +501,9 @@ class PointCloudBatch(
     def collate(cls, items: list[PointCloudItem]) -> PointCloudBatch:
         """Concatenate items into one batch (the DataLoader ``collate_fn``).
 
-        A field is kept only if every item has it; a field present in some items but not all
-        raises, rather than being dropped silently.
+        A tensor field is kept only if every item has it; one present in some items but not all
+        raises, rather than being dropped silently. Path/category fields may be missing for some
+        clouds (a good sample has no GT file): they collate to ``""``.
         """
         if not items:
             msg = "cannot collate an empty list of point-cloud items."
@@ -513,6 +514,10 @@ class PointCloudBatch(
             present = [v is not None for v in values]
             if not any(present):
                 continue
+            if name in PER_CLOUD_LIST_FIELDS:
+                # Paths are legitimately absent for some clouds (a good sample has no GT file).
+                kwargs[name] = ["" if v is None else v for v in values]
+                continue
             if not all(present):
                 missing = [getattr(it, "point_path", None) or f"item {i}" for i, (it, p) in
                            enumerate(zip(items, present, strict=True)) if not p]
@@ -520,8 +525,6 @@ class PointCloudBatch(
                 raise ValueError(msg)
             if name in PER_POINT_FIELDS:
                 kwargs[name] = torch.cat([torch.as_tensor(v) for v in values])
-            elif name in PER_CLOUD_LIST_FIELDS:
-                kwargs[name] = list(values)
             else:
                 tensors = [torch.as_tensor(v) for v in values]
                 shapes = {tuple(t.shape) for t in tensors}

@@ -116,3 +116,22 @@ def test_anomalib_cli_resolves_model_plugins(tmp_path: Path, capsys: pytest.Capt
             capsys,
         )
         assert f"anomalib_3d_plugins.{name.lower()}" in out
+
+
+@pytest.mark.parametrize(
+    "first_import",
+    ["import anomalib_3d.data.synthetic", "from anomalib_3d_plugins.imrnet import IMRNet", "import anomalib_3d.models"],
+)
+def test_plugins_load_when_our_own_module_imports_anomalib_first(first_import: str) -> None:
+    """anomalib imported from inside one of our half-initialised modules: the load is deferred, not failed."""
+    code = (
+        f"{first_import}\n"
+        "import anomalib.models, anomalib.data\n"
+        "import anomalib_3d.plugins as p\n"
+        "bad = [i for i in p.list_plugins(load=False) if i.status != 'loaded']\n"
+        "print('BAD', bad)\n"
+        "print('OK', hasattr(anomalib.data, 'Real3DAD'), hasattr(anomalib.models, 'IMRNet'))\n"
+    )
+    out = _run([sys.executable, "-c", code], Path.cwd())
+    assert "BAD []" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "OK True True" in out.stdout

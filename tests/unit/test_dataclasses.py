@@ -112,3 +112,12 @@ def test_anomalib_post_processor_and_auroc_run_on_point_batches() -> None:
     assert batch.pred_mask is not None and batch.pred_mask.shape == (300,)
     assert batch.pred_label.shape == (6,)
     assert float(batch.anomaly_map.min()) >= 0.0 and float(batch.anomaly_map.max()) <= 1.0
+
+
+def test_paths_may_be_missing_for_some_clouds() -> None:
+    """A good sample has no GT file: mask_path collates to "" and splits back to None."""
+    a = PointCloudItem(points=torch.rand(4, 3), gt_label=1, gt_mask=torch.ones(4), mask_path="/gt/a.txt")
+    b = PointCloudItem(points=torch.rand(3, 3), gt_label=0, gt_mask=torch.zeros(3))
+    batch = PointCloudBatch.collate([a, b])
+    assert batch.mask_path == ["/gt/a.txt", ""]
+    assert batch.items[0].mask_path == "/gt/a.txt" and batch.items[1].mask_path is None
