@@ -357,7 +357,7 @@ class PointCloudDataset(AnomalibDataset):
         rgb = read_rgb(row.rgb_path) if row.rgb_path else None
         gt = read_mask_png(row.mask_path) if row.mask_path else np.zeros(xyz.shape[:2], dtype=bool)
         xyz_t = torch.from_numpy(np.ascontiguousarray(xyz, dtype=np.float32))
-        rgb_t = None if rgb is None else torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+        rgb_t = None if rgb is None else torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float() / 255.0
         gt_t = torch.from_numpy(gt.astype(bool))
         if self.grid_size is not None:
             from anomalib_3d.data.adapters import resize_nearest

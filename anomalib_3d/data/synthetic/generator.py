@@ -563,7 +563,7 @@ def generate_synthetic_dataset(
     workers = _auto_workers(num_workers, len(jobs) * len(todo))
     pool = _start_pool(workers)
     try:
-        with tqdm(total=len(jobs) * len(todo), disable=not progress, desc=f"synthetic {layout}", unit="sample") as bar:
+        with tqdm(total=len(jobs) * len(todo), disable=not progress or not todo, desc=f"synthetic {layout}", unit="sample") as bar:
             for category in todo:
                 # Build in a hidden folder and move it into place at the end, so an interrupted
                 # run never leaves a half-written category that a later call takes as complete.
