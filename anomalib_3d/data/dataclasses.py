@@ -533,8 +533,9 @@ class PointCloudBatch(
                            "organized inputs to one size in the datamodule (nearest, so no points are invented).")
                     raise ValueError(msg)
                 kwargs[name] = torch.stack(tensors)
-        counts = torch.tensor([item.num_points for item in items])
-        kwargs["batch_index"] = torch.repeat_interleave(torch.arange(len(items)), counts)
+        device = items[0].points.device
+        counts = torch.tensor([item.num_points for item in items], device=device)
+        kwargs["batch_index"] = torch.repeat_interleave(torch.arange(len(items), device=device), counts)
         return cls(**kwargs)
 
     def pad(self, max_points: int | None = None, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,185 @@
+"""Benchmark: PointAD inference per sample, split into render / encode / score, and peak memory.
+
+For each backbone (random weights: timing does not depend on their values) one cloud at a time
+(batch size 1, as the paper's Table 17) goes through:
+
+* **render** — ``anomalib_3d.render.render_points``: normals, z-buffer, shading, correspondence;
+* **encode** — the frozen CLIP on the ``V`` renders (V-V stream + multi-layer tokens);
+* **score** — prompts (cached), similarities, bilinear upsampling, gather to points, point-graph
+  smoothing, object score.
+
+References in the table: ``encode / CLIP`` compares our encoder with open_clip's plain
+``encode_image`` on the same renders (the cost of the parallel V-V stream and the extra tokens);
+``total / paper`` compares with the paper's 0.40 s per sample (ViT-L/14@336 on an RTX 3090,
+Table 17; meaningful for ViT-L on a GPU only). A second table times one training step on a batch
+of 4 with the frozen-feature cache cold (render + encode) and warm (rasterise only).
+
+Each configuration runs in its own process, so the peak resident memory (CPU) is its own.
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/pointad.py                                   # CPU: tiny + ViT-B-16
+    PYTHONPATH=. python benchmarks/pointad.py --device cuda --backbones ViT-L-14-336
+    PYTHONPATH=. python benchmarks/pointad.py --points 20000 --repeats 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_SECONDS = 0.40
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cloud(num_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from anomalib_3d.data.synthetic import make_sample
+
+    sample = make_sample("gear", "bulge", seed=seed, num_points=num_points)
+    return torch.from_numpy(sample.points), torch.from_numpy(sample.labels.astype(bool))
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """Time one backbone in this process; returns a JSON-able row."""
+    sys.path.insert(0, str(REPO))
+    from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
+    from anomalib_3d_plugins.pointad.prompts import PromptLearner
+    from anomalib_3d_plugins.pointad.torch_model import FeatureCache, PointADModel, RenderSettings, segment_max
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    backbone = FrozenCLIP(args.backbone, None).to(device)
+    model = PointADModel(backbone, PromptLearner(backbone).to(device), render=RenderSettings(num_views=args.views),
+                         smoothing_k=args.smoothing_k, feature_cache=FeatureCache()).to(device).eval()
+    clouds = [_cloud(args.points, seed) for seed in range(args.repeats + 1)]
+    stages: dict[str, list[float]] = {"render": [], "encode": [], "score": [], "clip": []}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    from anomalib_3d.render import gather_to_points
+
+    with torch.no_grad():
+        for index, (points, _) in enumerate(clouds):
+            points = points.to(device)
+            batch = torch.zeros(points.shape[0], dtype=torch.long, device=device)
+            _sync(device)
+            t0 = time.perf_counter()
+            output = model.render(points, batch, 1)
+            _sync(device)
+            t1 = time.perf_counter()
+            glob, patch = model.encode_views(output.images)
+            _sync(device)
+            t2 = time.perf_counter()
+            text = model._per_cloud_text(None, 1)  # noqa: SLF001
+            scores = model.score_views(glob, patch, text)
+            view_probs = scores.logits.softmax(-1)[..., 1]
+            maps = torch.stack([p[:, :, 1] for p in scores.patch_probs]).mean(0)
+            point_map = model.smooth(points, gather_to_points(maps, output, fallback="nearest"), batch, 1)
+            score = 0.5 * (view_probs.mean(1) + segment_max(point_map, batch, 1))
+            float(score[0])
+            _sync(device)
+            t3 = time.perf_counter()
+            flat = backbone.prepare_images(output.images.flatten(0, 1))
+            with backbone._autocast(device):  # noqa: SLF001 - same precision as ours
+                backbone.clip.encode_image(flat)
+            _sync(device)
+            t4 = time.perf_counter()
+            if index == 0:
+                continue  # warm-up (allocator, kernels, text cache)
+            stages["render"].append(t1 - t0)
+            stages["encode"].append(t2 - t1)
+            stages["score"].append(t3 - t2)
+            stages["clip"].append(t4 - t3)
+        # Training step on a batch of 4, cold then warm cache.
+        points = torch.cat([c[0] for c in clouds[:4]]).to(device)
+        labels = torch.cat([c[1] for c in clouds[:4]]).to(device)
+        counts = torch.tensor([c[0].shape[0] for c in clouds[:4]])
+        batch = torch.repeat_interleave(torch.arange(len(counts)), counts).to(device)
+        object_labels = torch.ones(len(counts), dtype=torch.long, device=device)
+        paths = [f"bench/{i}" for i in range(len(counts))]
+    model.train()
+    step = {}
+    for name in ("cold", "warm"):
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = model.compute_loss(points, batch, object_labels, labels, paths=paths)["loss"]
+        loss.backward()
+        _sync(device)
+        step[name] = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    median = {k: statistics.median(v) for k, v in stages.items()}
+    return {
+        "backbone": args.backbone,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "image_size": backbone.image_size[0],
+        "points": args.points,
+        "views": args.views,
+        **median,
+        "total": median["render"] + median["encode"] + median["score"],
+        "peak_mb": peak,
+        "train_cold": step["cold"],
+        "train_warm": step["warm"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbones", nargs="+", default=None,
+                        help="default: pointad-tiny-vit ViT-B-16 on CPU; + ViT-L-14-336 on CUDA")
+    parser.add_argument("--points", type=int, default=50000, help="points per cloud (MVTec 3D-AD at 336 px: ~50k)")
+    parser.add_argument("--views", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoothing-k", type=int, default=64)
+    parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        args.backbone = args.single
+        print(json.dumps(run_one(args)))
+        return
+    backbones = args.backbones or (["pointad-tiny-vit", "ViT-B-16"] + (["ViT-L-14-336"] if args.device == "cuda" else []))
+    rows = []
+    for name in backbones:
+        command = [sys.executable, __file__, "--single", name, "--device", args.device, "--points", str(args.points),
+                   "--views", str(args.views), "--repeats", str(args.repeats), "--threads", str(args.threads),
+                   "--smoothing-k", str(args.smoothing_k)]
+        out = subprocess.run(command, capture_output=True, text=True, check=False,
+                             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)})
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode or not lines:
+            print(f"{name}: failed\n{out.stderr[-2000:]}")
+            continue
+        rows.append(json.loads(lines[-1]))
+    print(f"\nPointAD inference per sample (batch 1, {args.points} points, {args.views} views), "
+          f"median of {args.repeats}, device {args.device}, {args.threads} threads\n")
+    header = ("| backbone | px | render s | encode s | score s | total s | encode / CLIP | total / paper 0.40 s "
+              "| peak MB | train step cold s | warm s | cold / warm |")
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['image_size']} | {r['render']:.3f} | {r['encode']:.3f} | {r['score']:.3f} "
+              f"| {r['total']:.3f} | {r['encode'] / r['clip']:.2f} | {r['total'] / PAPER_SECONDS:.2f} "
+              f"| {r['peak_mb']:.0f} | {r['train_cold']:.2f} | {r['train_warm']:.2f} "
+              f"| {r['train_cold'] / r['train_warm']:.1f} |")
+    if rows:
+        print(f"\ndevice: {rows[0]['device']}; peak MB = max resident memory (CPU) or max CUDA allocation (GPU).")
+
+
+if __name__ == "__main__":
+    main()

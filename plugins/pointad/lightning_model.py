@@ -1,0 +1,588 @@
+"""PointAD: zero-shot 3D (and multimodal) anomaly detection with CLIP (anomalib Lightning module).
+
+Paper: Qihang Zhou, Jiangtao Yan, Shibo He, Wenchao Meng, Jiming Chen. "PointAD: Comprehending 3D
+Anomalies from Points and Pixels for Zero-shot 3D Anomaly Detection", NeurIPS 2024.
+
+Zero-shot means the model never sees the target objects: it learns its prompts on an *auxiliary*
+annotated set (another MVTec 3D-AD category's test split, another dataset, or by default the
+built-in synthetic parts with defects) and is then evaluated on the target. In anomalib's flow
+(``anomalib train --model PointAD --data MVTec3D --data.category bagel``) the module therefore
+replaces the target datamodule's training dataloader by the auxiliary one during ``fit`` — the
+target's train split is never read — and tests on the target as usual.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib.data import MVTec3D
+    >>> from anomalib_3d_plugins.pointad import PointAD
+    >>> model = PointAD(auxiliary={"dataset": "mvtec3d", "root": "datasets/MVTec3D", "categories": ["carrot"]})
+    >>> Engine().train(model, datamodule=MVTec3D(category="bagel"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from anomalib_3d.data.dataclasses import PointCloudBatch
+from anomalib_3d.data.errors import GroundTruthMismatchError
+from anomalib_3d.models import PointCloudModelMixin
+from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
+from anomalib_3d_plugins.pointad.loss import HybridLoss
+from anomalib_3d_plugins.pointad.prompts import PromptLearner
+from anomalib_3d_plugins.pointad.torch_model import FeatureCache, PointADModel, PointADPrediction, RenderSettings
+
+logger = logging.getLogger(__name__)
+
+_DATASOURCE_KEYS = ("dataset", "root", "categories", "split", "exclude", "options")
+DEFAULT_SYNTHETIC_ROOT = "./datasets/Synthetic3D"
+DEFAULT_SYNTHETIC_CATEGORIES = ("bottle", "cup", "gear", "bracket")
+
+
+def _source_dict(source: object) -> dict[str, Any]:
+    """A ``DataSource`` (or dict / namespace) as a plain dict with only DataSource's keys."""
+    if is_dataclass(source):
+        data = asdict(source)
+    elif isinstance(source, dict):
+        data = dict(source)
+    elif hasattr(source, "__dict__"):
+        data = {k: v for k, v in vars(source).items() if not k.startswith("_")}
+    else:
+        msg = f"an auxiliary source must be a DataSource or a dict, got {type(source).__name__}."
+        raise TypeError(msg)
+    unknown = sorted(set(data) - set(_DATASOURCE_KEYS))
+    if unknown:
+        msg = f"auxiliary source has unknown keys {unknown}; a DataSource takes {list(_DATASOURCE_KEYS)}."
+        raise ValueError(msg)
+    for key in ("dataset", "root", "categories"):
+        if key not in data:
+            msg = f"auxiliary source {data} lacks '{key}'."
+            raise ValueError(msg)
+    data["root"] = str(data["root"])
+    data["categories"] = [data["categories"]] if isinstance(data["categories"], str) else list(data["categories"])
+    return data
+
+
+def normalize_auxiliary(auxiliary: object) -> list[dict[str, Any]] | None:
+    """``None`` | source | list of sources → ``None`` | list of plain dicts (checkpoint-safe)."""
+    if auxiliary is None:
+        return None
+    if isinstance(auxiliary, (dict,)) or is_dataclass(auxiliary):
+        return [_source_dict(auxiliary)]
+    return [_source_dict(s) for s in auxiliary]
+
+
+def _collate_mixed_paths(items: list[Any]) -> PointCloudBatch:
+    """``PointCloudBatch.collate`` for batches mixing good samples (no mask file) and defective ones.
+
+    The collate refuses a per-cloud field present in only some items; a good sample's missing
+    GT *file* is not missing data (its labels are all zero), so it becomes ``""``.
+    """
+    for name in ("mask_path", "image_path"):
+        values = [getattr(item, name, None) for item in items]
+        if any(v is not None for v in values) and any(v is None for v in values):
+            for item in items:
+                if getattr(item, name, None) is None:
+                    setattr(item, name, "")
+    return PointCloudBatch.collate(items)
+
+
+def _on_one_device(points: PointCloudBatch) -> PointCloudBatch:
+    """Collating builds ``batch_index`` on the CPU; keep it with the (possibly CUDA) points."""
+    device = points.points.device
+    if points.batch_index.device != device:
+        points.batch_index = points.batch_index.to(device)
+    if points.grid_index is not None and points.grid_index.device != device:
+        points.grid_index = points.grid_index.to(device)
+    return points
+
+
+class PointAD(PointCloudModelMixin, AnomalibModule):
+    """PointAD with anomalib's components (3D metrics and visualizer from ``anomalib_3d``).
+
+    Args:
+        backbone: open_clip model name (default ``ViT-L-14-336``), a tiny test config name
+            (``pointad-tiny-vit``) or an open_clip model config dict.
+        pretrained: weights tag (``openai``), local checkpoint path, or ``None`` (random, tests only;
+            the backbone is then saved in checkpoints since it cannot be rebuilt).
+        feature_layers: vision blocks whose patch tokens are used (default the quarters: 6/12/18/24).
+        vv_attention: AnomalyCLIP's value-value attention on a parallel stream (no weight change).
+        vv_start_layer: first V-V block (default the first feature layer).
+        precision: backbone compute, ``auto`` = fp16 autocast on CUDA.
+        prompt_length: learnable words per template (12).
+        object_agnostic: ``True`` PointAD ("[V..][object]"), ``False`` PointAD-CoOp (class names).
+        class_name: class name for object-aware prompts when batches carry no category.
+        deep_prompts: learnable tokens inside the text encoder's blocks.
+        deep_prompt_length: tokens per block (4).
+        deep_prompt_depth: text blocks with deep prompts (default three quarters: 9 of 12).
+        num_views: rendering views (Table 7 sets: 1, 3, 5, 7, 9, 11).
+        view_angles: explicit rotation angles in radians (overrides ``num_views``).
+        view_axis: axis of ``view_angles``.
+        projection: ``orthographic`` or ``pinhole``.
+        render_size: render size (default the backbone's input size, 336).
+        point_radius_px: splat radius (default from the cloud size).
+        use_colors: render point colours (off: geometry only; RGB goes through its own branch).
+        loss_global_3d, loss_local_3d, loss_global_2d, loss_local_2d: hybrid-loss terms (Table 6).
+        temperature: ``tau`` of the cosine similarities.
+        learning_rate: Adam learning rate (1e-3).
+        max_epochs: epochs on the auxiliary set (15); forwarded to the trainer.
+        smoothing_sigma: point-graph Gaussian width in median point spacings (0 = off).
+        smoothing_k: neighbours of the smoothing.
+        use_rgb: fuse the RGB image of organized clouds (multimodal, plug-and-play).
+        organized_grid_size: organized inputs from anomalib's ``MVTec3D`` are resized (nearest) to
+            this grid first, as the paper resizes clouds to 336 x 336 (``None`` keeps them).
+        remove_background: drop the support plane of anomalib ``MVTec3D`` inputs before rendering
+            (the paper removes it like BTF); plane points get the cloud's lowest score.
+        auxiliary: the fitting data: a ``DataSource``-like dict (``dataset``, ``root``, ``categories``,
+            ``split``, ``exclude``, ``options``) or a list of them. ``None`` = the ``fit_sources`` of a
+            ``ZeroShot3D`` target, else good + defective samples (test split) of the built-in
+            ``Synthetic3D`` generator.
+        auxiliary_batch_size: batch size of the auxiliary loader (4).
+        auxiliary_num_workers: workers of the auxiliary loader.
+        auxiliary_grid_size: organized auxiliary sources are resized to this grid (336).
+        feature_cache_gb: memory budget of the frozen-feature cache (0 disables it).
+        seed: seed of the auxiliary loader's shuffling.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components.
+    """
+
+    def __init__(
+        self,
+        backbone: str | dict[str, Any] = "ViT-L-14-336",
+        pretrained: str | None = "openai",
+        feature_layers: list[int] | None = None,
+        vv_attention: bool = True,
+        vv_start_layer: int | None = None,
+        precision: str = "auto",
+        prompt_length: int = 12,
+        object_agnostic: bool = True,
+        class_name: str | None = None,
+        deep_prompts: bool = True,
+        deep_prompt_length: int = 4,
+        deep_prompt_depth: int | None = None,
+        num_views: int = 9,
+        view_angles: list[float] | None = None,
+        view_axis: str = "x",
+        projection: str = "orthographic",
+        render_size: int | None = None,
+        point_radius_px: float | None = None,
+        use_colors: bool = False,
+        loss_global_3d: bool = True,
+        loss_local_3d: bool = True,
+        loss_global_2d: bool = True,
+        loss_local_2d: bool = True,
+        temperature: float = 0.07,
+        learning_rate: float = 1e-3,
+        max_epochs: int = 15,
+        smoothing_sigma: float = 4.0,
+        smoothing_k: int = 64,
+        use_rgb: bool = True,
+        organized_grid_size: int | None = 336,
+        remove_background: bool = True,
+        auxiliary: list[dict[str, Any]] | dict[str, Any] | None = None,
+        auxiliary_batch_size: int = 4,
+        auxiliary_num_workers: int = 0,
+        auxiliary_grid_size: int | None = 336,
+        feature_cache_gb: float = 8.0,
+        seed: int = 0,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        # Plain dicts before save_hyperparameters reads the locals: checkpoints stay weights_only-safe.
+        auxiliary = normalize_auxiliary(auxiliary)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        clip = FrozenCLIP(
+            model=backbone,
+            pretrained=pretrained,
+            feature_layers=feature_layers,
+            vv_attention=vv_attention,
+            vv_start_layer=vv_start_layer,
+            precision=precision,
+        )
+        prompts = PromptLearner(
+            clip,
+            prompt_length=prompt_length,
+            object_agnostic=object_agnostic,
+            deep_prompts=deep_prompts,
+            deep_prompt_length=deep_prompt_length,
+            deep_prompt_depth=deep_prompt_depth,
+        )
+        render = RenderSettings(
+            num_views=num_views,
+            view_angles=tuple(view_angles) if view_angles is not None else None,
+            view_axis=view_axis,
+            projection=projection,
+            image_size=render_size,
+            point_radius_px=point_radius_px,
+            use_colors=use_colors,
+        )
+        loss = HybridLoss(
+            global_3d=loss_global_3d,
+            local_3d=loss_local_3d,
+            global_2d=loss_global_2d,
+            local_2d=loss_local_2d,
+        )
+        cache = FeatureCache(max_bytes=int(feature_cache_gb * 2**30)) if feature_cache_gb > 0 else None
+        self.model = PointADModel(
+            clip,
+            prompts,
+            render=render,
+            loss=loss,
+            temperature=temperature,
+            smoothing_sigma=smoothing_sigma,
+            smoothing_k=smoothing_k,
+            feature_cache=cache,
+        )
+        self.class_name = class_name
+        self.learning_rate = learning_rate
+        self.max_epochs = int(max_epochs)
+        self.use_rgb = use_rgb
+        self.organized_grid_size = organized_grid_size
+        self.remove_background = remove_background
+        self.auxiliary = auxiliary
+        self.auxiliary_batch_size = auxiliary_batch_size
+        self.auxiliary_num_workers = auxiliary_num_workers
+        self.auxiliary_grid_size = auxiliary_grid_size
+        self.seed = seed
+        # Random weights cannot be rebuilt from the hyper-parameters, so they go into checkpoints.
+        self.save_backbone = pretrained is None
+        self._restore_train_dataloader: tuple[str, object, object] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # anomalib contract
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Epochs on the auxiliary set; validation (thresholds on the target) only after the last one."""
+        return {
+            "max_epochs": self.max_epochs,
+            "num_sanity_val_steps": 0,
+            "check_val_every_n_epoch": max(1, self.max_epochs),
+            "gradient_clip_val": 0,
+        }
+
+    @property
+    def learning_type(self) -> LearningType:
+        """``ONE_CLASS`` so that anomalib's Engine runs ``fit``.
+
+        PointAD *is* zero-shot with respect to the target, but it learns prompts on the auxiliary
+        set; anomalib's Engine skips ``fit`` for ``ZERO_SHOT`` models, which would leave the prompts
+        untrained. The target's train split is never used (see :meth:`setup`).
+        """
+        return LearningType.ONE_CLASS
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam on the prompt parameters only (betas of the authors' release)."""
+        return torch.optim.Adam(self.model.prompt_learner.parameters(), lr=self.learning_rate, betas=(0.5, 0.999))
+
+    # ------------------------------------------------------------------------------------------
+    # auxiliary data
+    def _target_categories(self) -> list[str]:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        categories = getattr(datamodule, "categories", None)
+        if categories:
+            return list(categories)
+        category = getattr(datamodule, "category", None)
+        return [category] if isinstance(category, str) else []
+
+    def auxiliary_sources(self) -> list[dict[str, Any]]:
+        """The auxiliary sources, in this order: the ``auxiliary`` argument; the ``fit_sources`` of a
+        :class:`~anomalib_3d.data.datamodules.ZeroShot3D` target; the built-in synthetic parts
+        (avoiding the target's categories when the target is ``Synthetic3D`` too)."""
+        if self.auxiliary is not None:
+            return self.auxiliary
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        fit_sources = getattr(datamodule, "fit_sources", None)
+        if fit_sources:
+            return [_source_dict(source) for source in fit_sources]
+        categories = list(DEFAULT_SYNTHETIC_CATEGORIES)
+        if type(datamodule).__name__ == "Synthetic3D":
+            from anomalib_3d.data.synthetic import list_categories
+
+            target = set(self._target_categories())
+            categories = [c for c in list_categories() if c not in target][:4]
+        return [{"dataset": "synthetic3d", "root": DEFAULT_SYNTHETIC_ROOT, "categories": categories, "split": "test",
+                 "exclude": [], "options": {}}]
+
+    def auxiliary_dataloader(self) -> DataLoader:
+        """The shuffled loader of the auxiliary (annotated, fitting) samples."""
+        import pandas as pd
+
+        from anomalib_3d.data.datamodules.zero_shot import DataSource
+        from anomalib_3d.data.datasets import PointCloudDataset
+
+        sources = [DataSource(**source) for source in self.auxiliary_sources()]
+        frame = pd.concat([source.samples() for source in sources], ignore_index=True)
+        if frame.empty:
+            msg = f"the auxiliary sources {self.auxiliary_sources()} hold no samples."
+            raise ValueError(msg)
+        self._check_no_leak(frame)
+        grid = None if self.auxiliary_grid_size is None else (self.auxiliary_grid_size, self.auxiliary_grid_size)
+        dataset = PointCloudDataset(frame, split=None, remove_background=True, grid_size=grid, name="pointad_auxiliary")
+        generator = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.auxiliary_batch_size,
+            shuffle=True,
+            num_workers=self.auxiliary_num_workers,
+            collate_fn=_collate_mixed_paths,
+            generator=generator,
+        )
+        labels = frame.label_index.astype(int)
+        logger.info(
+            "PointAD fits its prompts on the auxiliary set: %d samples (%d anomalous) from %s. "
+            "The target datamodule's own train split is NOT used (zero-shot).",
+            len(frame), int(labels.sum()), ", ".join(f"{s.dataset}:{'+'.join(s.categories)}/{s.split}" for s in sources),
+        )
+        return loader
+
+    def _check_no_leak(self, frame: object) -> None:
+        """Refuse auxiliary samples that are also target evaluation samples."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        target: set[str] = set()
+        for name in ("test_data", "val_data"):
+            samples = getattr(getattr(datamodule, name, None), "samples", None)
+            if samples is None:
+                continue
+            for column in ("image_path", "depth_path"):
+                if column in samples:
+                    target.update(str(Path(p).resolve()) for p in samples[column] if isinstance(p, str) and p)
+        aux = {str(Path(p).resolve()) for p in frame.image_path}
+        leaked = sorted(aux & target)
+        if leaked:
+            msg = (f"{len(leaked)} auxiliary samples are also target evaluation samples (e.g. {leaked[0]}): "
+                   "not zero-shot. Use another category / dataset as auxiliary.")
+            raise ValueError(msg)
+
+    def setup(self, stage: str | None = None) -> None:
+        """On ``fit``: serve the auxiliary loader instead of the target's train split.
+
+        Lightning calls this hook after the datamodule's ``setup`` and *before* the fit loop
+        requests the training dataloader, so replacing the datamodule's ``train_dataloader`` here
+        is what the fit loop uses. It is restored in :meth:`teardown`.
+        """
+        if stage != "fit" or self._trainer is None:
+            return
+        loader = self.auxiliary_dataloader()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self._restore_train_dataloader = ("datamodule", datamodule, datamodule.__dict__.get("train_dataloader"))
+            datamodule.train_dataloader = lambda: loader
+            return
+        # Dataloaders passed straight to ``fit``: swap the fit loop's source (a Lightning internal).
+        source = getattr(getattr(self.trainer, "fit_loop", None), "_data_source", None)
+        if source is None or not hasattr(source, "instance"):
+            msg = "cannot install PointAD's auxiliary dataloader: the trainer exposes no train data source."
+            raise RuntimeError(msg)
+        self._restore_train_dataloader = ("source", source, source.instance)
+        source.instance = loader
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Give the datamodule its own ``train_dataloader`` back after ``fit``."""
+        if self._restore_train_dataloader is None or stage != "fit":
+            return
+        kind, owner, previous = self._restore_train_dataloader
+        if kind == "source":
+            owner.instance = previous
+        elif previous is None:
+            owner.__dict__.pop("train_dataloader", None)
+        else:
+            owner.train_dataloader = previous
+        self._restore_train_dataloader = None
+
+    # ------------------------------------------------------------------------------------------
+    # steps
+    def training_step(self, batch: PointCloudBatch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Hybrid loss on a batch of auxiliary clouds."""
+        del args, kwargs
+        points = _on_one_device(self.as_point_batch(batch))
+        if points.gt_mask is None or points.gt_label is None:
+            raise GroundTruthMismatchError(
+                "auxiliary samples need object labels and per-point labels (gt_mask).",
+                fix="use annotated auxiliary data: a test split with ground truth",
+            )
+        losses = self.model.compute_loss(
+            points.points,
+            points.batch_index,
+            points.gt_label,
+            points.gt_mask,
+            num_clouds=points.batch_size,
+            normals=points.normals,
+            colors=points.colors,
+            class_names=self._class_names(points),
+            paths=points.point_path,
+        )
+        size = points.batch_size
+        self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        for name in HybridLoss.TERMS:
+            if name in losses:
+                self.log(f"train_{name}", losses[name], on_step=False, on_epoch=True, batch_size=size)
+        return losses["loss"]
+
+    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Predictions on target data (anomalib collects thresholds / normalisation from them)."""
+        del args, kwargs
+        return self.predict_batch(batch)[0]
+
+    def test_step(self, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Predictions on target data."""
+        del batch_idx, args, kwargs
+        return self.predict_batch(batch)[0]
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:  # noqa: ANN401
+        """Predictions on target data."""
+        del batch_idx, dataloader_idx
+        return self.predict_batch(batch)[0]
+
+    def forward(self, batch: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """Full inference pipeline (pre-processor, model, post-processor) on a batch."""
+        del args, kwargs
+        batch = self.pre_processor(batch) if self.pre_processor else batch
+        batch = self.predict_batch(batch)[0]
+        return self.post_processor(batch) if self.post_processor else batch
+
+    # ------------------------------------------------------------------------------------------
+    # inference helpers
+    def _class_names(self, points: PointCloudBatch) -> list[str] | None:
+        if self.model.prompt_learner.object_agnostic:
+            return None
+        if points.category is not None:
+            return list(points.category)
+        name = self.class_name
+        if name is None:
+            categories = self._target_categories() if self._trainer is not None else []
+            name = categories[0] if len(categories) == 1 else "object"
+        return [name] * points.batch_size
+
+    def to_point_batch(self, batch: Any) -> tuple[PointCloudBatch, Tensor | None]:  # noqa: ANN401
+        """The batch as points, and the foreground mask of raw organized (``DepthBatch``) inputs.
+
+        ``DepthBatch`` grids are nearest-resized to ``organized_grid_size`` first and, with
+        ``remove_background``, their support plane is found (BTF's RANSAC on the border) so only
+        the object is rendered.
+        """
+        if isinstance(batch, PointCloudBatch) or getattr(batch, "depth_map", None) is None:
+            return _on_one_device(self.as_point_batch(batch)), None
+        from types import SimpleNamespace
+
+        from anomalib_3d.data.adapters import channels_last, depth_batch_to_point_batch, resize_organized
+
+        depth = torch.as_tensor(batch.depth_map).as_subclass(torch.Tensor)
+        size = self.organized_grid_size
+        if size is not None and tuple(depth.shape[-2:]) != (size, size):
+            depth = torch.stack([resize_organized(channels_last(d), (size, size)).permute(2, 0, 1) for d in depth])
+        view = SimpleNamespace(
+            depth_map=depth,
+            image=getattr(batch, "image", None),
+            gt_mask=getattr(batch, "gt_mask", None),
+            gt_label=getattr(batch, "gt_label", None),
+            depth_path=getattr(batch, "depth_path", None),
+            image_path=getattr(batch, "image_path", None),
+        )
+        points = _on_one_device(depth_batch_to_point_batch(view))
+        if not self.remove_background:
+            return points, None
+        return points, self._foreground(points)
+
+    @staticmethod
+    def _foreground(points: PointCloudBatch) -> Tensor:
+        """``(N,)`` bool: points off the support plane (every point if the plane cannot be found)."""
+        from anomalib_3d.data.datasets import remove_background_plane
+
+        keep = torch.ones(points.points.shape[0], dtype=torch.bool, device=points.points.device)
+        shape = points.grid_shape.reshape(-1, 2)
+        ptr = points.ptr.tolist()
+        for cloud in range(points.batch_size):
+            lo, hi = ptr[cloud], ptr[cloud + 1]
+            height, width = (int(s) for s in shape[cloud])
+            grid = torch.zeros(height * width, 3, dtype=torch.float32)
+            index = points.grid_index[lo:hi].cpu()
+            grid[index] = points.points[lo:hi].detach().float().cpu()
+            mask = torch.from_numpy(remove_background_plane(grid.view(height, width, 3).numpy()))
+            cloud_keep = mask.reshape(-1)[index].to(keep.device)
+            if int(cloud_keep.sum()) >= 16:  # a plane-only scan keeps all its points
+                keep[lo:hi] = cloud_keep
+        return keep
+
+    def predict_batch(self, batch: Any, *, return_views: bool = False) -> tuple[Any, PointADPrediction]:  # noqa: ANN401
+        """Run PointAD on a ``PointCloudBatch`` or ``DepthBatch`` and write anomalib's outputs.
+
+        Returns:
+            ``(batch with anomaly_map / pred_score, the raw PointADPrediction on the rendered points)``.
+        """
+        points, foreground = self.to_point_batch(batch)
+        cloud_points, cloud_batch = points.points, points.batch_index
+        normals, colors, grid_index = points.normals, points.colors, points.grid_index
+        if foreground is not None:
+            cloud_points, cloud_batch = cloud_points[foreground], cloud_batch[foreground]
+            normals = None if normals is None else normals[foreground]
+            colors = None if colors is None else colors[foreground]
+            grid_index = None if grid_index is None else grid_index[foreground]
+        use_rgb = self.use_rgb and points.image is not None and grid_index is not None and points.grid_shape is not None
+        prediction = self.model.predict(
+            cloud_points,
+            cloud_batch,
+            points.batch_size,
+            normals=normals,
+            colors=colors,
+            class_names=self._class_names(points),
+            rgb=points.image.as_subclass(torch.Tensor).to(cloud_points.device) if use_rgb else None,
+            grid_index=grid_index if use_rgb else None,
+            grid_shape=points.grid_shape if use_rgb else None,
+            return_views=return_views,
+        )
+        anomaly_map = prediction.anomaly_map
+        if foreground is not None:
+            from anomalib_3d_plugins.pointad.torch_model import segment_max
+
+            lowest = -segment_max(-anomaly_map, cloud_batch, points.batch_size)
+            full = lowest[points.batch_index].clone()
+            full[foreground] = anomaly_map
+            anomaly_map = full
+        return self.write_predictions(batch, points, anomaly_map, prediction.pred_score), prediction
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints: the frozen backbone is rebuilt from its name + weights, not stored
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the frozen CLIP weights (hundreds of MB) unless they are random."""
+        super().on_save_checkpoint(checkpoint)
+        if not self.save_backbone:
+            state = checkpoint.get("state_dict", {})
+            for key in [k for k in state if k.startswith("model.backbone.")]:
+                del state[key]
+
+    def load_state_dict(  # noqa: D417
+        self,
+        state_dict: dict[str, Tensor],
+        strict: bool = True,
+        assign: bool = False,
+    ) -> Any:  # noqa: ANN401
+        """Accept checkpoints without the backbone (filled from the freshly loaded one)."""
+        if not any(k.startswith("model.backbone.") for k in state_dict):
+            state_dict = dict(state_dict)
+            for key, value in super().state_dict().items():
+                if key.startswith("model.backbone."):
+                    state_dict[key] = value
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.model.clear_text_cache()
+        return result
+
+
+__all__ = ["PointAD", "normalize_auxiliary"]

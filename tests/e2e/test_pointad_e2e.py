@@ -1,0 +1,225 @@
+"""PointAD end to end with a tiny random ViT on the CPU.
+
+* the headline command ``anomalib train --model PointAD --data MVTec3D ...`` on a hand-written
+  MVTec 3D-AD-layout folder (organized xyz tiff + rgb png + gt png), and on ``Synthetic3D``;
+* the target's train split is never read during ``fit`` (the auxiliary loader replaces it);
+* save -> load -> identical predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+TINY_ARGS = [
+    "--model.backbone", "pointad-tiny-vit",
+    "--model.pretrained", "null",
+    "--model.max_epochs", "1",
+    "--model.num_views", "3",
+    "--model.smoothing_k", "8",
+    "--model.organized_grid_size", "48",
+    "--model.auxiliary_grid_size", "48",
+]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
+
+
+def _dome_scan(size: int, defect: bool, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An organized scan of a dome on a plane (camera above), optionally with a bump and its mask."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+    x = (cols - size / 2) * 0.002
+    y = (rows - size / 2) * 0.002
+    radius = 0.3 * size * 0.002
+    d2 = x**2 + y**2
+    height = np.sqrt(np.clip(radius**2 - d2, 0, None))
+    mask = np.zeros((size, size), dtype=bool)
+    if defect:
+        cx, cy = rng.uniform(-0.3, 0.3, size=2) * radius
+        bump = 0.012 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.15 * radius) ** 2))
+        bump[d2 > radius**2] = 0
+        height = height + bump
+        mask = bump > 0.002
+    z = 0.5 - height
+    xyz = np.stack([x, y, z], axis=-1).astype(np.float32)
+    shade = np.clip(0.3 + 0.7 * height / radius, 0, 1)
+    rgb = np.stack([shade * 0.9, shade * 0.7, shade * 0.4], axis=-1)
+    rgb[mask] = [0.2, 0.2, 0.9]  # the defect is also visible in colour
+    return xyz, (rgb * 255).astype(np.uint8), mask
+
+
+def write_mvtec3d_folder(root: Path, category: str = "bagel", size: int = 48) -> Path:
+    """``<root>/<category>/{train,validation}/good`` and ``test/{good,crack}`` with xyz/rgb/gt."""
+    import tifffile
+    from PIL import Image
+
+    layout = {("train", "good"): 2, ("validation", "good"): 1, ("test", "good"): 2, ("test", "crack"): 2}
+    seed = 0
+    for (split, defect), count in layout.items():
+        for i in range(count):
+            xyz, rgb, mask = _dome_scan(size, defect != "good", seed)
+            seed += 1
+            base = root / category / split / defect
+            for sub in ("xyz", "rgb") + (("gt",) if split == "test" else ()):
+                (base / sub).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(base / "xyz" / f"{i:03d}.tiff", xyz)
+            Image.fromarray(rgb).save(base / "rgb" / f"{i:03d}.png")
+            if split == "test":
+                Image.fromarray((mask * 255).astype(np.uint8)).save(base / "gt" / f"{i:03d}.png")
+    return root
+
+
+def auxiliary_arg(root: Path) -> str:
+    return (
+        '{"dataset": "synthetic3d", "root": "' + str(root) + '", "categories": ["cup"], "split": "test", '
+        '"options": {"num_train": 1, "num_test_good": 2, "num_test_per_defect": 1, '
+        '"defect_types": ["bulge", "hole"], "num_points": 1024}}'
+    )
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("anomalib")), "train", *args]
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1200, check=False)
+
+
+def test_headline_command_on_mvtec3d_layout(tmp_path: Path) -> None:
+    root = write_mvtec3d_folder(tmp_path / "MVTec3D")
+    out = run_cli(
+        [
+            "--model", "PointAD", *TINY_ARGS,
+            "--model.auxiliary", auxiliary_arg(tmp_path / "aux"),
+            "--data", "MVTec3D", "--data.root", str(root), "--data.category", "bagel",
+            "--data.num_workers", "0", "--data.train_batch_size", "2", "--data.eval_batch_size", "2",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
+            "--default_root_dir", str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-5000:]
+    assert "auxiliary set" in log and "NOT used" in log
+    for metric in ("image_AUROC", "image_AP", "point_AUROC", "point_AUPRO"):
+        assert metric in log
+    run_dir = tmp_path / "results" / "PointAD" / "MVTec3D" / "bagel"
+    heatmaps = list(run_dir.rglob("images/**/*.png"))
+    assert heatmaps, sorted(str(p) for p in run_dir.rglob("*"))
+    assert list(run_dir.rglob("*.ckpt"))
+
+
+def test_headline_command_on_synthetic3d(tmp_path: Path) -> None:
+    out = run_cli(
+        [
+            "--model", "PointAD", *TINY_ARGS,
+            "--model.auxiliary", auxiliary_arg(tmp_path / "data"),
+            "--data", "Synthetic3D", "--data.root", str(tmp_path / "data"), "--data.category", "gear",
+            "--data.num_train", "1", "--data.num_test_good", "2", "--data.num_test_per_defect", "1",
+            "--data.defect_types", "[bulge, crack]", "--data.num_points", "1024",
+            "--data.num_workers", "0", "--data.eval_batch_size", "1",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
+            "--default_root_dir", str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-5000:]
+    assert "point_AUROC" in log and "auxiliary set" in log
+
+
+def _tiny_model(aux_root: Path, **kwargs: object):  # noqa: ANN202
+    from anomalib_3d_plugins.pointad.lightning_model import PointAD
+
+    torch.manual_seed(0)
+    return PointAD(
+        backbone="pointad-tiny-vit",
+        pretrained=kwargs.pop("pretrained", None),
+        max_epochs=1,
+        num_views=3,
+        smoothing_k=8,
+        organized_grid_size=48,
+        auxiliary_grid_size=48,
+        auxiliary=eval(auxiliary_arg(aux_root)),  # noqa: S307 - our own literal
+        visualizer=False,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("pretrained", ["random", "local checkpoint"])
+def test_save_load_gives_identical_predictions(tmp_path: Path, pretrained: str, one_thread: None) -> None:
+    from anomalib.data import MVTec3D
+    from anomalib.engine import Engine
+
+    from anomalib_3d_plugins.pointad.clip_backbone import load_open_clip
+    from anomalib_3d_plugins.pointad.lightning_model import PointAD
+
+    weights = None
+    if pretrained == "local checkpoint":
+        torch.manual_seed(7)
+        weights = str(tmp_path / "clip.pt")
+        torch.save(load_open_clip("pointad-tiny-vit", None).state_dict(), weights)
+    root = write_mvtec3d_folder(tmp_path / "MVTec3D")
+    model = _tiny_model(tmp_path / "aux", pretrained=weights)
+    datamodule = MVTec3D(root=root, category="bagel", num_workers=0, train_batch_size=2, eval_batch_size=2)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    path = tmp_path / "pointad.ckpt"
+    engine.trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    has_backbone = any(k.startswith("model.backbone.") for k in state)
+    assert has_backbone == (weights is None)  # frozen pretrained weights are rebuilt, not stored
+    loaded = PointAD.load_from_checkpoint(path, visualizer=False)
+    model.eval()
+    loaded.eval()
+    datamodule.setup("test")
+    batch = next(iter(datamodule.test_dataloader()))
+    _, first = model.predict_batch(batch)
+    _, second = loaded.predict_batch(batch)
+    assert torch.equal(first.anomaly_map, second.anomaly_map)
+    assert torch.equal(first.pred_score, second.pred_score)
+    trained = dict(model.model.prompt_learner.named_parameters())
+    for name, value in loaded.model.prompt_learner.named_parameters():
+        assert torch.equal(value, trained[name])
+
+
+def test_target_train_split_is_never_read(tmp_path: Path, one_thread: None) -> None:
+    """Lightning asks for the training loader after the model's ``setup``: the auxiliary one is used."""
+    from anomalib.data import MVTec3D
+    from anomalib.engine import Engine
+
+    class GuardedMVTec3D(MVTec3D):
+        def train_dataloader(self):  # noqa: ANN202
+            msg = "the target's train split must not be used by a zero-shot model"
+            raise AssertionError(msg)
+
+    root = write_mvtec3d_folder(tmp_path / "MVTec3D")
+    model = _tiny_model(tmp_path / "aux", evaluator=False)
+    seen: list[str] = []
+    step = model.training_step
+
+    def recording_step(batch, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.extend(batch.point_path)
+        return step(batch, *args, **kwargs)
+
+    model.training_step = recording_step
+    datamodule = GuardedMVTec3D(root=root, category="bagel", num_workers=0, train_batch_size=2, eval_batch_size=2)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    assert seen and all("/cup/" in p for p in seen)
+    assert "train_dataloader" not in datamodule.__dict__  # restored after fit
