@@ -1,0 +1,237 @@
+"""IMRNet end to end with anomalib's Engine on Synthetic3D.
+
+Fast tests use a tiny dataset and network; ``slow`` ones run the README main configuration
+(IMRNet must beat the nearest-training-point baseline) and the notebook.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_MODEL = {
+    "num_points": 512,
+    "num_groups": 32,
+    "group_size": 16,
+    "gps_k": 8,
+    "embed_dim": 32,
+    "tokenizer_width": 32,
+    "encoder_depth": 1,
+    "decoder_depth": 2,
+    "num_heads": 2,
+    "drop_path_rate": 0.0,
+    "feature_layers": (1, 2),
+    "template_size": 256,
+    "learning_rate": 2e-3,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # noqa: ANN202
+    # The small networks gain nothing from a second thread, and lose a lot on a busy 2-core CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_benchmark():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("imrnet_benchmark", REPO / "benchmarks" / "imrnet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("synthetic3d")
+
+
+def tiny_datamodule(root: Path):  # noqa: ANN201
+    from anomalib_3d.data.datamodules.synthetic import Synthetic3D
+
+    return Synthetic3D(
+        root=root,
+        category="cup",
+        num_train=3,
+        num_test_good=2,
+        num_test_per_defect=1,
+        num_points=1024,
+        train_batch_size=2,
+        eval_batch_size=4,
+    )
+
+
+def tiny_model(**overrides: object):  # noqa: ANN201
+    from anomalib_3d_plugins.imrnet import IMRNet
+
+    return IMRNet(**{**TINY_MODEL, **overrides}, evaluator=False, visualizer=False)
+
+
+def engine(root: Path, max_epochs: int, **kwargs: object):  # noqa: ANN201
+    from anomalib.engine import Engine
+
+    return Engine(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        check_val_every_n_epoch=max_epochs,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def test_checkpoint_roundtrip_and_resume(tiny_root: Path, tmp_path: Path) -> None:
+    from lightning.pytorch import seed_everything
+
+    from anomalib_3d_plugins.imrnet import IMRNet
+
+    bench = load_benchmark()
+    seed_everything(0)
+    datamodule = tiny_datamodule(tiny_root)
+    model = tiny_model()
+    first = engine(tmp_path / "run", max_epochs=2)
+    first.fit(model=model, datamodule=datamodule)
+    ckpt = Path(first.trainer.checkpoint_callback.best_model_path)
+    assert ckpt.is_file()
+    assert bool(model.model.calibrated)
+
+    test_items = bench.collect_items(datamodule.test_data)
+    before = bench.predict_records(model.model, test_items)
+    restored = IMRNet.load_from_checkpoint(ckpt, evaluator=False, visualizer=False)
+    after = bench.predict_records(restored.model, test_items)
+    for a, b in zip(before, after, strict=True):
+        assert a["pred_score"] == b["pred_score"]
+        assert (a["anomaly_map"] == b["anomaly_map"]).all()
+    torch.testing.assert_close(restored.model.template_bank, model.model.template_bank, rtol=0, atol=0)
+
+    # Resume: training starts from the checkpoint's weights and epoch and runs only what is left.
+    from lightning.pytorch.callbacks import Callback
+
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    weight = "model.encoder.blocks.0.attn.qkv.weight"
+
+    class Spy(Callback):
+        def __init__(self) -> None:
+            self.start_weight = None
+            self.steps = 0
+
+        def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+            self.start_weight = pl_module.state_dict()[weight].clone()
+
+        def on_train_batch_end(self, *args) -> None:  # noqa: ANN002
+            self.steps += 1
+
+    spy = Spy()
+    resumed_model = tiny_model()
+    resumed = engine(tmp_path / "resume", max_epochs=3, callbacks=[spy])
+    resumed.fit(model=resumed_model, datamodule=datamodule, ckpt_path=str(ckpt))
+    torch.testing.assert_close(spy.start_weight, saved["state_dict"][weight], rtol=0, atol=0)
+    steps_per_epoch = saved["global_step"] // 2
+    assert resumed.trainer.current_epoch == 3
+    assert 1 <= spy.steps <= steps_per_epoch + 1  # one epoch left (a fresh run would take 3)
+    assert resumed.trainer.global_step >= saved["global_step"] + spy.steps - 1
+    assert not torch.equal(resumed_model.state_dict()[weight], saved["state_dict"][weight])
+
+
+def test_engine_test_reports_metrics_and_writes_heatmaps(tiny_root: Path, tmp_path: Path) -> None:
+    from anomalib_3d_plugins.imrnet import IMRNet
+
+    datamodule = tiny_datamodule(tiny_root)
+    model = IMRNet(**TINY_MODEL)
+    run = engine(tmp_path, max_epochs=1)
+    run.fit(model=model, datamodule=datamodule)
+    results = run.test(model=model, datamodule=datamodule)[0]
+    for key in ("image_AUROC", "image_AP", "point_AUROC", "point_AUPRO"):
+        assert key in results and 0.0 <= results[key] <= 1.0
+    pngs = list(tmp_path.rglob("*.png"))
+    assert len([p for p in pngs if "images" in p.parts]) >= len(datamodule.test_data)
+
+
+def test_statistics_are_computed_once_per_fit(tiny_root: Path, tmp_path: Path) -> None:
+    """Validating every epoch must not recompute the template each epoch, only with final weights."""
+    datamodule = tiny_datamodule(tiny_root)
+    model = tiny_model()
+    calls = []
+    original = model.model.calibrate
+
+    def counting(clouds):  # noqa: ANN001, ANN202
+        calls.append(model.current_epoch)
+        return original(clouds)
+
+    model.model.calibrate = counting
+    from anomalib.engine import Engine
+
+    Engine(
+        accelerator="cpu", devices=1, max_epochs=3, check_val_every_n_epoch=1, default_root_dir=tmp_path,
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+    ).fit(model=model, datamodule=datamodule)
+    assert calls == [2]
+
+
+def test_experiment_config_is_valid_for_anomalib_cli() -> None:
+    config = REPO / "configs" / "experiments" / "imrnet_synthetic.yaml"
+    out = subprocess.run(
+        [sys.executable, "-m", "anomalib.cli.cli", "train", "--config", str(config), "--print_config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    if out.returncode != 0 and "No module named anomalib.cli.cli" in out.stderr:
+        pytest.skip("anomalib CLI module not importable as a script")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "anomalib_3d_plugins.imrnet.IMRNet" in out.stdout
+    assert "feature_reference: template" in out.stdout
+
+
+@pytest.mark.slow
+def test_imrnet_beats_nearest_point_baseline_on_synthetic3d(tmp_path: Path) -> None:
+    """README main configuration: 4 categories, all six defect types, same split for both."""
+    bench = load_benchmark()
+    config = bench.experiment_config()
+    root = os.environ.get("ANOMALIB3D_SYNTHETIC_ROOT", str(tmp_path / "Synthetic3D"))
+    model, datamodule = bench.build_from_config(config, root=root)
+    datamodule.setup()
+    train_items = bench.collect_items(datamodule.train_data)
+    test_items = bench.collect_items(datamodule.test_data)
+    assert len({t["category"] for t in test_items}) >= 4
+    defects = {Path(t["path"]).stem.split("_", 1)[1] for t in test_items if t["gt_label"]}
+    assert defects == {"bulge", "concavity", "hole", "break", "bending", "crack"}
+
+    bench.train(model, datamodule, int(config["trainer"]["max_epochs"]), tmp_path / "run")
+    imrnet = bench.per_category_metrics(bench.predict_records(model.model, test_items))
+    baseline = bench.per_category_metrics(bench.nearest_training_point_baseline(train_items, test_items))
+    print("IMRNet", imrnet, "\nbaseline", baseline)
+    assert imrnet["mean"][0] > baseline["mean"][0] + 0.03, "object I-AUROC"
+    assert imrnet["mean"][1] > baseline["mean"][1] + 0.03, "point P-AUROC"
+
+
+@pytest.mark.slow
+def test_notebook_runs_headless(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(REPO / "notebooks" / "imrnet_synthetic.ipynb", as_version=4)
+    env_cell = nbformat.v4.new_code_cell(
+        f"import os\nos.environ['IMRNET_NOTEBOOK_TINY'] = '1'\nos.environ['IMRNET_NOTEBOOK_ROOT'] = {str(tmp_path)!r}"
+    )
+    notebook.cells.insert(0, env_cell)
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    client.execute()
+    outputs = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "I-AUROC" in outputs
+    assert any("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))

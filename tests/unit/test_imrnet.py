@@ -1,0 +1,459 @@
+"""IMRNet plugin: components, switches, determinism, checkpoint weights and bad inputs.
+
+A tiny configuration keeps every test well under a second or two on a CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
+from anomalib_3d.data.errors import InvalidPointsError, MissingWeightsError, PointCloudError
+from anomalib_3d_plugins.imrnet import IMRNet, IMRNetModel
+from anomalib_3d_plugins.imrnet.components import PatchTokenizer, map_point_mae_state_dict
+from anomalib_3d_plugins.imrnet.loss import masked_patch_chamfer_loss, patch_chamfer_scores, patch_point_distances
+
+TINY = {
+    "num_points": 256,
+    "num_groups": 16,
+    "group_size": 16,
+    "gps_k": 8,
+    "embed_dim": 32,
+    "tokenizer_width": 32,
+    "encoder_depth": 1,
+    "decoder_depth": 2,
+    "num_heads": 2,
+    "drop_path_rate": 0.0,
+    "feature_layers": (1, 2),
+    "template_size": 64,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # noqa: ANN202
+    # The tensors here are tiny: thread start-up costs more than it saves, a lot on a busy CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(**overrides: object) -> IMRNetModel:
+    torch.manual_seed(0)
+    return IMRNetModel(**{**TINY, **overrides}).eval()
+
+
+def blob(n: int, seed: int, bump: bool = False) -> torch.Tensor:
+    """Points on an ellipsoid (optionally with a bump), scaled and shifted arbitrarily."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, 3, generator=g)
+    v = v / v.norm(dim=1, keepdim=True) * torch.tensor([1.0, 0.7, 0.5])
+    if bump:
+        near = (v - torch.tensor([1.0, 0.0, 0.0])).norm(dim=1) < 0.4
+        v[near] *= 1.3
+    return v * 3.0 + torch.tensor([5.0, -2.0, 1.0])
+
+
+def batch_of(*clouds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    points = torch.cat(clouds)
+    batch = torch.cat([torch.full((c.shape[0],), i, dtype=torch.long) for i, c in enumerate(clouds)])
+    return points, batch
+
+
+def calibrated(model: IMRNetModel) -> IMRNetModel:
+    model.calibrate([batch_of(blob(300, 1), blob(300, 2)), batch_of(blob(320, 3))])
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# components and losses
+# --------------------------------------------------------------------------------------------
+def test_tokenizer_ignores_point_order_within_a_patch() -> None:
+    torch.manual_seed(0)
+    tokenizer = PatchTokenizer(16, width=8).eval()
+    patches = torch.randn(2, 3, 10, 3)
+    shuffled = patches[:, :, torch.randperm(10)]
+    assert tokenizer(patches).shape == (2, 3, 16)
+    torch.testing.assert_close(tokenizer(patches), tokenizer(shuffled))
+
+
+def test_patch_losses_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 3, 5, 3)).astype(np.float32)
+    b = rng.normal(size=(2, 3, 7, 3)).astype(np.float32)
+    expected_patch = np.zeros((2, 3))
+    expected_point = np.zeros((2, 3, 5))
+    for i in range(2):
+        for j in range(3):
+            d = cdist(a[i, j], b[i, j], "sqeuclidean")
+            expected_patch[i, j] = d.min(1).mean() + d.min(0).mean()
+            expected_point[i, j] = d.min(1)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    np.testing.assert_allclose(patch_chamfer_scores(ta, tb).numpy(), expected_patch, rtol=1e-5)
+    np.testing.assert_allclose(patch_point_distances(ta, tb).numpy(), expected_point, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(masked_patch_chamfer_loss(ta, tb)), expected_patch.mean(), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Point-MAE checkpoint
+# --------------------------------------------------------------------------------------------
+def point_mae_state_dict(dim: int, group_size: int, depth: int = 1, decoder_depth: int = 2) -> dict[str, torch.Tensor]:
+    """Keys and shapes of Point-MAE's released ``pretrain.pth`` ``base_model`` (at ``dim`` wide)."""
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    sd = {
+        "MAE_encoder.encoder.first_conv.0.weight": r(128, 3, 1),
+        "MAE_encoder.encoder.first_conv.0.bias": r(128),
+        "MAE_encoder.encoder.first_conv.1.weight": r(128),
+        "MAE_encoder.encoder.first_conv.1.bias": r(128),
+        "MAE_encoder.encoder.first_conv.1.running_mean": r(128),
+        "MAE_encoder.encoder.first_conv.1.running_var": r(128).abs(),
+        "MAE_encoder.encoder.first_conv.1.num_batches_tracked": torch.tensor(7),
+        "MAE_encoder.encoder.first_conv.3.weight": r(256, 128, 1),
+        "MAE_encoder.encoder.first_conv.3.bias": r(256),
+        "MAE_encoder.encoder.second_conv.0.weight": r(512, 512, 1),
+        "MAE_encoder.encoder.second_conv.0.bias": r(512),
+        "MAE_encoder.encoder.second_conv.1.weight": r(512),
+        "MAE_encoder.encoder.second_conv.1.bias": r(512),
+        "MAE_encoder.encoder.second_conv.3.weight": r(dim, 512, 1),
+        "MAE_encoder.encoder.second_conv.3.bias": r(dim),
+        "MAE_encoder.pos_embed.0.weight": r(128, 3),
+        "MAE_encoder.pos_embed.0.bias": r(128),
+        "MAE_encoder.pos_embed.2.weight": r(dim, 128),
+        "MAE_encoder.pos_embed.2.bias": r(dim),
+        "MAE_encoder.norm.weight": r(dim),
+        "MAE_encoder.norm.bias": r(dim),
+        "MAE_encoder.cls_token": r(1, 1, dim),  # not in the pretraining model: must be reported
+        "mask_token": r(1, 1, dim),
+        "decoder_pos_embed.0.weight": r(128, 3),
+        "decoder_pos_embed.0.bias": r(128),
+        "decoder_pos_embed.2.weight": r(dim, 128),
+        "decoder_pos_embed.2.bias": r(dim),
+        "MAE_decoder.norm.weight": r(dim),
+        "MAE_decoder.norm.bias": r(dim),
+        "increase_dim.0.weight": r(3 * group_size, dim, 1),
+        "increase_dim.0.bias": r(3 * group_size),
+    }
+    for prefix, n in (("MAE_encoder.blocks.blocks", depth), ("MAE_decoder.blocks", decoder_depth)):
+        for i in range(n):
+            base = f"{prefix}.{i}"
+            sd.update({
+                f"{base}.norm1.weight": r(dim), f"{base}.norm1.bias": r(dim),
+                f"{base}.attn.qkv.weight": r(3 * dim, dim),
+                f"{base}.attn.proj.weight": r(dim, dim), f"{base}.attn.proj.bias": r(dim),
+                f"{base}.norm2.weight": r(dim), f"{base}.norm2.bias": r(dim),
+                f"{base}.mlp.fc1.weight": r(4 * dim, dim), f"{base}.mlp.fc1.bias": r(4 * dim),
+                f"{base}.mlp.fc2.weight": r(dim, 4 * dim), f"{base}.mlp.fc2.bias": r(dim),
+            })
+    return sd
+
+
+def test_point_mae_checkpoint_loads_by_name_and_shape(tmp_path) -> None:
+    # Point-MAE's tokenizer is 128/256/512 wide (tokenizer_width=256); patches of 32 points.
+    model = tiny_model(tokenizer_width=256, group_size=16)
+    source = point_mae_state_dict(dim=32, group_size=32)
+    path = tmp_path / "pretrain.pth"
+    torch.save({"base_model": {f"module.{k}": v for k, v in source.items()}, "epoch": 300}, path)
+    loaded, skipped = model.load_point_mae(path)
+    state = model.state_dict()
+    torch.testing.assert_close(state["tokenizer.first_conv.0.weight"], source["MAE_encoder.encoder.first_conv.0.weight"][..., 0])
+    torch.testing.assert_close(state["encoder.blocks.0.attn.qkv.weight"], source["MAE_encoder.blocks.blocks.0.attn.qkv.weight"])
+    torch.testing.assert_close(state["decoder.blocks.1.mlp.fc2.bias"], source["MAE_decoder.blocks.1.mlp.fc2.bias"])
+    torch.testing.assert_close(state["mask_token"], source["mask_token"])
+    assert "tokenizer.first_conv.1.running_var" in loaded
+    skipped_keys = {s.split(":")[0] for s in skipped}
+    # increase_dim predicts 32 points, our head 16: reported, not loaded.
+    assert {"module.increase_dim.0.weight", "module.MAE_encoder.cls_token"} <= skipped_keys
+    assert all("shape" in s for s in skipped if "increase_dim" in s)
+    assert len(loaded) + len(skipped) == len(source)
+
+
+def test_point_mae_mapping_reports_shape_mismatch() -> None:
+    model = tiny_model()
+    mapped, loaded, skipped = map_point_mae_state_dict(point_mae_state_dict(dim=48, group_size=16), model.state_dict())
+    assert "mask_token" not in mapped and any(s.startswith("mask_token") for s in skipped)
+    assert set(loaded) == set(mapped)
+
+
+def test_missing_pretrained_file_names_what_to_download(tmp_path) -> None:
+    with pytest.raises(MissingWeightsError, match="pretrain.pth") as info:
+        tiny_model().load_point_mae(tmp_path / "nope" / "pretrain.pth")
+    assert "Point-MAE" in str(info.value) and str(tmp_path / "nope" / "pretrain.pth") in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# inference behaviour
+# --------------------------------------------------------------------------------------------
+def test_every_input_point_gets_a_score() -> None:
+    model = calibrated(tiny_model())
+    points, batch = batch_of(blob(700, 10), blob(180, 11))  # one subsampled, one used whole
+    out = model(points, batch)
+    assert out.anomaly_map.shape == (880,)
+    assert out.pred_score.shape == (2,)
+    assert torch.isfinite(out.anomaly_map).all()
+    torch.testing.assert_close(out.anomaly_map, out.point_map + out.feature_map)
+    maxima = torch.stack([out.anomaly_map[batch == b].max() for b in range(2)])
+    torch.testing.assert_close(out.pred_score, maxima)
+
+
+def test_scores_do_not_depend_on_pose_scale_or_batch() -> None:
+    model = calibrated(tiny_model())
+    cloud = blob(400, 5, bump=True)
+    alone = model(cloud).anomaly_map
+    moved = model(cloud * 0.01 - 7.0).anomaly_map
+    torch.testing.assert_close(alone, moved, rtol=1e-3, atol=1e-4)
+    points, batch = batch_of(blob(300, 6), cloud)
+    torch.testing.assert_close(model(points, batch).anomaly_map[batch == 1], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_predictions_are_reproducible_and_seeded() -> None:
+    model = calibrated(tiny_model())
+    cloud = blob(400, 7)
+    first = model(cloud).anomaly_map
+    torch.testing.assert_close(model(cloud).anomaly_map, first, rtol=0, atol=0)
+    model.seed = 1  # other test masks
+    assert not torch.allclose(model(cloud).anomaly_map, first)
+
+
+def test_test_masks_cover_every_patch_with_different_windows() -> None:
+    model = tiny_model()  # 16 patches, mask 0.4 -> 6 masked, 3 iterations
+    masks = model.test_masks(torch.device("cpu"))
+    assert len(masks) == 3 and all(m.numel() == 6 for m in masks)
+    assert len({tuple(m.tolist()) for m in masks}) == 3
+    assert torch.cat(masks).unique().numel() == 16
+    for m in masks:
+        assert m.unique().numel() == 6
+
+
+def test_iterations_that_cannot_cover_all_patches_warn() -> None:
+    with pytest.warns(UserWarning, match="do not cover"):
+        IMRNetModel(**{**TINY, "num_iterations": 1})
+
+
+def test_iterative_reconstruction_feeds_outputs_back() -> None:
+    model = tiny_model()
+    neighborhoods = torch.randn(2, 16, 16, 3) * 0.1
+    centers = torch.randn(2, 16, 3)
+    iterative = model.iterative_reconstruct(neighborhoods, centers)
+    model.iterative_reconstruction = False
+    one_shot = model.iterative_reconstruct(neighborhoods, centers)
+    masks = model.test_masks(torch.device("cpu"))
+    # Patches masked only in the first window are reconstructed from the original input either way.
+    first_only = sorted(set(masks[0].tolist()) - set(torch.cat(masks[1:]).tolist()))
+    assert first_only
+    torch.testing.assert_close(iterative[:, first_only], one_shot[:, first_only])
+    # Later windows see reconstructed context only when iterating.
+    assert not torch.allclose(iterative[:, masks[-1]], one_shot[:, masks[-1]])
+    # One-shot: each window equals a single reconstruction from the original input.
+    expected = model.reconstruct(neighborhoods, centers, masks[-1].unsqueeze(0).expand(2, -1))
+    torch.testing.assert_close(one_shot[:, masks[-1]], expected)
+
+
+@pytest.mark.parametrize(
+    ("switch", "value"),
+    [
+        ("iterative_reconstruction", False),
+        ("num_iterations", 4),
+        ("mask_ratio", 0.6),
+        ("sampler", "fps"),
+        ("sampler", "random"),
+        ("sampler", "voxel"),
+        ("point_score_mode", "patch" if IMRNetModel().point_score_mode == "point" else "point"),
+        ("point_aggregation", "max"),
+        ("smoothing_k", 8),
+        ("feature_reference", "reconstruction"),
+        ("point_score_weight", 2.0),
+    ],
+)
+def test_each_switch_changes_the_scores(switch: str, value: object) -> None:
+    cloud = blob(400, 9, bump=True)
+    reference = calibrated(tiny_model())(cloud).anomaly_map
+    changed = calibrated(tiny_model(**{switch: value}))(cloud).anomaly_map
+    assert changed.shape == reference.shape
+    assert not torch.allclose(changed, reference)
+
+
+def test_feature_score_switch() -> None:
+    cloud = blob(400, 9, bump=True)
+    full = calibrated(tiny_model())(cloud)
+    points_only = calibrated(tiny_model(use_feature_score=False))(cloud)
+    features_only = calibrated(tiny_model(use_point_score=False))(cloud)
+    assert points_only.feature_map is None and features_only.point_map is None
+    assert not torch.allclose(points_only.anomaly_map, full.anomaly_map)
+    torch.testing.assert_close(points_only.anomaly_map, full.point_map)
+    torch.testing.assert_close(features_only.anomaly_map, full.feature_map)
+    with pytest.raises(ValueError, match="at least one"):
+        tiny_model(use_point_score=False, use_feature_score=False)
+
+
+def test_template_regularization_replaces_only_far_features() -> None:
+    model = tiny_model()
+    dim = model.template_bank.shape[1]
+    model.template_bank[:2] = torch.stack([torch.zeros(dim), torch.full((dim,), 10.0)])
+    model.template_count.fill_(2)
+    model.template_delta.fill_(1.0)
+    near = torch.full((dim,), 0.01)
+    far = torch.full((dim,), 8.0)
+    out = model.regularize(torch.stack([near, far]).view(1, 2, dim))
+    torch.testing.assert_close(out[0, 0], near)
+    torch.testing.assert_close(out[0, 1], torch.full((dim,), 10.0))
+    model.template_regularization = False
+    torch.testing.assert_close(model.regularize(torch.stack([near, far]).view(1, 2, dim))[0, 1], far)
+
+
+def test_template_regularization_switch_changes_paper_literal_scores() -> None:
+    cloud = blob(400, 9, bump=True)
+    # δ at the 10 % quantile: most reconstruction features are farther and get replaced.
+    literal = {"feature_reference": "reconstruction", "template_quantile": 0.1}
+    regularized = calibrated(tiny_model(**literal))(cloud)
+    plain = calibrated(tiny_model(**literal, template_regularization=False))(cloud)
+    torch.testing.assert_close(regularized.point_map, plain.point_map)
+    assert not torch.allclose(regularized.feature_map, plain.feature_map)
+
+
+def test_template_score_scale_uses_held_out_clouds() -> None:
+    model = calibrated(tiny_model())
+    # Against a template holding them, training clouds would score ~0; the scale must not.
+    assert float(model.feature_score_scale) > 1e-3
+    train_points, train_batch = batch_of(blob(300, 1), blob(300, 2))
+    _, _, feature_scores, covered = model.raw_scores(train_points, train_batch)
+    assert float(feature_scores[covered].mean()) < 0.1 * float(model.feature_score_scale)
+
+
+def test_training_patches_are_cached_per_file() -> None:
+    model = tiny_model().train()
+    points, batch = batch_of(blob(700, 1), blob(300, 2))
+    first = model.training_patches(points, batch, paths=["a.pcd", "b.pcd"])
+    assert len(model._patch_cache) == 2
+    again = model.training_patches(points, batch, paths=["a.pcd", "b.pcd"])
+    torch.testing.assert_close(first[0], again[0], rtol=0, atol=0)
+    # The cached patches are the deterministic test-time patches.
+    reference = model.make_patches(model.prepare(points, batch, stochastic=False), stochastic=False)
+    torch.testing.assert_close(first[0], reference.neighborhoods)
+    torch.testing.assert_close(first[1], reference.centers)
+    model.training_patches(points, batch)  # no paths: nothing cached
+    assert len(model._patch_cache) == 2
+
+
+def test_calibration_lives_in_the_state_dict() -> None:
+    model = calibrated(tiny_model())
+    assert bool(model.calibrated) and 0 < int(model.template_count) <= 64
+    assert float(model.template_delta) > 0 and float(model.point_score_scale) != 1.0
+    fresh = IMRNetModel(**TINY).eval()
+    fresh.load_state_dict(model.state_dict())
+    cloud = blob(400, 12, bump=True)
+    torch.testing.assert_close(fresh(cloud).anomaly_map, model(cloud).anomaly_map, rtol=0, atol=0)
+
+
+def test_template_keeps_farthest_features_when_full() -> None:
+    model = tiny_model(template_size=20)
+    stats = model.calibrate([batch_of(blob(300, 1), blob(300, 2))])
+    assert stats["template_count"] == 20
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+def test_too_small_cloud_is_a_clear_error() -> None:
+    model = tiny_model()
+    points, batch = batch_of(blob(300, 1), blob(10, 2))
+    with pytest.raises(InvalidPointsError, match=r"cloud 1 has 10 points.*16 patches of 16 points") as info:
+        model(points, batch, paths=["a.pcd", "tiny.pcd"])
+    assert "tiny.pcd" in str(info.value) and "Fix:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"sampler": "octree"}, {"mask_ratio": 1.0}, {"feature_layers": (3,)}, {"num_points": 8}, {"object_score": "mean"}],
+)
+def test_bad_settings_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011
+        IMRNetModel(**{**TINY, **kwargs})
+
+
+# --------------------------------------------------------------------------------------------
+# training and the Lightning module
+# --------------------------------------------------------------------------------------------
+def test_training_reduces_the_reconstruction_loss() -> None:
+    torch.manual_seed(0)
+    model = IMRNetModel(**TINY).train()
+    points, batch = batch_of(blob(300, 1), blob(300, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        loss = model.training_loss(points, batch, generator=gen)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    patches = model.make_patches(model.prepare(points, batch)).neighborhoods
+    # Reference: predicting every point at the patch centre.
+    trivial = float(masked_patch_chamfer_loss(torch.zeros_like(patches), patches))
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
+    assert np.mean(losses[-5:]) < 0.6 * trivial
+
+
+def point_batch(labels: list[int], sizes: tuple[int, ...] = (300, 320)) -> PointCloudBatch:
+    items = [
+        PointCloudItem(points=blob(n, 20 + i), gt_label=label, gt_mask=torch.zeros(n, dtype=torch.bool),
+                       point_path=f"cloud_{i}.pcd")
+        for i, (n, label) in enumerate(zip(sizes, labels, strict=True))
+    ]
+    return PointCloudBatch.collate(items)
+
+
+def lightning_tiny(**overrides: object) -> IMRNet:
+    torch.manual_seed(0)
+    return IMRNet(**{**TINY, **overrides}, evaluator=False, visualizer=False)
+
+
+def test_training_step_refuses_anomalous_samples() -> None:
+    model = lightning_tiny()
+    assert torch.isfinite(model.training_step(point_batch([0, 0]), 0)["loss"])
+    with pytest.raises(PointCloudError, match=r"anomalous.*cloud_1.pcd"):
+        model.training_step(point_batch([0, 1]), 0)
+
+
+def test_test_step_writes_predictions_for_point_and_depth_batches() -> None:
+    from anomalib.data import DepthBatch
+
+    model = lightning_tiny().eval()
+    out = model.test_step(point_batch([0, 1]), 0)
+    assert out.anomaly_map.shape == (620,) and out.pred_score.shape == (2,)
+
+    h, w = 20, 24
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    xyz = torch.stack([xx, yy, 0.1 * torch.sin(4 * xx)], 0).unsqueeze(0).repeat(2, 1, 1, 1)
+    xyz[:, :, :3] = 0.0  # pixels without a point
+    depth = DepthBatch(
+        image=torch.rand(2, 3, h, w),
+        depth_map=xyz,
+        gt_mask=torch.zeros(2, h, w, dtype=torch.bool),
+        gt_label=torch.tensor([0, 1]),
+    )
+    out = model.test_step(depth, 0)
+    assert out.anomaly_map.shape[-2:] == (h, w) and out.pred_score.shape == (2,)
+
+
+def test_small_preset_and_learning_type() -> None:
+    from anomalib import LearningType
+
+    model = IMRNet.small(evaluator=False, visualizer=False)
+    assert model.model.embed_dim == 128 and model.model.num_groups == 64 and model.model.group_size == 32
+    assert len(model.model.encoder.blocks) == 4 and len(model.model.decoder.blocks) == 2
+    assert model.learning_type == LearningType.ONE_CLASS
+    assert model.trainer_arguments["num_sanity_val_steps"] == 0
+
+
+def test_missing_pretrained_path_fails_at_fit_start(tmp_path) -> None:
+    model = lightning_tiny(pretrained_path=str(tmp_path / "pretrain.pth"))
+    with pytest.raises(MissingWeightsError, match="Point-MAE"):
+        model.load_pretrained()
