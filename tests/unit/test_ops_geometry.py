@@ -93,7 +93,9 @@ def test_geometry_bad_input() -> None:
         fpfh(torch.rand(10, 3), radius=0.0)
 
 
-@pytest.mark.parametrize("scales", [(1.0, 0.5, 0.01), (1.0, 1.0, 1e-6), (1.0, 1e-4, 1e-4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)])
+@pytest.mark.parametrize(
+    "scales", [(1.0, 0.5, 0.01), (1.0, 1.0, 1e-6), (1.0, 1e-4, 1e-4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)]
+)
 def test_closed_form_eigenpair_matches_lapack(scales: tuple[float, float, float]) -> None:
     from anomalib_3d.ops.geometry import _smallest_eigenpair
 

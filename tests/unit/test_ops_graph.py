@@ -59,7 +59,9 @@ def test_smooth_scores_matches_brute_force() -> None:
     knn_mask = torch.zeros_like(weight, dtype=torch.bool)
     knn_mask.scatter_(1, torch.sort(d2, dim=1, stable=True).indices[:, :8], True)
     expected_knn = (weight * knn_mask * scores.double()).sum(1) / (weight * knn_mask).sum(1)
-    torch.testing.assert_close(smooth_scores(points, scores, k=8, sigma=sigma).double(), expected_knn, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        smooth_scores(points, scores, k=8, sigma=sigma).double(), expected_knn, rtol=1e-5, atol=1e-6
+    )
     ball = d2 <= 0.15**2
     expected_ball = (weight * ball * scores.double()).sum(1) / (weight * ball).sum(1)
     torch.testing.assert_close(

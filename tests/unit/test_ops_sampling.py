@@ -177,7 +177,8 @@ def test_gps_puts_more_samples_on_a_bump_than_fps() -> None:
 def test_gps_threshold_zero_is_plain_fps_and_batches_work() -> None:
     points, _ = _plane_with_bump(3000, 1)
     torch.testing.assert_close(
-        geometry_aware_sample(points, 64, threshold=0.0, backend="torch"), farthest_point_sample(points, 64, backend="torch")
+        geometry_aware_sample(points, 64, threshold=0.0, backend="torch"),
+        farthest_point_sample(points, 64, backend="torch"),
     )
     both = torch.cat([points, points[:2000]])
     batch = torch.tensor([0] * 3000 + [1] * 2000)

@@ -1,0 +1,46 @@
+"""Shared point-cloud operations of anomalib-3d.
+
+Neighbour search, samplers, local geometry, Chamfer distance, patch grouping and graph utilities,
+all working on ``(N, 3)`` tensors with an optional sorted ``batch (N,) long`` vector for several
+clouds, on any device. Each search / sampling op takes ``backend="auto"`` (fastest available for
+the tensor's device) or an explicit backend; see :mod:`anomalib_3d.ops.backend`.
+"""
+
+from anomalib_3d.ops.backend import available_backends, resolve_backend
+from anomalib_3d.ops.chamfer import chamfer_distance
+from anomalib_3d.ops.geometry import estimate_normals, fpfh, normals_from_neighbors, orient_normals
+from anomalib_3d.ops.graph import connected_components, smooth_scores
+from anomalib_3d.ops.grouping import SAMPLERS, Patches, group_patches
+from anomalib_3d.ops.neighbors import interpolate_nearest, knn, knn_graph, radius, radius_graph
+from anomalib_3d.ops.sampling import (
+    farthest_point_sample,
+    geometry_aware_sample,
+    geometry_change_rate,
+    random_sample,
+    voxel_sample,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "Patches",
+    "available_backends",
+    "chamfer_distance",
+    "connected_components",
+    "estimate_normals",
+    "farthest_point_sample",
+    "fpfh",
+    "geometry_aware_sample",
+    "geometry_change_rate",
+    "group_patches",
+    "interpolate_nearest",
+    "knn",
+    "knn_graph",
+    "normals_from_neighbors",
+    "orient_normals",
+    "radius",
+    "radius_graph",
+    "random_sample",
+    "resolve_backend",
+    "smooth_scores",
+    "voxel_sample",
+]
