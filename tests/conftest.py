@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -83,3 +84,28 @@ def mvtec3d_root(tmp_path: Path) -> Path:
         write("test", "crack", i, True)
     write("test", "hole", 0, True)
     return root
+
+
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    """Run a test on one torch thread (small models: OpenMP threads only fight each other here)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def print_config(capsys: pytest.CaptureFixture):  # noqa: ANN201
+    """Run anomalib's own CLI class in-process with ``--print_config``; return what it printed."""
+
+    def run(args: list[str]) -> str:
+        from anomalib.cli.cli import AnomalibCLI
+
+        with pytest.raises(SystemExit) as exit_info:
+            AnomalibCLI(args=[*args, "--print_config"])
+        out = capsys.readouterr()
+        assert exit_info.value.code in (0, None), out.err[-3000:]
+        return out.out
+
+    return run

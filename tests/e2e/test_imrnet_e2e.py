@@ -34,13 +34,7 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    # The small networks gain nothing from a second thread, and lose a lot on a busy 2-core CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_benchmark():  # noqa: ANN201

@@ -13,7 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_pointad_notebook_runs_headless() -> None:
+def test_pointad_notebook_runs_headless(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel inherits our environment; MPLBACKEND=Agg (set for the test session) would
+    # replace Jupyter's inline backend and plt.show() would then draw nothing.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(REPO / "notebooks" / "pointad.ipynb", as_version=4)

@@ -153,14 +153,6 @@ def _tiny_model(aux_root: Path, **kwargs: object):  # noqa: ANN202
     )
 
 
-@pytest.fixture
-def one_thread():  # noqa: ANN201
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("pretrained", ["random", "local checkpoint"])
 def test_save_load_gives_identical_predictions(tmp_path: Path, pretrained: str, one_thread: None) -> None:
     from anomalib.data import MVTec3D

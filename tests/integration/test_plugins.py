@@ -69,17 +69,6 @@ def test_broken_plugin_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) ->
     assert hasattr(anomalib.models, "Patchcore")
 
 
-def _print_config_in_process(args: list[str], capsys: pytest.CaptureFixture) -> str:
-    """Run anomalib's own CLI class in-process with --print_config (it exits after printing)."""
-    from anomalib.cli.cli import AnomalibCLI
-
-    with pytest.raises(SystemExit) as exit_info:
-        AnomalibCLI(args=[*args, "--print_config"])
-    out = capsys.readouterr()
-    assert exit_info.value.code in (0, None), out.err[-2000:]
-    return out.out
-
-
 def test_anomalib_executable_resolves_our_short_names(tmp_path: Path) -> None:
     """The unmodified ``anomalib`` executable, in a fresh interpreter: only the .pth hook helps it."""
     out = _run(
@@ -94,26 +83,24 @@ def test_anomalib_executable_resolves_our_short_names(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("datamodule", DATAMODULES[:4])
 def test_anomalib_cli_resolves_short_datamodule_names(
-    datamodule: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+    datamodule: str, tmp_path: Path, print_config,  # noqa: ANN001
 ) -> None:
     category = "bottle" if datamodule == "Synthetic3D" else "c"
-    out = _print_config_in_process(
+    out = print_config(
         ["fit", "--model", "Patchcore", "--data", datamodule, "--data.root", str(tmp_path),
          "--data.category", category],
-        capsys,
     )
     assert f"class_path: anomalib_3d.data.datamodules.{datamodule}" in out
 
 
-def test_anomalib_cli_resolves_model_plugins(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_anomalib_cli_resolves_model_plugins(tmp_path: Path, print_config) -> None:  # noqa: ANN001
     import anomalib_3d
 
     loaded = [i.name for i in anomalib_3d.list_plugins() if i.kind == "models" and i.status == "loaded"]
     assert loaded, "no model plugin loaded"
     for name in loaded:
-        out = _print_config_in_process(
+        out = print_config(
             ["fit", "--model", name, "--data", "Real3DAD", "--data.root", str(tmp_path), "--data.category", "c"],
-            capsys,
         )
         assert f"anomalib_3d_plugins.{name.lower()}" in out
 

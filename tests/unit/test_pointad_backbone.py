@@ -19,13 +19,7 @@ from anomalib_3d_plugins.pointad.clip_backbone import (
 torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The 2-core machine is shared: OpenMP threads spinning against other jobs cost 100x here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
