@@ -229,3 +229,45 @@ def test_notebook_runs_headless(tmp_path: Path) -> None:
     )
     assert "I-AUROC" in outputs
     assert any("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
+
+
+def _anomaly_shapenet_copy(real3d_category: Path, target_root: Path, category: str) -> Path:
+    """Re-lay a Real3D-AD-layout category out as Anomaly-ShapeNet v2 (templates, <cat>_<defect><k>, GT/)."""
+    import shutil
+
+    cat = target_root / category
+    (cat / "train").mkdir(parents=True)
+    (cat / "test").mkdir()
+    (cat / "GT").mkdir()
+    for k, path in enumerate(sorted((real3d_category / "train").glob("*.pcd"))):
+        shutil.copy(path, cat / "train" / f"{category}_template{k}.pcd")
+    for k, path in enumerate(sorted((real3d_category / "test").glob("*.pcd"))):
+        defect = path.stem.split("_", 1)[1]
+        stem = f"{category}_{'positive' if defect == 'good' else defect}{k}"
+        shutil.copy(path, cat / "test" / f"{stem}.pcd")
+        gt = real3d_category / "gt" / f"{path.stem}.txt"
+        if gt.exists():
+            shutil.copy(gt, cat / "GT" / f"{stem}.txt")
+    return target_root
+
+
+@pytest.mark.parametrize("layout", ["Real3DAD", "AnomalyShapeNet"])
+def test_fit_and_test_on_public_layouts(layout: str, tiny_root: Path, tmp_path: Path) -> None:
+    """The real loaders of Real3D-AD and Anomaly-ShapeNet feed IMRNet through anomalib's Engine."""
+    from anomalib_3d.data.datamodules import AnomalyShapeNet, Real3DAD
+
+    source = tiny_datamodule(tiny_root)
+    source.prepare_data()
+    if layout == "Real3DAD":
+        datamodule = Real3DAD(root=source.dataset_root, category="cup", train_batch_size=2, eval_batch_size=4)
+    else:
+        root = _anomaly_shapenet_copy(source.dataset_root / "cup", tmp_path / "ashapenet", "cup0")
+        datamodule = AnomalyShapeNet(root=root, category="cup0", train_batch_size=2, eval_batch_size=4)
+    model = tiny_model()
+    run = engine(tmp_path / "run", max_epochs=2)
+    run.fit(model=model, datamodule=datamodule)
+    predictions = run.predict(model=model, dataloaders=datamodule.test_dataloader())
+    batch = predictions[0]
+    assert batch.anomaly_map.shape[0] == batch.points.shape[0]  # a score for every input point
+    assert batch.pred_score.shape[0] == batch.batch_size
+    assert torch.isfinite(batch.anomaly_map).all()
