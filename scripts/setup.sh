@@ -18,6 +18,10 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 
+# --no-build-isolation below builds with what is installed: make sure the build tools are recent.
+$PY -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 70)" >/dev/null 2>&1 \
+  || $PY -m pip install -q "setuptools>=70" wheel
+
 if ! $PY -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "[setup] pip install torch torchvision"
   $PY -m pip install -q torch torchvision
