@@ -1,4 +1,4 @@
-"""The PointAD notebook executes headless (tiny backbone, synthetic data) and shows pictures.
+"""The PointAD and data-tour notebooks execute headless (tiny sizes, synthetic data) and show pictures.
 
 (The IMRNet notebook has its own test in ``test_imrnet_e2e.py``: it needs a tiny-size switch.)
 """
@@ -29,3 +29,21 @@ def test_pointad_notebook_runs_headless(monkeypatch: pytest.MonkeyPatch) -> None
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows no picture"
+
+
+@pytest.mark.slow
+def test_data_tour_notebook_runs_headless(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("ANOMALIB3D_TOUR_ROOT", str(tmp_path))
+    notebook = nbformat.read(REPO / "notebooks" / "data_tour.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "clouds: 4" in text and "padded on demand" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
