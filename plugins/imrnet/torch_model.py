@@ -50,6 +50,12 @@ SUBSAMPLERS = ("fps", "random")
 POINT_MAE_URL = "https://github.com/Pang-Yatian/Point-MAE/releases (file pretrain.pth)"
 
 
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}."
+        raise ValueError(msg)
+
 class IMRNetPrediction(NamedTuple):
     """Output of :meth:`IMRNetModel.forward`.
 
@@ -170,24 +176,12 @@ class IMRNetModel(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if sampler not in SAMPLERS:
-            msg = f"sampler must be one of {SAMPLERS}, got {sampler!r}."
-            raise ValueError(msg)
-        if subsample not in SUBSAMPLERS:
-            msg = f"subsample must be one of {SUBSAMPLERS}, got {subsample!r}."
-            raise ValueError(msg)
-        if point_aggregation not in POINT_AGGREGATIONS:
-            msg = f"point_aggregation must be one of {POINT_AGGREGATIONS}, got {point_aggregation!r}."
-            raise ValueError(msg)
-        if feature_reference not in FEATURE_REFERENCES:
-            msg = f"feature_reference must be one of {FEATURE_REFERENCES}, got {feature_reference!r}."
-            raise ValueError(msg)
-        if point_score_mode not in POINT_SCORE_MODES:
-            msg = f"point_score_mode must be one of {POINT_SCORE_MODES}, got {point_score_mode!r}."
-            raise ValueError(msg)
-        if object_score not in OBJECT_SCORES:
-            msg = f"object_score must be one of {OBJECT_SCORES}, got {object_score!r}."
-            raise ValueError(msg)
+        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("subsample", subsample, SUBSAMPLERS)
+        _check_choice("point_aggregation", point_aggregation, POINT_AGGREGATIONS)
+        _check_choice("feature_reference", feature_reference, FEATURE_REFERENCES)
+        _check_choice("point_score_mode", point_score_mode, POINT_SCORE_MODES)
+        _check_choice("object_score", object_score, OBJECT_SCORES)
         if not (use_point_score or use_feature_score):
             msg = "at least one of use_point_score / use_feature_score must be True."
             raise ValueError(msg)
