@@ -31,6 +31,35 @@ def list_plugins(load: bool = True) -> list[PluginInfo]:
     return _list_plugins(load=load)
 
 
+def info() -> dict[str, Any]:
+    """What this installation can do: versions, point-op backends and whether CUDA is usable.
+
+    Returns:
+        ``{"anomalib_3d", "torch", "anomalib", "cuda", "ops_backends", "ops_backends_cuda"}`` —
+        ``ops_backends`` lists the backends importable here (``torch_cluster`` only when the
+        optional extra is installed), ``ops_backends_cuda`` those that run natively on a GPU.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from anomalib_3d.ops.backend import available_backends
+
+    try:
+        anomalib_version = version("anomalib")
+    except PackageNotFoundError:  # pragma: no cover - anomalib is a dependency
+        anomalib_version = None
+    cuda = torch.cuda.is_available()
+    return {
+        "anomalib_3d": __version__,
+        "torch": torch.__version__,
+        "anomalib": anomalib_version,
+        "cuda": cuda,
+        "ops_backends": available_backends(),
+        "ops_backends_cuda": available_backends("cuda") if cuda else [],
+    }
+
+
 def __getattr__(name: str) -> Any:  # noqa: ANN401
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"anomalib_3d.{name}")
@@ -38,4 +67,4 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401
     raise AttributeError(msg)
 
 
-__all__ = ["__version__", "list_plugins"]
+__all__ = ["__version__", "info", "list_plugins"]

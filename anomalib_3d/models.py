@@ -7,10 +7,14 @@ the shared behaviour without standing between the plugin and ``AnomalibModule``.
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from anomalib.pre_processing import PreProcessor
+from lightning.pytorch import Callback
 
 from anomalib_3d.data.adapters import depth_batch_to_point_batch, points_to_pixel_map, resize_nearest
 from anomalib_3d.data.dataclasses import PointCloudBatch
@@ -18,6 +22,40 @@ from anomalib_3d.data.dataclasses import PointCloudBatch
 if TYPE_CHECKING:
     from anomalib.metrics import Evaluator
     from anomalib.visualization import Visualizer
+    from lightning.pytorch import LightningModule, Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def _asked_on_command_line(option: str) -> bool:
+    return any(arg == option or arg.startswith(f"{option}=") for arg in sys.argv[1:])
+
+
+class ValidateAfterLastEpoch(Callback):
+    """Validate once, after the last training epoch, unless another cadence was asked for.
+
+    Our models validate only to fit thresholds and normalisation statistics, which need the
+    trained model; Lightning's default (validate after *every* epoch) would score the whole
+    validation split once per epoch for nothing. anomalib's ``trainer_arguments`` cannot express
+    "a default the user may override" (the model's value always wins), hence this callback, which
+    leaves the trainer alone when ``check_val_every_n_epoch`` is not Lightning's default of 1 or
+    when ``--trainer.check_val_every_n_epoch`` is on the command line (so an explicit 1 is
+    honoured there too; through the Python API, 1 reads as "not set").
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del pl_module
+        max_epochs = trainer.max_epochs
+        if trainer.check_val_every_n_epoch != 1 or _asked_on_command_line("--trainer.check_val_every_n_epoch"):
+            return
+        if max_epochs is None or max_epochs <= 1:
+            return
+        trainer.check_val_every_n_epoch = max_epochs
+        logger.info(
+            "Validating once, after epoch %d (thresholds need the trained model); "
+            "pass --trainer.check_val_every_n_epoch N to validate more often.",
+            max_epochs,
+        )
 
 
 class PointCloudModelMixin:
@@ -47,6 +85,12 @@ class PointCloudModelMixin:
         from anomalib_3d.visualization import PointCloudVisualizer
 
         return PointCloudVisualizer()
+
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """anomalib's component callbacks plus :class:`ValidateAfterLastEpoch`."""
+        callbacks = super().configure_callbacks()  # type: ignore[misc]
+        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+        return [*callbacks, ValidateAfterLastEpoch()]
 
     @staticmethod
     def as_point_batch(batch: Any) -> PointCloudBatch:  # noqa: ANN401
@@ -96,4 +140,17 @@ class PointCloudModelMixin:
         return batch.update(anomaly_map=pixel_map, pred_score=pred_score)
 
 
-__all__ = ["PointCloudModelMixin"]
+_ENTRY_POINT_GROUP = "anomalib_3d.models"
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401
+    """``from anomalib_3d.models import IMRNet``: every registered model plugin, imported on access."""
+    from anomalib_3d._lazy import entry_point_names, load_entry_point
+
+    if name in entry_point_names(_ENTRY_POINT_GROUP):
+        return load_entry_point(_ENTRY_POINT_GROUP, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+__all__ = ["PointCloudModelMixin", "ValidateAfterLastEpoch"]
