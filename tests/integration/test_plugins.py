@@ -72,12 +72,12 @@ def test_broken_plugin_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) ->
 def test_anomalib_executable_resolves_our_short_names(tmp_path: Path) -> None:
     """The unmodified ``anomalib`` executable, in a fresh interpreter: only the .pth hook helps it."""
     out = _run(
-        ["anomalib", "fit", "--model", "Patchcore", "--data", "Real3DAD", "--data.root", str(tmp_path),
+        [str(Path(sys.executable).with_name("anomalib")), "fit", "--model", "Patchcore", "--data", "Real3DAD", "--data.root", str(tmp_path),
          "--data.category", "airplane", "--print_config"],
         tmp_path,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "class_path: anomalib_3d.data.datamodules.Real3DAD" in out.stdout
+    assert "class_path: anomalib_3d.data.Real3DAD" in out.stdout
     assert "category: airplane" in out.stdout
 
 
@@ -90,19 +90,19 @@ def test_anomalib_cli_resolves_short_datamodule_names(
         ["fit", "--model", "Patchcore", "--data", datamodule, "--data.root", str(tmp_path),
          "--data.category", category],
     )
-    assert f"class_path: anomalib_3d.data.datamodules.{datamodule}" in out
+    assert f"class_path: anomalib_3d.data.{datamodule}" in out
 
 
 def test_anomalib_cli_resolves_model_plugins(tmp_path: Path, print_config) -> None:  # noqa: ANN001
     import anomalib_3d
 
-    loaded = [i.name for i in anomalib_3d.list_plugins() if i.kind == "models" and i.status == "loaded"]
+    loaded = [i for i in anomalib_3d.list_plugins() if i.kind == "models" and i.status == "loaded"]
     assert loaded, "no model plugin loaded"
-    for name in loaded:
+    for info in loaded:
         out = print_config(
-            ["fit", "--model", name, "--data", "Real3DAD", "--data.root", str(tmp_path), "--data.category", "c"],
+            ["fit", "--model", info.name, "--data", "Real3DAD", "--data.root", str(tmp_path), "--data.category", "c"],
         )
-        assert f"anomalib_3d_plugins.{name.lower()}" in out
+        assert f"class_path: {info.target.split(':')[0]}" in out
 
 
 @pytest.mark.parametrize(
