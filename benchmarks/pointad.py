@@ -3,10 +3,16 @@
 For each backbone (random weights: timing does not depend on their values) one cloud at a time
 (batch size 1, as the paper's Table 17) goes through:
 
-* **render** — ``anomalib_3d.render.render_points``: normals, z-buffer, shading, correspondence;
+* **render** — the per-cloud splat radius, then ``anomalib_3d.render.render_points``: normals,
+  z-buffer, shading, correspondence;
 * **encode** — the frozen CLIP on the ``V`` renders (V-V stream + multi-layer tokens);
-* **score** — prompts (cached), similarities, bilinear upsampling, gather to points, point-graph
-  smoothing, object score.
+* **score** — prompts (cached), similarities, bilinear upsampling, gather to points, smoothing
+  (organized input: the 2D Gaussian on the grid; unorganized: the radius Gaussian on the points),
+  object score.
+
+``--input organized`` (default) scores a 336 x 336 sensor-frame scan (a dome on the grid, ~50 000
+points like an MVTec 3D-AD scan after background removal) with the authors' MVTec rig;
+``--input unorganized`` scores a synthetic part of ``--points`` points with the Real3D-AD rig.
 
 References in the table: ``encode / CLIP`` compares our encoder with open_clip's plain
 ``encode_image`` on the same renders (the cost of the parallel V-V stream and the extra tokens);
@@ -20,7 +26,7 @@ Usage::
 
     PYTHONPATH=. python benchmarks/pointad.py                                   # CPU: tiny + ViT-B-16
     PYTHONPATH=. python benchmarks/pointad.py --device cuda --backbones ViT-L-14-336
-    PYTHONPATH=. python benchmarks/pointad.py --points 20000 --repeats 3 --threads 2
+    PYTHONPATH=. python benchmarks/pointad.py --input unorganized --points 20000 --repeats 3 --threads 2
 """
 
 from __future__ import annotations
@@ -46,11 +52,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cloud(num_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cloud(num_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, None]:
     from anomalib_3d.data.synthetic import make_sample
 
     sample = make_sample("gear", "bulge", seed=seed, num_points=num_points)
-    return torch.from_numpy(sample.points), torch.from_numpy(sample.labels.astype(bool))
+    return torch.from_numpy(sample.points), torch.from_numpy(sample.labels.astype(bool)), None
+
+
+def _scan(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sensor-frame organized scan: a dome with a pit on a ``size x size`` grid (points, labels, grid index)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    x, y = (cols - size / 2) / size, (rows - size / 2) / size
+    radius = 0.45
+    d2 = x**2 + y**2
+    centre = (torch.rand(2, generator=generator) - 0.5) * 0.4
+    pit = 0.03 * torch.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * 0.04**2))
+    z = 1.0 - (radius**2 - d2).clamp(min=0).sqrt() + pit
+    inside = (d2 < radius**2).reshape(-1)
+    points = torch.stack([x, y, z], dim=-1).reshape(-1, 3)[inside].float()
+    return points, (pit.reshape(-1) > 0.01)[inside], inside.nonzero().squeeze(1)
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -66,19 +87,22 @@ def run_one(args: argparse.Namespace) -> dict:
     backbone = FrozenCLIP(args.backbone, None).to(device)
     model = PointADModel(backbone, PromptLearner(backbone).to(device), render=RenderSettings(num_views=args.views),
                          smoothing_k=args.smoothing_k, feature_cache=FeatureCache()).to(device).eval()
-    clouds = [_cloud(args.points, seed) for seed in range(args.repeats + 1)]
+    organized = args.input == "organized"
+    clouds = [_scan(args.grid, seed) if organized else _cloud(args.points, seed) for seed in range(args.repeats + 1)]
+    grid_shape = (args.grid, args.grid)
     stages: dict[str, list[float]] = {"render": [], "encode": [], "score": [], "clip": []}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     from anomalib_3d.render import gather_to_points
 
     with torch.no_grad():
-        for index, (points, _) in enumerate(clouds):
+        for index, (points, _, grid_index) in enumerate(clouds):
             points = points.to(device)
+            grid = {"grid_index": grid_index.to(device), "grid_shape": grid_shape} if organized else {}
             batch = torch.zeros(points.shape[0], dtype=torch.long, device=device)
             _sync(device)
             t0 = time.perf_counter()
-            output = model.render(points, batch, 1)
+            output = model.render(points, batch, 1, **grid)
             _sync(device)
             t1 = time.perf_counter()
             glob, patch = model.encode_views(output.images)
@@ -88,7 +112,7 @@ def run_one(args: argparse.Namespace) -> dict:
             scores = model.score_views(glob, patch, text)
             view_probs = scores.logits.softmax(-1)[..., 1]
             maps = torch.stack([p[:, :, 1] for p in scores.patch_probs]).mean(0)
-            point_map = model.smooth(points, gather_to_points(maps, output, fallback="nearest"), batch, 1)
+            point_map = model.smooth(points, gather_to_points(maps, output, fallback="nearest"), batch, 1, **grid)
             score = 0.5 * (view_probs.mean(1) + segment_max(point_map, batch, 1))
             float(score[0])
             _sync(device)
@@ -111,12 +135,14 @@ def run_one(args: argparse.Namespace) -> dict:
         batch = torch.repeat_interleave(torch.arange(len(counts)), counts).to(device)
         object_labels = torch.ones(len(counts), dtype=torch.long, device=device)
         paths = [f"bench/{i}" for i in range(len(counts))]
+        grid = ({"grid_index": torch.cat([c[2] for c in clouds[:4]]).to(device), "grid_shape": grid_shape}
+                if organized else {})
     model.train()
     step = {}
     for name in ("cold", "warm"):
         _sync(device)
         t0 = time.perf_counter()
-        loss = model.compute_loss(points, batch, object_labels, labels, paths=paths)["loss"]
+        loss = model.compute_loss(points, batch, object_labels, labels, paths=paths, **grid)["loss"]
         loss.backward()
         _sync(device)
         step[name] = time.perf_counter() - t0
@@ -127,8 +153,8 @@ def run_one(args: argparse.Namespace) -> dict:
         "backbone": args.backbone,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "image_size": backbone.image_size[0],
-        "points": args.points,
-        "views": args.views,
+        "points": int(clouds[1][0].shape[0]),
+        "views": model.rig_for(organized).num_views,
         **median,
         "total": median["render"] + median["encode"] + median["score"],
         "peak_mb": peak,
@@ -143,10 +169,12 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=None,
                         help="default: pointad-tiny-vit ViT-B-16 on CPU; + ViT-L-14-336 on CUDA")
     parser.add_argument("--points", type=int, default=50000, help="points per cloud (MVTec 3D-AD at 336 px: ~50k)")
-    parser.add_argument("--views", type=int, default=9)
+    parser.add_argument("--input", choices=("organized", "unorganized"), default="organized")
+    parser.add_argument("--grid", type=int, default=336, help="organized grid side (the paper resizes to 336)")
+    parser.add_argument("--views", type=int, default=None, help="Table 7 view count (default: the preset rig, 9)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--smoothing-k", type=int, default=64)
+    parser.add_argument("--smoothing-k", type=int, default=None, help="kNN smoothing (default: radius Gaussian)")
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -157,8 +185,10 @@ def main() -> None:
     rows = []
     for name in backbones:
         command = [sys.executable, __file__, "--single", name, "--device", args.device, "--points", str(args.points),
-                   "--views", str(args.views), "--repeats", str(args.repeats), "--threads", str(args.threads),
-                   "--smoothing-k", str(args.smoothing_k)]
+                   "--input", args.input, "--grid", str(args.grid), "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]
+        command += ["--views", str(args.views)] if args.views is not None else []
+        command += ["--smoothing-k", str(args.smoothing_k)] if args.smoothing_k is not None else []
         out = subprocess.run(command, capture_output=True, text=True, check=False,
                              env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)})
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -166,8 +196,9 @@ def main() -> None:
             print(f"{name}: failed\n{out.stderr[-2000:]}")
             continue
         rows.append(json.loads(lines[-1]))
-    print(f"\nPointAD inference per sample (batch 1, {args.points} points, {args.views} views), "
-          f"median of {args.repeats}, device {args.device}, {args.threads} threads\n")
+    if rows:
+        print(f"\nPointAD inference per sample (batch 1, {args.input} input, {rows[0]['points']} points, "
+              f"{rows[0]['views']} views), median of {args.repeats}, device {args.device}, {args.threads} threads\n")
     header = ("| backbone | px | render s | encode s | score s | total s | encode / CLIP | total / paper 0.40 s "
               "| peak MB | train step cold s | warm s | cold / warm |")
     print(header)

@@ -32,10 +32,24 @@ printed in the paper reads "-5/6, -2/3, -1/2, -1/2, 1/6, 0, 1/6, ..." which repe
 has +1/6 before 0; we take it as a typo for the evenly spaced set above (the only reading
 consistent with the text and the other rows). For view counts outside the table the same
 formula is used.
+
+Rigs are not limited to one axis: :func:`rig_from_rotations` takes any list of rotations, each an
+``(axis, degrees)`` pair (e.g. ``("y", -30)``), a sequence of such pairs applied left to right, or
+a ``3 x 3`` matrix. Named presets (:data:`RIG_PRESETS`, :func:`rig_preset`):
+
+* ``"pointad_mvtec"``: the authors' MVTec 3D-AD / Eyecandies rig (``multiview_mvtec.py``): X at
+  -45, -15, 0, 15, 45 degrees, then Y at -30, -15, 15, 30 degrees (9 views);
+* ``"pointad_real3d"``: the paper's 9 X-angles (Table 7, ``k * 36`` degrees), the authors' Real3D-AD rig.
+
+Organized scans (MVTec 3D-AD xyz) are in the *sensor frame*: camera at the origin looking along
++z, image rows along +y (y down). The authors flip such clouds by pi about X before rendering
+(:data:`SENSOR_TO_OBJECT`), which puts the sensor-facing side towards our camera (+Z) with the
+image upright; :meth:`CameraRig.with_pre_rotation` composes that flip into a rig.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,13 +61,18 @@ from torch import Tensor
 Projection = Literal["orthographic", "pinhole"]
 
 __all__ = [
+    "RIG_PRESETS",
+    "SENSOR_TO_OBJECT",
     "CameraRig",
     "Projection",
     "normalize_clouds",
     "pointad_angles",
     "pointad_rig",
+    "rig_from_rotations",
+    "rig_preset",
     "rotation_matrices",
     "rotation_rig",
+    "view_rotations",
 ]
 
 
@@ -84,6 +103,7 @@ class CameraRig:
         margin: fraction of the half-image left free around the unit sphere, ``0 <= margin < 1``.
         angles: the rotation angles (radians) the rig was built from, for captions; may be empty.
         axis: the rotation axis the angles refer to (``"x"``, ``"y"``, ``"z"``) or ``None``.
+        labels: one caption per view (rigs mixing axes); overrides ``angles`` / ``axis`` in :meth:`captions`.
     """
 
     rotations: Tensor
@@ -93,6 +113,7 @@ class CameraRig:
     margin: float = 0.1
     angles: tuple[float, ...] = field(default=())
     axis: str | None = None
+    labels: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         rotations = self.rotations
@@ -118,6 +139,9 @@ class CameraRig:
         object.__setattr__(self, "image_size", _as_hw(self.image_size))
         if self.angles and len(self.angles) != rotations.shape[0]:
             msg = f"{len(self.angles)} angles given for {rotations.shape[0]} rotations."
+            raise ValueError(msg)
+        if self.labels and len(self.labels) != rotations.shape[0]:
+            msg = f"{len(self.labels)} labels given for {rotations.shape[0]} rotations."
             raise ValueError(msg)
 
     @property
@@ -150,6 +174,8 @@ class CameraRig:
 
     def captions(self) -> list[str]:
         """Short human-readable label for each view (angle as a multiple of pi)."""
+        if self.labels:
+            return list(self.labels)
         if not self.angles:
             return [f"view {i}" for i in range(self.num_views)]
         axis = (self.axis or "?").upper()
@@ -165,7 +191,28 @@ class CameraRig:
             margin=self.margin,
             angles=self.angles,
             axis=self.axis,
+            labels=self.labels,
         )
+
+    def with_pre_rotation(self, matrix: Tensor, label: str | None = None) -> CameraRig:
+        """The rig seen from a rotated object frame: every view becomes ``R_v @ matrix``.
+
+        Args:
+            matrix: ``(3, 3)`` rotation applied to the (normalised) object before each view's
+                own rotation, e.g. :data:`SENSOR_TO_OBJECT` for sensor-frame scans.
+            label: suffix of the captions (e.g. ``"flip X"``).
+
+        Returns:
+            A new :class:`CameraRig` with the same views, projection and size.
+        """
+        matrix = torch.as_tensor(matrix, dtype=self.rotations.dtype, device=self.rotations.device)
+        if matrix.shape != (3, 3):
+            msg = f"pre-rotation must be a (3, 3) matrix, got {tuple(matrix.shape)}."
+            raise ValueError(msg)
+        captions = self.captions()
+        if label:
+            captions = [f"{c} ∘ {label}" for c in captions]
+        return dataclasses.replace(self, rotations=self.rotations @ matrix, labels=tuple(captions))
 
 
 def _pi_fraction(angle: float, max_denominator: int = 24) -> str:
@@ -318,3 +365,127 @@ def normalize_clouds(points: Tensor, batch: Tensor, num_clouds: int) -> tuple[Te
     radius = points.new_zeros(num_clouds).scatter_reduce(0, batch, centred.norm(dim=1), "amax")
     scale = torch.where(radius > 0, radius, torch.ones_like(radius))
     return centred / scale[batch].unsqueeze(1), centre, scale
+
+
+# ----------------------------------------------------------------------------------------------
+# rigs from any list of rotations, and the named presets
+
+#: Sensor frame (camera at the origin looking along +z, y down) -> the authors' object frame: a
+#: rotation by pi about X, ``(x, y, z) -> (x, -y, -z)``. The sensor-facing side then faces our
+#: camera (+Z) and the image stays upright.
+SENSOR_TO_OBJECT = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+
+#: Named rigs, as ``(axis, degrees)`` rotations of the object.
+RIG_PRESETS: dict[str, tuple[tuple[str, float], ...]] = {
+    # The authors' MVTec 3D-AD / Eyecandies rig (multiview_mvtec.py): X tilts, then Y tilts.
+    "pointad_mvtec": (
+        ("x", -45.0), ("x", -15.0), ("x", 0.0), ("x", 15.0), ("x", 45.0),
+        ("y", -30.0), ("y", -15.0), ("y", 15.0), ("y", 30.0),
+    ),
+    # The paper's 9 views (Table 7) and the authors' Real3D-AD rig (multiview_real3d.py).
+    "pointad_real3d": tuple(("x", 36.0 * k) for k in range(-4, 5)),
+}
+
+RotationSpec = Tensor | Sequence[float] | Sequence[Sequence[float]] | tuple[str, float] | Sequence[tuple[str, float]]
+
+
+def _is_axis_pair(spec: object) -> bool:
+    return (
+        isinstance(spec, (tuple, list))
+        and len(spec) == 2
+        and isinstance(spec[0], str)
+        and isinstance(spec[1], (int, float))
+        and not isinstance(spec[1], bool)
+    )
+
+
+def _one_rotation(spec: object) -> tuple[Tensor, str]:
+    """``(3, 3)`` float64 matrix and caption of one rotation spec."""
+    if _is_axis_pair(spec):
+        axis, degrees = spec[0].lower(), float(spec[1])
+        return rotation_matrices([math.radians(degrees)], axis)[0].double(), f"{axis.upper()} {degrees:g}°"
+    if isinstance(spec, str) or spec is None:
+        msg = f"a rotation must be an (axis, degrees) pair, a list of them or a 3x3 matrix, got {spec!r}."
+        raise ValueError(msg)
+    if isinstance(spec, (tuple, list)) and spec and all(_is_axis_pair(s) for s in spec):
+        matrix = torch.eye(3, dtype=torch.float64)
+        parts = []
+        for part in spec:  # applied left to right: the first pair acts first on the object
+            step, caption = _one_rotation(part)
+            matrix = step @ matrix
+            parts.append(caption)
+        return matrix, " then ".join(parts)
+    matrix = torch.as_tensor(spec, dtype=torch.float64)
+    if matrix.shape != (3, 3):
+        msg = f"a rotation matrix must be 3x3, got shape {tuple(matrix.shape)} from {spec!r}."
+        raise ValueError(msg)
+    if not torch.allclose(matrix @ matrix.T, torch.eye(3, dtype=torch.float64), atol=1e-4) or abs(
+        float(torch.linalg.det(matrix)) - 1.0
+    ) > 1e-4:
+        msg = f"not a rotation matrix (R R^T != I or det != 1): {matrix.tolist()}."
+        raise ValueError(msg)
+    return matrix, "matrix"
+
+
+def view_rotations(views: Tensor | Sequence[RotationSpec]) -> tuple[Tensor, tuple[str, ...]]:
+    """``(V, 3, 3)`` float32 rotations and captions of a list of rotation specs.
+
+    Args:
+        views: a ``(V, 3, 3)`` tensor, or a list whose items are each an ``(axis, degrees)`` pair
+            (``("y", -30)``), a list of pairs composed left to right (``[("x", 180), ("y", 15)]``:
+            X first), or a ``3 x 3`` rotation matrix (nested lists or a tensor).
+
+    Returns:
+        ``(rotations (V, 3, 3), captions)``.
+    """
+    if isinstance(views, Tensor) and views.ndim == 3:
+        return torch.stack([_one_rotation(m)[0] for m in views]).float(), tuple(f"view {i}" for i in range(len(views)))
+    if _is_axis_pair(views):
+        views = [views]
+    items = [_one_rotation(v) for v in views]
+    if not items:
+        msg = "a rig needs at least one view."
+        raise ValueError(msg)
+    return torch.stack([m for m, _ in items]).float(), tuple(c for _, c in items)
+
+
+def rig_from_rotations(
+    views: Tensor | Sequence[RotationSpec],
+    *,
+    projection: Projection = "orthographic",
+    image_size: int | Sequence[int] = 336,
+    fov_deg: float = 60.0,
+    margin: float = 0.1,
+) -> CameraRig:
+    """Rig of any list of rotations (any axes, composed pairs or matrices; see :func:`view_rotations`).
+
+    Example:
+        ``rig_from_rotations([("x", -45), ("x", 0), ("y", 30)])`` — three views, two tilted about
+        X, one about Y.
+    """
+    rotations, captions = view_rotations(views)
+    return CameraRig(
+        rotations=rotations,
+        projection=projection,
+        image_size=_as_hw(image_size),
+        fov_deg=fov_deg,
+        margin=margin,
+        labels=captions,
+    )
+
+
+def rig_preset(
+    name: str,
+    *,
+    projection: Projection = "orthographic",
+    image_size: int | Sequence[int] = 336,
+    fov_deg: float = 60.0,
+    margin: float = 0.1,
+) -> CameraRig:
+    """The named rig of :data:`RIG_PRESETS` (``"pointad_mvtec"``, ``"pointad_real3d"``)."""
+    if name not in RIG_PRESETS:
+        msg = f"unknown rig preset {name!r}; choose one of {sorted(RIG_PRESETS)} or pass explicit rotations."
+        raise ValueError(msg)
+    return rig_from_rotations(
+        RIG_PRESETS[name], projection=projection, image_size=image_size, fov_deg=fov_deg, margin=margin
+    )

@@ -76,8 +76,8 @@ class RenderOutput:
         batch: ``(N,)`` long cloud index of each point.
         center: ``(B, 3)`` and ``scale``: ``(B,)`` the per-cloud normalisation, ``(p - center) / scale``.
         rig: the camera rig, with the image size actually used.
-        point_radius_px: disc radius used for splatting.
-        depth_tolerance: tolerance used for ``visible``.
+        point_radius_px: disc radius used for splatting: a float, or a list of ``B`` per-cloud radii.
+        depth_tolerance: tolerance used for ``visible`` (a float, or a list of ``B`` per-cloud values).
     """
 
     images: Tensor | None
@@ -92,8 +92,8 @@ class RenderOutput:
     center: Tensor
     scale: Tensor
     rig: CameraRig
-    point_radius_px: float
-    depth_tolerance: float
+    point_radius_px: float | list[float]
+    depth_tolerance: float | list[float]
 
     @property
     def num_clouds(self) -> int:
@@ -285,8 +285,8 @@ def _rasterize(
     batch: Tensor | None,
     num_clouds: int,
     rig: CameraRig,
-    point_radius_px: float,
-    depth_tolerance: float,
+    point_radius_px: float | list[float],
+    depth_tolerance: float | list[float],
 ) -> _Raster:
     num_points = points_norm.shape[0]
     num_views = rig.num_views
@@ -305,8 +305,10 @@ def _rasterize(
     # of discs equals a min-filter ("erosion" with the disc as structuring element) of the
     # z-buffer of centres: min over discs covering q == min over offsets o of centre_min(q - o).
     # One scatter of N*V centres plus K shifted minima over the images replaces N*V*K fragments.
-    offsets = disc_offsets(point_radius_px)  # stays on the CPU: only read as Python ints
-    reach = int(math.floor(point_radius_px))
+    radii = point_radius_px if isinstance(point_radius_px, list) else [float(point_radius_px)] * num_clouds
+    largest = max(radii) if radii else 0.0
+    offsets = disc_offsets(largest)  # stays on the CPU: only read as Python ints
+    reach = int(math.floor(largest))
     padded_h, padded_w = height + 2 * reach, width + 2 * reach
     view_size = padded_h * padded_w
     num_slots = num_clouds * num_views
@@ -329,14 +331,27 @@ def _rasterize(
     source = centre_keys.view(num_slots + 1, padded_h, padded_w)
     zbuffer = centre_keys.clone()  # same padded layout, so centre_lin indexes it directly
     interior = zbuffer.view(num_slots + 1, padded_h, padded_w)[:, reach : reach + height, reach : reach + width]
+    # Clouds with a smaller disc skip the offsets outside it (per-cloud radii: a cloud renders
+    # exactly as it would alone, whatever else is in the batch).
+    slot_radius_sq = torch.tensor([r * r for r in radii for _ in range(num_views)] + [largest**2], device=device)
     for dx, dy in offsets[1:].tolist():
         shifted = source[:, reach + dy : reach + dy + height, reach + dx : reach + dx + width]
-        torch.minimum(interior, shifted, out=interior)
+        reached = slot_radius_sq >= dx * dx + dy * dy - 1e-9
+        if bool(reached.all()):
+            torch.minimum(interior, shifted, out=interior)
+        else:
+            blocked = ~reached.view(-1, 1, 1)
+            torch.minimum(interior, shifted.masked_fill(blocked, _EMPTY_KEY), out=interior)
 
     # Visible: within tolerance of the owner of the centre pixel (the owner itself included,
     # as its depth equals the pixel's depth).
     owner_depth, _ = _unpack_keys(zbuffer.index_select(0, centre_lin).view(num_points, num_views))
-    visible = in_frame & (depth32 <= owner_depth + depth_tolerance)
+    if isinstance(depth_tolerance, list):
+        per_cloud = torch.tensor(depth_tolerance, dtype=torch.float32, device=device)
+        tolerance = per_cloud.index_select(0, batch).unsqueeze(1)
+    else:
+        tolerance = depth_tolerance
+    visible = in_frame & (depth32 <= owner_depth + tolerance)
 
     image_keys = interior[:num_slots].reshape(num_clouds, num_views, height, width)
     image_depth, image_owner = _unpack_keys(image_keys)
@@ -354,27 +369,50 @@ def _prepare(
     batch: Tensor | None,
     rig: CameraRig | None,
     image_size: int | Sequence[int] | None,
-    point_radius_px: float,
+    point_radius_px: float | Sequence[float] | Tensor,
     depth_tolerance: float | None,
     normalize: bool,
     num_clouds: int | None,
-) -> tuple[Tensor, int, CameraRig, Tensor, Tensor, _Raster, float]:
+) -> tuple[Tensor, int, CameraRig, Tensor, Tensor, _Raster, float | list[float]]:
     batch, num_clouds = _check_points(points, batch, num_clouds)
     rig = _resolve_rig(rig, image_size, points.device)
-    disc_offsets(point_radius_px)  # validates the radius before it is used anywhere
+    radius = _radius_list(point_radius_px, num_clouds)
     if depth_tolerance is None:
-        depth_tolerance = default_depth_tolerance(rig, point_radius_px)
-    if not math.isfinite(depth_tolerance) or depth_tolerance < 0:
-        msg = f"depth_tolerance must be a finite number >= 0 (or None), got {depth_tolerance!r}."
-        raise ValueError(msg)
+        if isinstance(radius, list):
+            depth_tolerance = [default_depth_tolerance(rig, r) for r in radius]
+        else:
+            depth_tolerance = default_depth_tolerance(rig, radius)
+    for value in depth_tolerance if isinstance(depth_tolerance, list) else [depth_tolerance]:
+        if not math.isfinite(value) or value < 0:
+            msg = f"depth_tolerance must be a finite number >= 0 (or None), got {depth_tolerance!r}."
+            raise ValueError(msg)
+    point_radius_px = radius
     if normalize:
         points_norm, center, scale = normalize_clouds(points, batch, num_clouds)
     else:
         points_norm = points
         center = points.new_zeros(num_clouds, 3)
         scale = points.new_ones(num_clouds)
-    raster = _rasterize(points_norm, batch, num_clouds, rig, float(point_radius_px), float(depth_tolerance))
-    return batch, num_clouds, rig, center, scale, raster, float(depth_tolerance)
+    raster = _rasterize(points_norm, batch, num_clouds, rig, point_radius_px, depth_tolerance)
+    return batch, num_clouds, rig, center, scale, raster, depth_tolerance
+
+
+def _radius_list(point_radius_px: float | Sequence[float] | Tensor, num_clouds: int) -> float | list[float]:
+    """A float (one radius for all clouds) or a list of ``num_clouds`` per-cloud radii, validated."""
+    if isinstance(point_radius_px, Tensor):
+        point_radius_px = point_radius_px.detach().cpu().reshape(-1).tolist()
+        if len(point_radius_px) == 1:
+            point_radius_px = point_radius_px[0]
+    if isinstance(point_radius_px, (list, tuple)):
+        radii = [float(r) for r in point_radius_px]
+        if len(radii) != num_clouds:
+            msg = f"point_radius_px has {len(radii)} per-cloud values for {num_clouds} clouds."
+            raise ValueError(msg)
+        for r in radii:
+            disc_offsets(r)  # validates
+        return radii[0] if radii and all(r == radii[0] for r in radii) else radii
+    disc_offsets(float(point_radius_px))
+    return float(point_radius_px)
 
 
 def default_depth_tolerance(rig: CameraRig, point_radius_px: float) -> float:
@@ -414,7 +452,7 @@ def rasterize_points(
     rig: CameraRig | None = None,
     *,
     image_size: int | Sequence[int] | None = None,
-    point_radius_px: float = 2.0,
+    point_radius_px: float | Sequence[float] | Tensor = 2.0,
     depth_tolerance: float | None = None,
     normalize: bool = True,
     num_clouds: int | None = None,
@@ -440,8 +478,8 @@ def rasterize_points(
         center=center,
         scale=scale,
         rig=rig,
-        point_radius_px=float(point_radius_px),
-        depth_tolerance=float(depth_tolerance),
+        point_radius_px=_radius_list(point_radius_px, num_clouds),
+        depth_tolerance=depth_tolerance,
     )
 
 
@@ -451,7 +489,7 @@ def render_points(
     rig: CameraRig | None = None,
     *,
     image_size: int | Sequence[int] | None = None,
-    point_radius_px: float = 2.0,
+    point_radius_px: float | Sequence[float] | Tensor = 2.0,
     colors: Tensor | None = None,
     normals: Tensor | None = None,
     light_dir: Sequence[float] = (-0.4, 0.5, 1.0),
@@ -473,7 +511,8 @@ def render_points(
         batch: ``(N,)`` long cloud index of each point (sorted, PyG style); ``None`` for one cloud.
         rig: the views; ``None`` uses :func:`pointad_rig` (9 views about X, 336 px, orthographic).
         image_size: ``int`` or ``(H, W)`` overriding ``rig.image_size``; ``None`` keeps the rig's.
-        point_radius_px: each point is drawn as a disc of this radius (pixels) around its centre pixel.
+        point_radius_px: each point is drawn as a disc of this radius (pixels) around its centre
+            pixel; one value, or ``B`` per-cloud values (each cloud then renders exactly as alone).
         colors: ``(N, 3)`` per-point base colours in ``[0, 1]``; ``None`` uses ``base_color``.
         normals: ``(N, 3)`` per-point normals (any orientation; they are flipped to face the
             camera). ``None`` estimates them with :func:`anomalib_3d.ops.estimate_normals`
@@ -487,7 +526,7 @@ def render_points(
         values: ``(N, C)`` or ``(N,)`` extra per-point channels splatted with the same z-buffer.
         values_background: value of background pixels in ``values``.
         depth_tolerance: visibility tolerance in normalised depth units, see the module
-            docstring; ``None`` uses :func:`default_depth_tolerance`.
+            docstring; ``None`` uses :func:`default_depth_tolerance` (of each cloud's radius).
         normalize: normalise each cloud into the unit sphere first (recommended; ``False`` expects
             clouds already normalised, points outside the frame are then never visible).
         num_clouds: ``B`` when known (avoids a device sync and allows trailing empty clouds).

@@ -5,7 +5,8 @@ hybrid point/pixel prompt learning (Zhou et al., NeurIPS 2024). See ``README.md`
 * :class:`PointADModel` — the PyTorch model (render → frozen CLIP → prompts → point scores);
 * :class:`FrozenCLIP` — open_clip loading, value-value attention, multi-layer patch tokens;
 * :class:`PromptLearner` — object-agnostic / object-aware learnable prompts (+ deep prompts);
-* :class:`HybridLoss` — the four switchable loss terms.
+* :class:`HybridLoss` — the four switchable loss terms;
+* :func:`load_official_prompts` — the authors' released prompt checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _WHERE = {
     "BUILTIN_CONFIGS": "clip_backbone",
     "FrozenCLIP": "clip_backbone",
     "load_open_clip": "clip_backbone",
+    "load_official_prompts": "checkpoint",
     "PointAD": "lightning_model",
     "HybridLoss": "loss",
     "HybridLossInputs": "loss",
@@ -48,5 +50,6 @@ __all__ = [
     "PointADPrediction",
     "PromptLearner",
     "RenderSettings",
+    "load_official_prompts",
     "load_open_clip",
 ]

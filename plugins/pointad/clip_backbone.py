@@ -91,6 +91,19 @@ def default_feature_layers(depth: int) -> tuple[int, ...]:
     return tuple(sorted({min(depth, max(1, round(depth * k / 4))) for k in range(1, 5)}))
 
 
+def default_vv_start_layer(depth: int) -> int:
+    """First V-V block (1-based) when none is given: block 6 of 24, the same quarter of other depths.
+
+    AnomalyCLIP / PointAD (``DPAM_layer = 20``) give the last 19 of ViT-L's 24 blocks the V-V path,
+    i.e. blocks 6..24, whatever feature layers are read. Other depths keep the start at a quarter
+    of the tower: ``max(1, round(depth / 4))`` (3 of 12, 1 of 4).
+    """
+    if depth < 1:
+        msg = f"depth must be >= 1, got {depth}."
+        raise ValueError(msg)
+    return max(1, round(depth / 4))
+
+
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"}
 
@@ -265,8 +278,9 @@ class FrozenCLIP(nn.Module):
         feature_layers: 1-based blocks whose patch tokens are used; ``None`` = the quarters of the
             tower (6, 12, 18, 24 for ViT-L/14).
         vv_attention: compute the parallel value-value attention stream.
-        vv_start_layer: first block (1-based) with V-V attention; ``None`` = the first feature layer
-            (block 6 of 24, as AnomalyCLIP's 20-layer setting).
+        vv_start_layer: first block (1-based) with V-V attention; ``None`` =
+            :func:`default_vv_start_layer` (block 6 of 24, AnomalyCLIP's ``DPAM_layer = 20``),
+            independent of ``feature_layers``.
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         quick_gelu: see :func:`load_open_clip`.
         cache_dir: open_clip download cache.
@@ -314,7 +328,9 @@ class FrozenCLIP(nn.Module):
             msg = f"feature_layers {bad} outside the {self.depth} blocks of the vision tower (1-based)."
             raise ValueError(msg)
         self.feature_layers = layers
-        start = layers[0] if vv_start_layer is None else int(vv_start_layer)
+        # Independent of the layers read: feature_layers=[24] (the authors' MVTec runs) still
+        # has V-V attention from block 6.
+        start = default_vv_start_layer(self.depth) if vv_start_layer is None else int(vv_start_layer)
         if vv_attention and not 1 <= start <= self.depth:
             msg = f"vv_start_layer must lie in [1, {self.depth}], got {start}."
             raise ValueError(msg)
@@ -504,5 +520,6 @@ __all__ = [
     "FrozenCLIP",
     "VisionFeatures",
     "default_feature_layers",
+    "default_vv_start_layer",
     "load_open_clip",
 ]

@@ -82,6 +82,22 @@ def normalize_auxiliary(auxiliary: object) -> list[dict[str, Any]] | None:
     return [_source_dict(s) for s in auxiliary]
 
 
+def _as_views(views: list[Any] | None) -> tuple | None:
+    """Rotation specs from YAML / CLI lists (``[x, -45]`` pairs become ``("x", -45.0)``) as a tuple."""
+    if views is None:
+        return None
+
+    def convert(spec: Any) -> Any:  # noqa: ANN401
+        if isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[0], str):
+            return (spec[0], float(spec[1]))
+        if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, (list, tuple)) and len(s) == 2
+                                                            and isinstance(s[0], str) for s in spec):
+            return tuple(convert(s) for s in spec)
+        return spec
+
+    return tuple(convert(v) for v in views)
+
+
 def _collate_mixed_paths(items: list[Any]) -> PointCloudBatch:
     """``PointCloudBatch.collate`` for batches mixing good samples (no mask file) and defective ones.
 
@@ -115,9 +131,11 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             (``pointad-tiny-vit``) or an open_clip model config dict.
         pretrained: weights tag (``openai``), local checkpoint path, or ``None`` (random, tests only;
             the backbone is then saved in checkpoints since it cannot be rebuilt).
-        feature_layers: vision blocks whose patch tokens are used (default the quarters: 6/12/18/24).
+        feature_layers: vision blocks whose patch tokens are used (default the quarters: 6/12/18/24;
+            the authors' MVTec 3D-AD / Eyecandies runs use ``[24]``).
         vv_attention: AnomalyCLIP's value-value attention on a parallel stream (no weight change).
-        vv_start_layer: first V-V block (default the first feature layer).
+        vv_start_layer: first V-V block (default block 6 of 24, a quarter of other depths;
+            independent of ``feature_layers``).
         precision: backbone compute, ``auto`` = fp16 autocast on CUDA.
         prompt_length: learnable words per template (12).
         object_agnostic: ``True`` PointAD ("[V..][object]"), ``False`` PointAD-CoOp (class names).
@@ -125,19 +143,32 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         deep_prompts: learnable tokens inside the text encoder's blocks.
         deep_prompt_length: tokens per block (4).
         deep_prompt_depth: text blocks with deep prompts (default three quarters: 9 of 12).
-        num_views: rendering views (Table 7 sets: 1, 3, 5, 7, 9, 11).
-        view_angles: explicit rotation angles in radians (overrides ``num_views``).
-        view_axis: axis of ``view_angles``.
+        rig: view preset (``pointad_mvtec``: X -45..45 + Y -30..30, the authors' MVTec rig;
+            ``pointad_real3d``: the paper's 9 X-angles); ``None`` = ``pointad_mvtec`` for organized
+            clouds, ``pointad_real3d`` for unorganized ones.
+        views: explicit rotations, each ``[axis, degrees]``, a list of those (composed) or a 3x3 matrix.
+        num_views: the paper's Table 7 view set (1, 3, 5, 7, 9, 11) about ``view_axis`` (overrides ``rig``).
+        view_angles: explicit rotation angles in radians about ``view_axis`` (overrides ``num_views``).
+        view_axis: axis of ``view_angles`` / ``num_views``; alone: the 9 Table 7 angles about it.
+        object_frame: ``auto`` (flip organized sensor-frame scans by pi about X, as the authors),
+            ``flip`` (every cloud) or ``none``.
         projection: ``orthographic`` or ``pinhole``.
         render_size: render size (default the backbone's input size, 336).
-        point_radius_px: splat radius (default from the cloud size).
+        point_radius_px: splat radius for every cloud (default per cloud: organized grid pitch or
+            nearest-neighbour spacing).
         use_colors: render point colours (off: geometry only; RGB goes through its own branch).
         loss_global_3d, loss_local_3d, loss_global_2d, loss_local_2d: hybrid-loss terms (Table 6).
         temperature: ``tau`` of the cosine similarities.
         learning_rate: Adam learning rate (1e-3).
         max_epochs: epochs on the auxiliary set (15); forwarded to the trainer.
-        smoothing_sigma: point-graph Gaussian width in median point spacings (0 = off).
-        smoothing_k: neighbours of the smoothing.
+        smoothing_sigma: Gaussian width: grid pixels for organized clouds (the authors'
+            ``gaussian_filter(sigma=4)``), median point spacings otherwise (0 = off).
+        smoothing_k: ``None``: radius Gaussian (``smoothing_truncate`` sigmas) on unorganized clouds;
+            an int: the ``k`` nearest neighbours instead.
+        smoothing_truncate: support of the radius Gaussian in sigmas (>= 3).
+        smoothing_on_grid: smooth organized clouds on their grid (off: on the points).
+        prompt_checkpoint: the authors' released prompt file (``epoch_15.pth``,
+            ``{"prompt_learner": {...}}``) loaded into the prompts at construction.
         use_rgb: fuse the RGB image of organized clouds (multimodal, plug-and-play).
         organized_grid_size: organized inputs from anomalib's ``MVTec3D`` are resized (nearest) to
             this grid first, as the paper resizes clouds to 336 x 336 (``None`` keeps them).
@@ -169,9 +200,12 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         deep_prompts: bool = True,
         deep_prompt_length: int = 4,
         deep_prompt_depth: int | None = None,
-        num_views: int = 9,
+        rig: str | None = None,
+        views: list[Any] | None = None,
+        num_views: int | None = None,
         view_angles: list[float] | None = None,
-        view_axis: str = "x",
+        view_axis: str | None = None,
+        object_frame: str = "auto",
         projection: str = "orthographic",
         render_size: int | None = None,
         point_radius_px: float | None = None,
@@ -184,7 +218,10 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         learning_rate: float = 1e-3,
         max_epochs: int = 15,
         smoothing_sigma: float = 4.0,
-        smoothing_k: int = 64,
+        smoothing_k: int | None = None,
+        smoothing_truncate: float = 3.0,
+        smoothing_on_grid: bool = True,
+        prompt_checkpoint: str | None = None,
         use_rgb: bool = True,
         organized_grid_size: int | None = 336,
         remove_background: bool = True,
@@ -223,10 +260,17 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             deep_prompt_length=deep_prompt_length,
             deep_prompt_depth=deep_prompt_depth,
         )
+        if prompt_checkpoint is not None:
+            from anomalib_3d_plugins.pointad.checkpoint import load_official_prompts
+
+            load_official_prompts(prompts, prompt_checkpoint)
         render = RenderSettings(
+            preset=rig,
+            views=_as_views(views),
             num_views=num_views,
             view_angles=tuple(view_angles) if view_angles is not None else None,
             view_axis=view_axis,
+            object_frame=object_frame,
             projection=projection,
             image_size=render_size,
             point_radius_px=point_radius_px,
@@ -247,6 +291,8 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             temperature=temperature,
             smoothing_sigma=smoothing_sigma,
             smoothing_k=smoothing_k,
+            smoothing_truncate=smoothing_truncate,
+            smoothing_on_grid=smoothing_on_grid,
             feature_cache=cache,
         )
         self.class_name = class_name
@@ -428,6 +474,8 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             colors=points.colors,
             class_names=self._class_names(points),
             paths=points.point_path,
+            grid_index=points.grid_index,
+            grid_shape=points.grid_shape if points.grid_index is not None else None,
         )
         size = points.batch_size
         self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
@@ -535,7 +583,8 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             normals = None if normals is None else normals[foreground]
             colors = None if colors is None else colors[foreground]
             grid_index = None if grid_index is None else grid_index[foreground]
-        use_rgb = self.use_rgb and points.image is not None and grid_index is not None and points.grid_shape is not None
+        organized = grid_index is not None and points.grid_shape is not None
+        use_rgb = self.use_rgb and points.image is not None and organized
         prediction = self.model.predict(
             cloud_points,
             cloud_batch,
@@ -544,8 +593,8 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             colors=colors,
             class_names=self._class_names(points),
             rgb=points.image.as_subclass(torch.Tensor).to(cloud_points.device) if use_rgb else None,
-            grid_index=grid_index if use_rgb else None,
-            grid_shape=points.grid_shape if use_rgb else None,
+            grid_index=grid_index if organized else None,
+            grid_shape=points.grid_shape if organized else None,
             return_views=return_views,
         )
         anomaly_map = prediction.anomaly_map

@@ -212,3 +212,18 @@ def test_prepare_images_resizes_and_normalizes(tiny: FrozenCLIP) -> None:
     assert out.shape == (1, 3, *tiny.image_size)
     mean, std = torch.tensor(open_clip.OPENAI_DATASET_MEAN), torch.tensor(open_clip.OPENAI_DATASET_STD)
     torch.testing.assert_close(out[0, :, 5, 5], (0.5 - mean) / std)
+
+
+def test_vv_start_layer_does_not_follow_the_feature_layers(tiny: FrozenCLIP, images: torch.Tensor) -> None:
+    """feature_layers=[24] (the authors' MVTec runs) keeps V-V from block 6 of 24 (DPAM_layer = 20)."""
+    from anomalib_3d_plugins.pointad.clip_backbone import default_vv_start_layer
+
+    assert [default_vv_start_layer(d) for d in (24, 12, 4, 1)] == [6, 3, 1, 1]
+    last_only = FrozenCLIP("pointad-tiny-vit", None, feature_layers=[4], clip=tiny.clip)
+    assert last_only.vv_start_layer == 1  # 4 blocks: a quarter is block 1, not the feature layer 4
+    explicit = FrozenCLIP("pointad-tiny-vit", None, feature_layers=[4], vv_start_layer=1, clip=tiny.clip)
+    late = FrozenCLIP("pointad-tiny-vit", None, feature_layers=[4], vv_start_layer=4, clip=tiny.clip)
+    tokens = last_only.encode_image(images).patch_tokens[0]
+    torch.testing.assert_close(tokens, explicit.encode_image(images).patch_tokens[0], atol=0, rtol=0)
+    torch.testing.assert_close(tokens, _naive_vv_tokens(last_only, images, 1, 4), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(tokens, late.encode_image(images).patch_tokens[0], atol=1e-3)

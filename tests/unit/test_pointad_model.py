@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
+from anomalib_3d_plugins.pointad.testing import BlueCueBackbone, FixedPrompts
 from anomalib_3d_plugins.pointad.torch_model import FeatureCache, PointADModel, RenderSettings
 
 TINY = "pointad-tiny-vit"
@@ -27,7 +29,8 @@ def backbone() -> FrozenCLIP:
 def make_model(backbone: FrozenCLIP, **kwargs: object) -> PointADModel:
     torch.manual_seed(1)
     render = kwargs.pop("render", RenderSettings(num_views=3, image_size=64))
-    return PointADModel(backbone, PromptLearner(backbone), render=render, smoothing_k=8, **kwargs)
+    kwargs.setdefault("smoothing_k", 8)
+    return PointADModel(backbone, PromptLearner(backbone), render=render, **kwargs)
 
 
 def synthetic_batch(num_points: int = 1024) -> PointCloudBatch:
@@ -117,16 +120,28 @@ def test_feature_cache_returns_identical_features(backbone: FrozenCLIP, batch: P
     torch.testing.assert_close(loss_of(model, batch)["loss"], loss_of(fresh, batch)["loss"], rtol=0, atol=0)
 
 
-def test_cache_key_depends_on_sample_and_settings(backbone: FrozenCLIP) -> None:
+def test_cache_key_depends_on_sample_settings_and_radius_used(backbone: FrozenCLIP) -> None:
     model = make_model(backbone, feature_cache=FeatureCache())
     other = make_model(backbone, feature_cache=FeatureCache(), render=RenderSettings(num_views=5, image_size=64))
     points = torch.rand(100, 3)
-    key = model.sample_key("a.pcd", points)
-    assert key == model.sample_key("a.pcd", points.clone())
-    assert key != model.sample_key("b.pcd", points)
-    assert key != model.sample_key("a.pcd", points * 2)
-    assert key != other.sample_key("a.pcd", points)
-    assert model.sample_key(None, points) is None
+    key = model.sample_key("a.pcd", points, 1.5)
+    assert key == model.sample_key("a.pcd", points.clone(), 1.5)
+    assert key != model.sample_key("b.pcd", points, 1.5)
+    assert key != model.sample_key("a.pcd", points * 2, 1.5)
+    assert key != model.sample_key("a.pcd", points, 2.0)  # the radius actually used is part of the key
+    assert key != model.sample_key("a.pcd", points, 1.5, organized=True)  # another rig (flip + MVTec views)
+    assert key != other.sample_key("a.pcd", points, 1.5)
+    assert model.sample_key(None, points, 1.5) is None
+
+
+def test_cached_features_follow_the_radius_of_each_cloud(backbone: FrozenCLIP) -> None:
+    """A cloud cached in one batch and met again in another batch is keyed by its own radius."""
+    model = make_model(backbone, feature_cache=FeatureCache())
+    gen = torch.Generator().manual_seed(3)
+    sparse, dense = torch.rand(200, 3, generator=gen), torch.rand(3000, 3, generator=gen)
+    alone = model.cloud_radii(sparse, torch.zeros(200, dtype=torch.long), 1)
+    both = model.cloud_radii(torch.cat([sparse, dense]), torch.cat([torch.zeros(200), torch.ones(3000)]).long(), 2)
+    assert both[0] == alone[0] and both[1] < both[0]
 
 
 def test_cache_budget_evicts_least_recently_used() -> None:
@@ -153,64 +168,136 @@ def test_hybrid_loss_decreases_on_synthetic_auxiliary_data(backbone: FrozenCLIP,
     assert history[-1] < history[0] - 0.05, history
 
 
-def test_object_score_formula(backbone: FrozenCLIP, batch: PointCloudBatch) -> None:
-    model = make_model(backbone).eval()
-    prediction = model.predict(batch.points, batch.batch_index, 4, normals=batch.normals)
-    maxima = torch.stack([prediction.point_map[batch.batch_index == b].max() for b in range(4)])
-    torch.testing.assert_close(prediction.pred_score, 0.5 * (prediction.view_probs.mean(dim=1) + maxima))
-    assert prediction.anomaly_map.shape == (batch.points.shape[0],)
-    assert torch.isfinite(prediction.anomaly_map).all()
+def _abnormal_probability(value: float, tau: float = 0.07) -> float:
+    """P_a of a stand-in token (1 - s, s) against text (1, 0) / (0, 1): softmax of the cosines / tau."""
+    norm = math.hypot(1.0 - value, value)
+    cos_normal, cos_abnormal = (1.0 - value) / norm, value / norm
+    return 1.0 / (1.0 + math.exp((cos_normal - cos_abnormal) / tau))
 
 
-def test_smoothing_is_a_gaussian_on_the_point_graph(backbone: FrozenCLIP) -> None:
-    model = make_model(backbone)
-    points = torch.tensor([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [10, 0, 0]])
-    scores = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    batch = torch.zeros(4, dtype=torch.long)
-    model.smoothing_sigma, model.smoothing_k = 0.5, 2  # median spacing 1 → sigma 0.5
-    out = model.smooth(points, scores, batch, 1)
-    w = math.exp(-1 / (2 * 0.25))
-    torch.testing.assert_close(out[:2], torch.tensor([1 / (1 + w), w / (1 + w)]))
-    model.smoothing_sigma = 0.0
-    assert torch.equal(model.smooth(points, scores, batch, 1), scores)
+def _sphere(num: int, seed: int) -> torch.Tensor:
+    v = torch.randn(num, 3, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm(dim=1, keepdim=True)
 
 
-def test_rgb_map_is_read_through_the_organized_grid(backbone: FrozenCLIP) -> None:
-    model = make_model(backbone).eval()
-    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(5))
-    h, w = backbone.grid_size
-    grid_index = torch.tensor([0, 3, 10, 48])
-    batch = torch.zeros(4, dtype=torch.long)
+def test_object_score_equals_hand_computed_value() -> None:
+    """A^s = 1/2 (mean_v P_a^(v) + max A^m) with every quantity fixed by the stand-in backbone.
+
+    Views' global tokens carry abnormality 0.45, 0.5, 0.56 and every patch token 0.52; the point map
+    is then the patch probability on every point (a constant survives the Gaussian)."""
+    globals_ = [0.45, 0.50, 0.56]
+    stand_in = BlueCueBackbone(image_size=32, grid_size=4, fixed_global=globals_, fixed_patch=0.52, num_layers=2)
+    model = PointADModel(stand_in, FixedPrompts(), render=RenderSettings(num_views=3)).eval()
+    points = _sphere(400, 0)
+    out = model.predict(points, torch.zeros(400, dtype=torch.long), 1)
+    patch = _abnormal_probability(0.52)
+    views = [_abnormal_probability(g) for g in globals_]
+    torch.testing.assert_close(out.view_probs[0], torch.tensor(views), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.point_map, torch.full((400,), patch), atol=1e-6, rtol=0)
+    expected = 0.5 * (sum(views) / 3 + patch)
+    assert out.pred_score.item() == pytest.approx(expected, abs=1e-6)
+    assert out.pred_score.item() == pytest.approx(0.5 * ((0.11813 + 0.5 + 0.91737) / 3 + 0.69157), abs=1e-4)
+
+
+def _numpy_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reference resize (half-pixel centres, edge clamped), written independently of torch."""
+    h, w = values.shape
+    out = np.zeros((height, width))
+    for i in range(height):
+        y = min(max((i + 0.5) * h / height - 0.5, 0.0), h - 1)
+        y0 = int(np.floor(y)); y1 = min(y0 + 1, h - 1); fy = y - y0  # noqa: E702
+        for j in range(width):
+            x = min(max((j + 0.5) * w / width - 0.5, 0.0), w - 1)
+            x0 = int(np.floor(x)); x1 = min(x0 + 1, w - 1); fx = x - x0  # noqa: E702
+            top = values[y0, x0] * (1 - fx) + values[y0, x1] * fx
+            bottom = values[y1, x0] * (1 - fx) + values[y1, x1] * fx
+            out[i, j] = top * (1 - fy) + bottom * fy
+    return out
+
+
+def test_rgb_map_is_resized_from_the_patch_grid_to_a_different_organized_grid() -> None:
+    """Patch grid 4 x 4, organized grid 6 x 10: the map must be resized (bilinear), then read per point."""
+    stand_in = BlueCueBackbone(image_size=32, grid_size=4)
+    model = PointADModel(stand_in, FixedPrompts(), render=RenderSettings(num_views=1)).eval()
+    cue = torch.tensor([[0.0, 0.2, 0.4, 0.6], [0.8, 1.0, 0.1, 0.3], [0.5, 0.7, 0.9, 0.0], [0.25, 0.45, 0.65, 0.85]])
+    # 8 x 8 pixel blocks of colour (0, 0, cue): pooling gives exactly the cue per patch.
+    image = torch.zeros(1, 3, 32, 32)
+    image[0, 2] = cue.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    grid_index = torch.tensor([0, 7, 13, 29, 44, 59])
+    batch = torch.zeros(6, dtype=torch.long)
     text, _ = model.text_features()
-    with torch.no_grad():
-        probability, per_point = model.rgb_scores(image, grid_index, (h, w), batch, text.expand(1, -1, -1))
-        # Reference with plain tensor ops: cosine / tau, softmax, mean over layers, read row/col.
-        features = backbone.encode_image(backbone.prepare_images(image))
-        t = text[0]
-        maps = []
-        for tokens in features.patch_tokens:
-            logits = torch.nn.functional.normalize(tokens[0].float(), dim=-1) @ t.T / 0.07
-            maps.append(logits.softmax(-1)[:, 1])
-        expected = torch.stack(maps).mean(0)[grid_index]
-        g = torch.nn.functional.normalize(features.global_features.float(), dim=-1) @ t.T / 0.07
-    torch.testing.assert_close(per_point, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(probability, g.softmax(-1)[:, 1], atol=1e-5, rtol=1e-5)
+    probability, per_point = model.rgb_scores(image, grid_index, (6, 10), batch, text)
+    patch_probs = np.vectorize(_abnormal_probability)(cue.double().numpy())
+    expected = _numpy_bilinear(patch_probs, 6, 10).reshape(-1)[grid_index.numpy()]
+    torch.testing.assert_close(per_point.double(), torch.from_numpy(expected), atol=1e-6, rtol=0)
+    assert probability.item() == pytest.approx(_abnormal_probability(1.0), abs=1e-6)  # the bluest patch
 
 
-def test_multimodal_fusion_formula(backbone: FrozenCLIP) -> None:
-    """Paper §3.6: A_mod = 1/2 G(A + A_rgb), S_mod = 1/2 [1/2 (S_rgb + S) + max A_mod] (smoothing off)."""
-    model = make_model(backbone, smoothing_sigma=0.0).eval()
-    item = PointCloudItem(points=torch.rand(64, 3), grid_shape=torch.tensor([8, 8]), grid_index=torch.arange(64),
-                          image=torch.rand(3, 32, 32))
-    points = PointCloudBatch.collate([item])
-    out = model.predict(points.points, points.batch_index, 1, rgb=points.image.as_subclass(torch.Tensor),
-                        grid_index=points.grid_index, grid_shape=points.grid_shape)
-    fused = 0.5 * (out.point_map + out.rgb_map)
-    torch.testing.assert_close(out.anomaly_map, fused)
-    expected = 0.5 * (0.5 * (out.rgb_score + out.point_score) + fused.max())
-    torch.testing.assert_close(out.pred_score, expected)
-    only_points = model.predict(points.points, points.batch_index, 1)
-    torch.testing.assert_close(only_points.anomaly_map, out.point_map)
+def test_multimodal_fusion_equals_hand_computed_values() -> None:
+    """Paper §3.6 with a uniform blue RGB image (cue c = 0.6) and grey renders (cue 0).
+
+    A^m = e, A^m_rgb = p, A^s = e, A^s_rgb = p (constants survive the grid Gaussian on a full
+    grid); A^m_mod = 1/2 (e + p); A^s_mod = 1/2 [1/2 (p + e) + 1/2 (e + p)] = 1/2 (e + p)."""
+    stand_in = BlueCueBackbone(image_size=32, grid_size=4)
+    model = PointADModel(stand_in, FixedPrompts(), render=RenderSettings(num_views=3)).eval()
+    side = torch.linspace(-0.5, 0.5, 12)
+    yy, xx = torch.meshgrid(side, side, indexing="ij")
+    points = torch.stack([xx, yy, 1.0 + 0.3 * (xx**2 + yy**2)], dim=-1).reshape(-1, 3)  # sensor-frame bowl
+    image = torch.zeros(1, 3, 20, 20)
+    image[0, 2] = 0.6
+    out = model.predict(points, torch.zeros(144, dtype=torch.long), 1, rgb=image, grid_index=torch.arange(144),
+                        grid_shape=(12, 12))
+    e, p = _abnormal_probability(0.0), _abnormal_probability(0.6)
+    torch.testing.assert_close(out.point_map, torch.full((144,), e), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.rgb_map, torch.full((144,), p), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.anomaly_map, torch.full((144,), 0.5 * (e + p)), atol=1e-6, rtol=0)
+    assert out.point_score.item() == pytest.approx(e, abs=1e-6)
+    assert out.rgb_score.item() == pytest.approx(p, abs=1e-6)
+    assert out.pred_score.item() == pytest.approx(0.5 * (e + p), abs=1e-6)
+    assert out.pred_score.item() == pytest.approx(0.5 * (6.2e-7 + 0.98133), abs=1e-4)
+
+
+def test_fusion_smooths_each_map_then_their_sum(backbone: FrozenCLIP) -> None:
+    """``A^m_mod = 1/2 G(G(A) + G(A_rgb))`` with G the grid Gaussian (scipy reference)."""
+    from scipy.ndimage import gaussian_filter
+
+    model = make_model(backbone, smoothing_sigma=1.5).eval()
+    side = torch.linspace(0, 1, 8)
+    grid = torch.stack(torch.meshgrid(side, side, indexing="ij"), dim=-1).reshape(-1, 2)
+    points = torch.cat([grid, 1.0 + (grid[:, :1] - 0.5) ** 2], dim=1)
+    keep = torch.arange(64) % 5 != 0  # holes in the grid: 0 there before filtering
+    index = torch.arange(64)[keep]
+    batch = torch.zeros(int(keep.sum()), dtype=torch.long)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    out = model.predict(points[keep], batch, 1, rgb=image, grid_index=index, grid_shape=(8, 8))
+
+    def scipy_smooth(values: torch.Tensor) -> torch.Tensor:
+        canvas = np.zeros(64)
+        canvas[index.numpy()] = values.detach().double().numpy()
+        return torch.from_numpy(gaussian_filter(canvas.reshape(8, 8), 1.5).reshape(-1)[index.numpy()]).float()
+
+    text, _ = model.text_features()
+    _, rgb_raw = model.rgb_scores(image, index, (8, 8), batch, text)
+    torch.testing.assert_close(out.rgb_map, scipy_smooth(rgb_raw), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.anomaly_map, 0.5 * scipy_smooth(out.point_map + out.rgb_map), atol=1e-5, rtol=0)
+
+
+def test_unorganized_smoothing_is_a_radius_gaussian_with_three_sigma_support(backbone: FrozenCLIP) -> None:
+    """Against a brute-force Gaussian over every point within 3 sigma (sigma = 4 median spacings)."""
+    model = make_model(backbone, smoothing_k=None)
+    gen = torch.Generator().manual_seed(4)
+    points = torch.rand(600, 3, generator=gen) * torch.tensor([1.0, 1.0, 0.05])
+    scores = torch.rand(600, generator=gen)
+    out = model.smooth(points, scores, torch.zeros(600, dtype=torch.long), 1)
+    p = points.double().numpy()
+    nearest = np.sort(np.linalg.norm(p[:, None] - p[None], axis=-1), axis=1)[:, 1]
+    sigma = 4.0 * float(np.sort(nearest)[(len(nearest) - 1) // 2])  # the lower median (torch's)
+    d2 = ((p[:, None] - p[None]) ** 2).sum(-1)
+    weight = np.exp(-d2 / (2 * sigma**2)) * (d2 <= (3 * sigma) ** 2)
+    expected = weight @ scores.double().numpy() / weight.sum(1)
+    torch.testing.assert_close(out.double(), torch.from_numpy(expected), atol=1e-5, rtol=0)
+    model.smoothing_sigma = 0.0
+    assert torch.equal(model.smooth(points, scores, torch.zeros(600, dtype=torch.long), 1), scores)
 
 
 def test_object_aware_prompts_use_class_names(backbone: FrozenCLIP) -> None:
@@ -224,16 +311,3 @@ def test_object_aware_prompts_use_class_names(backbone: FrozenCLIP) -> None:
     assert words == ["object"]
 
 
-def test_multimodal_fusion_with_smoothing(backbone: FrozenCLIP) -> None:
-    """Both maps are smoothed on the point graph, then their sum is smoothed again (``1/2 G(A + A_rgb)``)."""
-    model = make_model(backbone).eval()
-    side = torch.linspace(0, 1, 8)
-    grid = torch.stack(torch.meshgrid(side, side, indexing="ij"), dim=-1).reshape(-1, 2)
-    points = torch.cat([grid, (grid[:, :1] - 0.5) ** 2], dim=1)
-    batch = torch.zeros(64, dtype=torch.long)
-    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    out = model.predict(points, batch, 1, rgb=image, grid_index=torch.arange(64), grid_shape=(8, 8))
-    text, _ = model.text_features()
-    _, rgb_raw = model.rgb_scores(image, torch.arange(64), (8, 8), batch, text.expand(1, -1, -1))
-    torch.testing.assert_close(out.rgb_map, model.smooth(points, rgb_raw, batch, 1))
-    torch.testing.assert_close(out.anomaly_map, 0.5 * model.smooth(points, out.point_map + out.rgb_map, batch, 1))

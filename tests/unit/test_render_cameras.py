@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
@@ -102,3 +103,52 @@ def test_normalize_clouds_fits_each_cloud_in_unit_sphere() -> None:
     alone, centre_alone, scale_alone = normalize_clouds(first, torch.zeros(50, dtype=torch.long), 1)
     torch.testing.assert_close(alone, normalised[:50])
     torch.testing.assert_close(scale_alone, scale[:1])
+
+
+def test_rig_from_rotations_mixes_axes_pairs_and_matrices() -> None:
+    from anomalib_3d.render import rig_from_rotations
+
+    matrix = Rotation.from_euler("zyx", [10, -20, 30], degrees=True).as_matrix()
+    rig = rig_from_rotations([("x", -45), ("Y", 30), [("x", 180), ("z", 15)], matrix.tolist()], image_size=32)
+    expected = [
+        Rotation.from_euler("x", -45, degrees=True).as_matrix(),
+        Rotation.from_euler("y", 30, degrees=True).as_matrix(),
+        # pairs compose left to right: X 180 acts first, then Z 15
+        Rotation.from_euler("z", 15, degrees=True).as_matrix() @ Rotation.from_euler("x", 180, degrees=True).as_matrix(),
+        matrix,
+    ]
+    torch.testing.assert_close(rig.rotations, torch.tensor(np.stack(expected), dtype=torch.float32), atol=1e-6, rtol=0)
+    assert rig.captions()[:2] == ["X -45°", "Y 30°"]
+    with pytest.raises(ValueError, match="not a rotation"):
+        rig_from_rotations([[[2.0, 0, 0], [0, 1, 0], [0, 0, 1]]])
+    with pytest.raises(ValueError, match="axis"):
+        rig_from_rotations([("w", 10)])
+
+
+def test_presets_are_the_authors_rigs() -> None:
+    from anomalib_3d.render import rig_preset
+
+    mvtec = rig_preset("pointad_mvtec")
+    expected = [Rotation.from_euler("x", a, degrees=True).as_matrix() for a in (-45, -15, 0, 15, 45)]
+    expected += [Rotation.from_euler("y", a, degrees=True).as_matrix() for a in (-30, -15, 15, 30)]
+    torch.testing.assert_close(mvtec.rotations, torch.tensor(np.stack(expected), dtype=torch.float32), atol=1e-6, rtol=0)
+    real3d = rig_preset("pointad_real3d")
+    torch.testing.assert_close(real3d.rotations, pointad_rig(9).rotations, atol=1e-6, rtol=0)  # Table 7 = k * 36°
+    with pytest.raises(ValueError, match="pointad_mvtec"):
+        rig_preset("nope")
+
+
+def test_sensor_to_object_flip_shows_the_sensor_side_upright() -> None:
+    """A sensor-frame point nearer to the sensor (smaller z) must be nearer to our camera (+Z),
+    and a point higher in the sensor image (smaller y, y down) higher in ours (+Y up)."""
+    from anomalib_3d.render import SENSOR_TO_OBJECT, rig_preset
+
+    rig = rig_preset("pointad_real3d").with_pre_rotation(SENSOR_TO_OBJECT, "flip X")
+    front = rig.rotations[4]  # the 0° view
+    near, far = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, 2.0])
+    assert float((front @ near)[2]) > float((front @ far)[2])
+    top, bottom = torch.tensor([0.0, -1.0, 1.0]), torch.tensor([0.0, 1.0, 1.0])
+    assert float((front @ top)[1]) > float((front @ bottom)[1])
+    expected = Rotation.from_euler("x", 36, degrees=True).as_matrix() @ np.diag([1.0, -1.0, -1.0])
+    torch.testing.assert_close(rig.rotations[5], torch.tensor(expected, dtype=torch.float32), atol=1e-6, rtol=0)
+    assert rig.captions()[5] == "X 36° ∘ flip X"

@@ -362,3 +362,25 @@ def test_arithmetic_key_packing_matches_in_place_packing(monkeypatch: pytest.Mon
     assert torch.equal(in_place.pixel_to_point, portable.pixel_to_point)
     assert torch.equal(in_place.depth, portable.depth)
     assert torch.equal(in_place.visible, portable.visible)
+
+
+def test_per_cloud_radius_renders_each_cloud_as_alone() -> None:
+    """Clouds of a batch with radii 1, 3 and 0 give the very images / owners / visibility they give alone."""
+    rig = pointad_rig(3, image_size=40)
+    clouds = [_random_cloud(150, 21), _random_cloud(400, 22), _random_cloud(60, 23)]
+    radii = [1.0, 3.0, 0.0]
+    alone = [render_points(c, rig=rig, point_radius_px=r, normals=c) for c, r in zip(clouds, radii, strict=True)]
+    points = torch.cat(clouds)
+    batch = torch.cat([torch.full((c.shape[0],), i) for i, c in enumerate(clouds)])
+    together = render_points(points, batch, rig, point_radius_px=radii, normals=points)
+    assert together.point_radius_px == radii
+    start = 0
+    for i, (cloud, single) in enumerate(zip(clouds, alone, strict=True)):
+        stop = start + cloud.shape[0]
+        assert torch.equal(together.images[i], single.images[0])
+        owners = together.pixel_to_point[i]
+        assert torch.equal(torch.where(owners >= 0, owners - start, owners), single.pixel_to_point[0])
+        assert torch.equal(together.visible[start:stop], single.visible)
+        start = stop
+    with pytest.raises(ValueError, match="3 clouds"):
+        render_points(points, batch, rig, point_radius_px=[1.0, 2.0])
