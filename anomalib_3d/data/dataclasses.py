@@ -51,6 +51,8 @@ PathT = TypeVar("PathT")
 PER_POINT_FIELDS = ("points", "colors", "normals", "gt_mask", "anomaly_map", "pred_mask", "grid_index")
 # Fields whose first dimension runs over clouds.
 PER_CLOUD_TENSOR_FIELDS = ("gt_label", "pred_score", "pred_label", "image", "grid_shape", "pixel_gt_mask")
+#: Fields a batch may drop when only some clouds have them (logged once, naming the files).
+OPTIONAL_APPEARANCE_FIELDS = ("colors", "normals", "image")
 PER_CLOUD_LIST_FIELDS = ("category", "point_path", "image_path", "mask_path", "explanation")
 
 
@@ -501,8 +503,10 @@ class PointCloudBatch(
     def collate(cls, items: list[PointCloudItem]) -> PointCloudBatch:
         """Concatenate items into one batch (the DataLoader ``collate_fn``).
 
-        A tensor field is kept only if every item has it; one present in some items but not all
-        raises, rather than being dropped silently. Path/category fields may be missing for some
+        A tensor field is kept only if every item has it. An optional appearance field
+        (``colors``, ``normals``, ``image``) present in some items only is dropped for the whole
+        batch with one warning naming the files without it; any other field present in some
+        items only raises a :class:`~anomalib_3d.data.errors.PointCloudError` naming them. Path/category fields may be missing for some
         clouds (a good sample has no GT file): they collate to ``""``.
         """
         if not items:
@@ -521,17 +525,34 @@ class PointCloudBatch(
             if not all(present):
                 missing = [getattr(it, "point_path", None) or f"item {i}" for i, (it, p) in
                            enumerate(zip(items, present, strict=True)) if not p]
-                msg = f"field '{name}' is set for some clouds of the batch but missing for {missing[:3]}."
-                raise ValueError(msg)
+                if name in OPTIONAL_APPEARANCE_FIELDS:
+                    # Deliberate: colours / normals / images are optional inputs, so a batch that
+                    # mixes clouds with and without them keeps the common part (the points) and
+                    # says which files lack them, once per field.
+                    _warn_dropped(name, missing, len(items))
+                    continue
+                from anomalib_3d.data.errors import PointCloudError
+
+                raise PointCloudError(
+                    f"field '{name}' is set for some clouds of the batch but missing for "
+                    f"{len(missing)} of {len(items)}: {missing[:5]}.",
+                    fix="give every item of a batch the same fields (a model output is set for all or none).",
+                )
             if name in PER_POINT_FIELDS:
                 kwargs[name] = torch.cat([torch.as_tensor(v) for v in values])
             else:
                 tensors = [torch.as_tensor(v) for v in values]
                 shapes = {tuple(t.shape) for t in tensors}
                 if len(shapes) > 1:
-                    msg = (f"field '{name}' has different shapes across the batch {sorted(shapes)}; resize "
-                           "organized inputs to one size in the datamodule (nearest, so no points are invented).")
-                    raise ValueError(msg)
+                    from anomalib_3d.data.errors import PointCloudError
+
+                    sizes = [f"{getattr(it, 'point_path', None) or f'item {i}'}: {tuple(t.shape)}"
+                             for i, (it, t) in enumerate(zip(items, tensors, strict=True))]
+                    raise PointCloudError(
+                        f"field '{name}' has different shapes across the batch ({'; '.join(sizes[:5])}).",
+                        fix="resize organized inputs to one size in the datamodule (grid_size=(H, W): nearest, "
+                            "so no points are invented), or use batch size 1.",
+                    )
                 kwargs[name] = torch.stack(tensors)
         device = items[0].points.device
         counts = torch.tensor([item.num_points for item in items], device=device)
@@ -564,4 +585,20 @@ class PointCloudBatch(
         return dense, valid
 
 
-__all__ = ["PointCloudBatch", "PointCloudBatchValidator", "PointCloudItem", "PointCloudValidator"]
+_WARNED_DROPPED: set[str] = set()
+
+
+def _warn_dropped(name: str, missing: list[str], batch_size: int) -> None:
+    """Warn the first time a field is dropped (later batches log at INFO: no flood per epoch)."""
+    import logging
+
+    level = logging.INFO if name in _WARNED_DROPPED else logging.WARNING
+    _WARNED_DROPPED.add(name)
+    logging.getLogger(__name__).log(
+        level,
+        "collate: %d of %d clouds have no '%s' (%s%s); '%s' is dropped for this whole batch.",
+        len(missing), batch_size, name, ", ".join(missing[:5]), ", ..." if len(missing) > 5 else "", name,
+    )
+
+
+__all__ = ["OPTIONAL_APPEARANCE_FIELDS", "PointCloudBatch", "PointCloudBatchValidator", "PointCloudItem", "PointCloudValidator"]

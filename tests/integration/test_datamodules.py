@@ -163,7 +163,13 @@ def test_wrong_xyz_shape_names_the_file(mvtec3d_root: Path) -> None:
 
     bad = mvtec3d_root / "bagel" / "train" / "good" / "xyz" / "000.tiff"
     tifffile.imwrite(bad, np.zeros((8, 8), np.float32))
+    # The pre-flight check (validate="header", default) finds it at setup, before any training;
+    # with the check off the same error comes when the file is read.
     dm = MVTec3DPointCloud(root=mvtec3d_root, category="bagel", remove_background=False, grid_size=None)
+    with pytest.raises(CorruptFileError, match="000.tiff"):
+        dm.setup()
+    dm = MVTec3DPointCloud(root=mvtec3d_root, category="bagel", remove_background=False, grid_size=None,
+                           validate="off")
     dm.setup()
     with pytest.raises(CorruptFileError, match="000.tiff"):
         dm.train_data[0]
