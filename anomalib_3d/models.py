@@ -87,10 +87,13 @@ class PointCloudModelMixin:
         return PointCloudVisualizer()
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """anomalib's component callbacks plus :class:`ValidateAfterLastEpoch`."""
+        """anomalib's component callbacks, :class:`ValidateAfterLastEpoch` and the repair of
+        anomalib 2.7's depth datamodules under pandas 3 (:class:`~anomalib_3d.data.adapters.DepthDataRepair`)."""
+        from anomalib_3d.data.adapters import DepthDataRepair
+
         callbacks = super().configure_callbacks()  # type: ignore[misc]
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, ValidateAfterLastEpoch()]
+        return [*callbacks, ValidateAfterLastEpoch(), DepthDataRepair()]
 
     @staticmethod
     def as_point_batch(batch: Any) -> PointCloudBatch:  # noqa: ANN401

@@ -12,11 +12,16 @@ lie between the object and the camera origin.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F  # noqa: N812
+from lightning.pytorch import Callback
 
 from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
 from anomalib_3d.data.errors import EmptyPointCloudError, InvalidPointsError
+
+logger = logging.getLogger(__name__)
 
 
 def valid_pixel_mask(xyz: torch.Tensor) -> torch.Tensor:
@@ -198,10 +203,76 @@ def depth_batch_to_point_batch(batch: object) -> PointCloudBatch:
     return PointCloudBatch.collate(items)
 
 
+# --------------------------------------------------------------------------------------------
+# anomalib's depth datasets (MVTec3D, ADAM3D, Folder3D): sample tables the readers accept
+# --------------------------------------------------------------------------------------------
+
+
+def repair_depth_samples(samples: object) -> int:
+    """Make an anomalib depth samples table readable: missing ``mask_path`` of normal samples → ``""``.
+
+    anomalib 2.7's ``MVTec3D`` / ``ADAM3D`` tables leave the mask path of training samples
+    missing; with pandas ≥ 3 ``astype(str)`` keeps it as NaN, and ``DepthItem``'s path validator
+    then refuses the float, so every model that reads the train split fails on its first item.
+    A normal sample has no mask (anomalib builds an empty one), so ``""`` is the right value.
+    A missing path of an *anomalous* sample, or a missing depth / image path, is a real problem
+    and is left for the reader to report.
+
+    Args:
+        samples: a pandas ``DataFrame`` (modified in place).
+
+    Returns:
+        the number of entries repaired.
+    """
+    import pandas as pd
+
+    if not isinstance(samples, pd.DataFrame) or "mask_path" not in samples or "depth_path" not in samples:
+        return 0
+    missing = samples["mask_path"].isna()
+    if "label_index" in samples:
+        missing &= samples["label_index"].fillna(0).astype(int) == 0
+    count = int(missing.sum())
+    if count:
+        samples["mask_path"] = samples["mask_path"].astype(object).where(~missing, "")
+    return count
+
+
+def repair_depth_datamodule(datamodule: object) -> int:
+    """:func:`repair_depth_samples` on every split of an anomalib depth datamodule (no-op otherwise).
+
+    Returns:
+        the number of entries repaired.
+    """
+    count = 0
+    for name in ("train_data", "val_data", "test_data"):
+        dataset = getattr(datamodule, name, None)
+        while dataset is not None and hasattr(dataset, "dataset") and not hasattr(dataset, "_samples"):
+            dataset = dataset.dataset  # torch Subset and friends
+        samples = getattr(dataset, "_samples", None)
+        count += repair_depth_samples(samples)
+    return count
+
+
+class DepthDataRepair(Callback):
+    """Repairs anomalib depth datamodules (see :func:`repair_depth_samples`) after their ``setup``.
+
+    Lightning calls a callback's ``setup`` after the datamodule's and before any dataloader is
+    iterated, so every split is readable by the time the first item is loaded.
+    """
+
+    def setup(self, trainer: object, pl_module: object, stage: str) -> None:  # noqa: ARG002
+        repaired = repair_depth_datamodule(getattr(trainer, "datamodule", None))
+        if repaired:
+            logger.info("anomalib depth datamodule: %d missing mask paths of normal samples set to ''.", repaired)
+
+
 __all__ = [
+    "DepthDataRepair",
     "channels_last",
     "depth_batch_to_point_batch",
     "organized_to_item",
+    "repair_depth_datamodule",
+    "repair_depth_samples",
     "points_to_pixel_map",
     "resize_nearest",
     "resize_organized",

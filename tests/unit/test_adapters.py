@@ -7,6 +7,7 @@ from anomalib.data import DepthBatch
 
 from anomalib_3d.data.adapters import (
     depth_batch_to_point_batch,
+    repair_depth_samples,
     organized_to_item,
     points_to_pixel_map,
     resize_organized,
@@ -65,3 +66,20 @@ def test_depth_batch_adapter_keeps_labels_and_maps_back() -> None:
     assert torch.equal(points.colors[:3], batch.image[0].reshape(3, -1)[:, points.grid_index[:3]].T)
     back = points_to_pixel_map(points.gt_mask.float(), points.grid_index, points.grid_shape, points.batch_index)
     assert torch.equal(back.bool(), mask)
+
+
+def test_repair_fills_only_missing_masks_of_normal_samples() -> None:
+    import numpy as np
+    import pandas as pd
+
+    samples = pd.DataFrame({
+        "image_path": ["a.png", "b.png", "c.png", "d.png"],
+        "depth_path": ["a.tiff", "b.tiff", "c.tiff", "d.tiff"],
+        "label_index": [0, 0, 1, 1],
+        "mask_path": [np.nan, "gt/b.png", np.nan, "gt/d.png"],
+    })
+    assert repair_depth_samples(samples) == 1
+    assert samples.mask_path.tolist()[:2] == ["", "gt/b.png"]
+    assert pd.isna(samples.mask_path[2])  # an anomalous sample without a mask stays a reportable problem
+    assert repair_depth_samples(samples) == 0
+    assert repair_depth_samples(pd.DataFrame({"image_path": ["x.pcd"]})) == 0  # not a depth table

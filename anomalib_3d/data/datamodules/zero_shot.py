@@ -28,12 +28,16 @@ class DataSource:
     """One slice of one dataset.
 
     Attributes:
-        dataset: ``real3d_ad`` | ``anomaly_shapenet`` | ``mvtec3d`` | ``synthetic3d``.
+        dataset: ``real3d_ad`` | ``anomaly_shapenet`` | ``mvtec3d`` | ``eyecandies`` | ``synthetic3d``.
         root: dataset root (for ``synthetic3d``: the cache root; the data is generated there).
         categories: categories to take.
-        split: ``train``, ``test`` or ``all`` (both).
+        split: ``train``, ``test`` or ``all`` (both). For Eyecandies ``test`` is ``test_public``;
+            ``val`` and ``test_private`` (no ground truth) are never taken.
         exclude: categories to drop from ``categories`` (e.g. the test category in 3DzAL).
-        options: ``synthetic3d`` only: keyword arguments of :class:`Synthetic3D` (layout, sizes...).
+        options: ``synthetic3d``: keyword arguments of :class:`Synthetic3D` (layout, sizes...);
+            ``eyecandies``: keyword arguments of
+            :func:`~anomalib_3d.data.datamodules.eyecandies.scan_eyecandies` (``image_index``,
+            ``frame``, ``focal_length``, ``use_normals``) and ``background_threshold``.
     """
 
     dataset: str
@@ -55,14 +59,26 @@ class DataSource:
             from anomalib_3d.data.datamodules.synthetic import Synthetic3D
 
             frame = Synthetic3D(root=self.root, category=categories, **self.options).scan()
+        elif self.dataset == "eyecandies":
+            from anomalib_3d.data.datamodules.eyecandies import BACKGROUND_THRESHOLD, scan_eyecandies
+
+            options = dict(self.options)
+            threshold = float(options.pop("background_threshold", BACKGROUND_THRESHOLD))
+            frame = pd.concat(
+                [scan_eyecandies(Path(self.root), c, splits=("train", "test_public"), **options) for c in categories],
+                ignore_index=True,
+            )
+            # per row: mixed with MVTec rows (5 mm), Eyecandies keeps its own plane threshold
+            frame["background_threshold"] = threshold
         elif self.dataset in SCANNERS:
             frame = pd.concat([SCANNERS[self.dataset](Path(self.root), c) for c in categories], ignore_index=True)
         else:
-            msg = f"unknown dataset {self.dataset!r}; choose from {sorted([*SCANNERS, 'synthetic3d'])}."
+            msg = f"unknown dataset {self.dataset!r}; choose from {sorted([*SCANNERS, 'eyecandies', 'synthetic3d'])}."
             raise ValueError(msg)
         if self.split != "all":
             frame = frame[frame.split == self.split]
-        frame = frame[frame.split != "validation"].copy()
+        # validation folders and unlabelled (predict-only) samples are neither fitting nor test data
+        frame = frame[frame.split.isin(["train", "test"])].copy()
         frame["source"] = self.dataset
         return frame.reset_index(drop=True)
 
@@ -110,11 +126,22 @@ class ZeroShot3D(PointCloudDataModule):
         test = test.assign(split="test")
         return pd.concat([fit, test], ignore_index=True)
 
+    def check_data(self, validate: str | None = None) -> list:
+        """Scan and pre-flight check; Eyecandies rows get their own header check."""
+        from anomalib_3d.data.datamodules.eyecandies import check_datamodule_data
+
+        return check_datamodule_data(self, validate)
+
     def make_dataset(self, samples: pd.DataFrame, split: str) -> PointCloudDataset:
-        return PointCloudDataset(
+        from anomalib_3d.data.datamodules.eyecandies import EyecandiesDataset
+
+        # reads every kind of row (Eyecandies rows included); collates to a PointCloudBatch
+        # subclass that also carries Eyecandies' per-type masks when all clouds have them
+        return EyecandiesDataset(
             samples,
             split,
             remove_background=self.remove_background,
             grid_size=self.grid_size,
             name=self.name,
+            columns=getattr(self, "columns", None),
         )
