@@ -30,6 +30,15 @@ from anomalib_3d.render.splat import (
     render_mask_like,
     render_points,
 )
+from anomalib_3d.render.volume import (
+    VolumeRender,
+    VoxelGrid,
+    backproject_features,
+    camera_rays,
+    crop_boxes,
+    project_points,
+    render_volume,
+)
 
 __all__ = [
     "RIG_PRESETS",
@@ -52,4 +61,11 @@ __all__ = [
     "rotation_rig",
     "upsample_maps",
     "view_rotations",
+    "VolumeRender",
+    "VoxelGrid",
+    "backproject_features",
+    "camera_rays",
+    "crop_boxes",
+    "project_points",
+    "render_volume",
 ]

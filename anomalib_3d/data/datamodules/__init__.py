@@ -15,6 +15,8 @@ _WHERE = {
     "MVTec3DPointCloud": "mvtec3d",
     "Synthetic3D": "synthetic",
     "ZeroShot3D": "zero_shot",
+    "Eyecandies": "eyecandies",
+    "MultiViewScenes": "multiview_scenes",
     "DataSource": "zero_shot",
 }
 
