@@ -1,0 +1,215 @@
+"""Odd-One-Out as an anomalib model (work in progress: a CPU-sized first version, see README.md).
+
+Training follows the paper's two stages: for the first ``render_epochs`` epochs only the rendering
+loss (RGB + silhouette + feature distillation into the supervising views); afterwards the object
+classification loss (class-weighted BCE) plus ``render_loss_weight`` x the rendering loss.
+
+Outputs per scene: ``object_scores`` (sigmoid of the object logits, one per ground-truth box),
+``pred_score`` = the highest object score, ``anomaly_map`` = each object's score painted on its
+segmentation in every view (so anomalib's post-processor and pixel metrics see per-view maps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib import LearningType
+from anomalib.metrics import AUROC, Evaluator
+from anomalib.models.components import AnomalibModule
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+from anomalib_3d.data.scenes import SceneBatch
+from anomalib_3d.render.volume import VoxelGrid
+
+from .torch_model import OddOneOutModel, SmallEncoder2D
+
+__all__ = ["OddOneOut", "paint_object_scores"]
+
+
+def paint_object_scores(object_scores: torch.Tensor, object_index: torch.Tensor, object_batch: torch.Tensor) -> torch.Tensor:
+    """Per-view maps: each pixel gets the score of the object it shows (0 elsewhere).
+
+    Args:
+        object_scores: ``(ΣK,)``; object_index: ``(B, V, H, W)`` scene-local object of each pixel
+            (-1 none); object_batch: ``(ΣK,)``.
+
+    Returns:
+        ``(B, V, H, W)`` float.
+    """
+    batch = object_index.shape[0]
+    counts = torch.bincount(object_batch, minlength=batch)
+    offset = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]]).view(batch, 1, 1, 1)
+    shown = object_index >= 0
+    flat = (object_index + offset).clamp(min=0, max=max(object_scores.shape[0] - 1, 0))
+    if object_scores.numel() == 0:
+        return torch.zeros(object_index.shape, device=object_index.device)
+    return torch.where(shown, object_scores[flat], torch.zeros((), device=object_scores.device))
+
+
+class OddOneOut(AnomalibModule):
+    """Odd-One-Out (Bhunia et al., CVPR 2025) for :class:`~anomalib_3d.data.datamodules.multiview_scenes.MultiViewScenes`.
+
+    Args:
+        grid_shape, voxel_size, grid_center: the voxel grid (paper: 96 x 96 x 16, 4 cm, origin).
+        feature_dim, projection_dim, crop_size, attention, topk, num_blocks, heads, token_dim:
+            see :class:`~anomalib_3d_plugins.odd_one_out.torch_model.OddOneOutModel`.
+        render_size: ``(h, w)`` of the rendered supervision (paper: 32 x 32).
+        num_samples: samples per ray (paper: 128).
+        render_epochs: epochs of the first (rendering-only) stage.
+        distillation: render β and match it to the teacher's features (ablation switch).
+        teacher: ``"random"``: a frozen, randomly initialised small CNN (a CPU stand-in for DINOv2
+            ViT-S/14, which is not wired in yet).
+        render_loss_weight: weight of the rendering loss in the second stage (official code: 0.1).
+        positive_weight: BCE weight of anomalous objects (normal ones get ``1 - positive_weight``).
+        learning_rate: Adam learning rate.
+    """
+
+    def __init__(
+        self,
+        grid_shape: Sequence[int] = (96, 96, 16),
+        voxel_size: float = 0.04,
+        grid_center: Sequence[float] = (0.0, 0.0, 0.0),
+        feature_dim: int = 32,
+        projection_dim: int = 32,
+        crop_size: int = 8,
+        attention: str = "sparse",
+        topk: int = 20,
+        num_blocks: int = 3,
+        heads: int = 8,
+        token_dim: int = 64,
+        render_size: Sequence[int] = (32, 32),
+        num_samples: int = 64,
+        render_epochs: int = 1,
+        distillation: bool = True,
+        teacher: str = "random",
+        render_loss_weight: float = 0.1,
+        positive_weight: float = 0.7,
+        learning_rate: float = 2e-4,
+        pre_processor: torch.nn.Module | bool = False,
+        post_processor: torch.nn.Module | bool = True,
+        evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
+        visualizer: Any = False,  # noqa: ANN401 - anomalib's image visualizer cannot draw (B, V, 3, H, W)
+    ) -> None:
+        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
+                         visualizer=visualizer)
+        if teacher != "random":
+            msg = f"teacher={teacher!r} is not available yet; only the 'random' stand-in is implemented."
+            raise NotImplementedError(msg)
+        self.grid = VoxelGrid(tuple(grid_shape), voxel_size, tuple(grid_center))
+        self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
+                                    heads, token_dim)
+        self.teacher = SmallEncoder2D(projection_dim) if distillation else None
+        if self.teacher is not None:
+            self.teacher.requires_grad_(False)
+            self.teacher.eval()
+        self.render_size = tuple(int(s) for s in render_size)
+        self.num_samples = int(num_samples)
+        self.render_epochs = int(render_epochs)
+        self.distillation = distillation
+        self.render_loss_weight = float(render_loss_weight)
+        self.positive_weight = float(positive_weight)
+        self.learning_rate = float(learning_rate)
+
+    @property
+    def learning_type(self) -> LearningType:
+        # anomalib has no "supervised" type; ONE_CLASS selects its standard post-processor.
+        return LearningType.ONE_CLASS
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        return {"num_sanity_val_steps": 0}
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Scene AUROC (max object score vs 'scene holds an odd object') and object AUROC."""
+        scene = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
+        objects = AUROC(fields=["object_scores", "object_labels"], prefix="object_")
+        return Evaluator(test_metrics=[scene, objects])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam((p for p in self.model.parameters() if p.requires_grad), lr=self.learning_rate)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _render_cameras(self, intrinsics: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        scale = torch.tensor([self.render_size[1] / image_hw[1], self.render_size[0] / image_hw[0], 1.0],
+                             device=intrinsics.device, dtype=intrinsics.dtype)
+        return intrinsics * scale.view(1, 1, 3, 1)
+
+    def _downsample(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, V, C, H, W)`` -> ``(B, V, C, h, w)`` (area average)."""
+        batch, views = images.shape[:2]
+        small = F.interpolate(images.flatten(0, 1).float(), size=self.render_size, mode="area")
+        return small.view(batch, views, *small.shape[1:])
+
+    def render_loss(self, batch: SceneBatch, render: Any, views: torch.Tensor) -> torch.Tensor:  # noqa: ANN401
+        """RGB L1 + silhouette BCE + feature distillation MSE in the supervising ``views``."""
+        target_rgb = self._downsample(batch.image[:, views])
+        loss = F.l1_loss(render.features[:, :, :3], target_rgb)
+        if batch.silhouette is not None:
+            target = self._downsample(batch.silhouette[:, views].unsqueeze(2).float())[:, :, 0]
+            loss = loss + F.binary_cross_entropy(render.opacity.clamp(1e-5, 1 - 1e-5), target)
+        if self.teacher is not None:
+            with torch.no_grad():
+                images = batch.image[:, views]
+                teacher = self.teacher(images.flatten(0, 1))
+                teacher = F.interpolate(teacher, size=self.render_size, mode="bilinear", align_corners=False)
+                teacher = teacher.view(*images.shape[:2], *teacher.shape[1:])
+            loss = loss + F.mse_loss(render.features[:, :, 3:], teacher)
+        return loss
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Class-weighted BCE (anomalous objects weigh ``positive_weight``)."""
+        labels = labels.float()
+        weight = labels * self.positive_weight + (1 - labels) * (1 - self.positive_weight)
+        return F.binary_cross_entropy_with_logits(logits, labels, weight=weight)
+
+    # -- steps ------------------------------------------------------------------------------
+    def training_step(self, batch: SceneBatch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        del args, kwargs
+        source = batch.source_views[0] if batch.source_views is not None else torch.ones(batch.num_views, dtype=torch.bool)
+        supervise = ~source if bool((~source).any()) else source
+        image_hw = tuple(batch.image.shape[-2:])
+        out = self.model(
+            batch.image[:, source], batch.intrinsics[:, source], batch.world_to_camera[:, source],
+            batch.boxes, batch.object_batch,
+            self._render_cameras(batch.intrinsics[:, supervise], image_hw), batch.world_to_camera[:, supervise],
+            self.render_size, self.num_samples,
+        )
+        render = self.render_loss(batch, out.render, supervise)
+        self.log("train_render_loss", render, prog_bar=True, batch_size=batch.batch_size)
+        if self.current_epoch < self.render_epochs:
+            return {"loss": render}
+        classification = self.classification_loss(out.object_logits, batch.object_labels)
+        self.log("train_cls_loss", classification, prog_bar=True, batch_size=batch.batch_size)
+        return {"loss": classification + self.render_loss_weight * render}
+
+    def _predict(self, batch: SceneBatch) -> SceneBatch:
+        out = self.model(batch.image, batch.intrinsics, batch.world_to_camera, batch.boxes, batch.object_batch)
+        scores = torch.sigmoid(out.object_logits)
+        scene_scores = torch.zeros(batch.batch_size, device=scores.device)
+        scene_scores = scene_scores.scatter_reduce(0, batch.object_batch, scores, "amax", include_self=True)
+        if batch.object_index is not None:
+            maps = paint_object_scores(scores, batch.object_index, batch.object_batch)
+        else:
+            maps = torch.zeros(batch.image.shape[0], batch.num_views, *batch.image.shape[-2:], device=scores.device)
+        return batch.update(object_scores=scores, pred_score=scene_scores, anomaly_map=maps)
+
+    def validation_step(self, batch: SceneBatch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        del args, kwargs
+        return self._predict(batch)
+
+    def test_step(self, batch: SceneBatch, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        del args, kwargs, batch_idx
+        return self._predict(batch)
+
+    def predict_step(self, batch: SceneBatch, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:
+        del batch_idx, dataloader_idx
+        return self._predict(batch)
+
+    def forward(self, batch: SceneBatch, *args: Any, **kwargs: Any) -> SceneBatch:  # noqa: ANN401
+        del args, kwargs
+        batch = self._predict(batch)
+        return self.post_processor(batch) if self.post_processor else batch

@@ -1,0 +1,337 @@
+"""Odd-One-Out in plain PyTorch (Bhunia et al., "Odd-One-Out: Anomaly Detection by Comparing with
+Neighbors", CVPR 2025) — the network parts. **Work in progress**: there is no anomalib
+(Lightning) module yet; see ``README.md`` for what exists and what is left.
+
+Data flow of one forward::
+
+    views (B, M, 3, H, W) ──2D encoder──► stride-4 maps (B, M, C, H/4, W/4)
+        ──back-projection (anomalib_3d.render.volume)──► feature volume (B, C, 16, 96, 96)
+        ──3D encoder-decoder──► F (B, d, ...) ──heads──► density σ (softplus), RGB (sigmoid), β (projection)
+        ├─ render (training): emission-absorption rendering of RGB/β into the other M views
+        └─ boxes (ground truth or proposals) ──crop_boxes──► per-object volumes z_n (K, d + d_β + 1, 8, 8, 8)
+              ──cross-instance attention ×L (sparse top-k over the *other* instances' voxels,
+                correspondences from β; dense / none as ablations)──► readout MLP ──► object logit
+
+Every component is a constructor switch (``attention="sparse" | "dense" | "none"``, ``topk``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from anomalib_3d.render.volume import VoxelGrid, VolumeRender, backproject_features, crop_boxes, render_volume
+
+AttentionMode = Literal["sparse", "dense", "none"]
+
+__all__ = [
+    "CrossInstanceAttention",
+    "CrossInstanceBlock",
+    "OddOneOutModel",
+    "OddOneOutOutput",
+    "SmallEncoder2D",
+    "VolumeNet3D",
+    "cross_instance_attention",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# cross-instance attention (paper Sec. 3.3-3.4, Eq. 5-7)
+
+
+def cross_instance_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    match: Tensor,
+    object_batch: Tensor,
+    topk: int | None = 20,
+) -> Tensor:
+    """Each voxel of each object attends to voxels of the *other* objects of its scene.
+
+    For voxel ``i`` of object ``n`` and every other object ``m`` of the same scene, the
+    correspondences ``c_nm[i]`` are the ``topk`` voxels ``j`` of ``m`` maximising
+    ``match_n[i] . match_m[j]`` (Eq. 5; ``topk=None``: every voxel, i.e. dense attention). The
+    output is ``sum_{m != n} sum_{j in c_nm[i]} softmax(q_n[i] . k_m[j] / sqrt(d_h)) v_m[j]``, the
+    softmax running jointly over all ``(m, j)`` (Eq. 7), per head. An object alone in its scene
+    has nothing to compare with: its output is 0.
+
+    Args:
+        query, key, value: ``(K, T, h, d_h)`` per object, token (voxel), head.
+        match: ``(K, T, d_m)`` correspondence features (the projected features β).
+        object_batch: ``(K,)`` long scene of each object (sorted).
+        topk: correspondences per other object, or ``None`` for all ``T`` (dense).
+
+    Returns:
+        ``(K, T, h, d_h)``.
+    """
+    num_objects, tokens, heads, head_dim = query.shape
+    out = query.new_zeros(query.shape)
+    if num_objects == 0:
+        return out
+    k = tokens if topk is None else min(int(topk), tokens)
+    scale = 1.0 / math.sqrt(head_dim)
+    counts = torch.bincount(object_batch, minlength=int(object_batch.max()) + 1).tolist()
+    start = 0
+    for count in counts:
+        if count < 2:
+            start += count
+            continue
+        idx = slice(start, start + count)
+        q, kk, v, beta = query[idx], key[idx], value[idx], match[idx]
+        start += count
+        logits, gathered_index = [], []
+        # Correspondences and logits object pair by object pair: peak memory (count, T, T), not (count, T, count, T).
+        for shift in range(1, count):
+            partner = [(n + shift) % count for n in range(count)]  # each object's shift-th other object
+            similarity = torch.einsum("ntd,nsd->nts", beta, beta[partner])  # (count, T, T)
+            if k < tokens:
+                chosen = similarity.topk(k, dim=-1).indices  # (count, T, k)
+            else:
+                chosen = torch.arange(tokens, device=query.device).expand(count, tokens, tokens)
+            keys = kk[partner]  # (count, T, h, d_h): the partner's keys
+            picked = keys.gather(1, chosen.reshape(count, -1, 1, 1).expand(-1, -1, heads, head_dim))
+            picked = picked.view(count, tokens, k, heads, head_dim)
+            logits.append(torch.einsum("nthd,ntkhd->nthk", q, picked) * scale)
+            gathered_index.append(chosen)
+        weights = torch.softmax(torch.cat(logits, dim=-1), dim=-1)  # (count, T, h, (count-1) k)
+        mixed = q.new_zeros(count, tokens, heads, head_dim)
+        for position, shift in enumerate(range(1, count)):
+            partner = [(n + shift) % count for n in range(count)]
+            chosen = gathered_index[position]
+            values = v[partner].gather(1, chosen.reshape(count, -1, 1, 1).expand(-1, -1, heads, head_dim))
+            values = values.view(count, tokens, k, heads, head_dim)
+            w = weights[..., position * k : (position + 1) * k]  # (count, T, h, k)
+            mixed = mixed + torch.einsum("nthk,ntkhd->nthd", w, values)
+        out[idx] = mixed
+    return out
+
+
+class CrossInstanceAttention(nn.Module):
+    """Multi-head cross-instance attention with shared ``W_Q, W_K, W_V`` (Eq. 6).
+
+    Args:
+        dim: token width.
+        heads: attention heads (8 in the paper).
+        mode: ``"sparse"`` (top-k correspondences, the paper), ``"dense"`` (all voxels of the
+            other instances) or ``"none"`` (no cross-instance exchange; the output is 0).
+        topk: correspondences per other instance (20 in the paper).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, mode: AttentionMode = "sparse", topk: int = 20) -> None:
+        super().__init__()
+        if mode not in ("sparse", "dense", "none"):
+            msg = f"attention mode must be 'sparse', 'dense' or 'none', got {mode!r}."
+            raise ValueError(msg)
+        if dim % heads:
+            msg = f"dim={dim} must be divisible by heads={heads}."
+            raise ValueError(msg)
+        self.dim, self.heads, self.mode, self.topk = dim, heads, mode, int(topk)
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, tokens: Tensor, match: Tensor, object_batch: Tensor) -> Tensor:
+        """``tokens (K, T, dim)``, ``match (K, T, d_m)``, ``object_batch (K,)`` -> ``(K, T, dim)``."""
+        if self.mode == "none":
+            return torch.zeros_like(tokens)
+        num, length, _ = tokens.shape
+        q, k, v = self.to_qkv(tokens).view(num, length, 3, self.heads, self.dim // self.heads).unbind(2)
+        topk = None if self.mode == "dense" else self.topk
+        mixed = cross_instance_attention(q, k, v, match, object_batch, topk)
+        return self.out(mixed.reshape(num, length, self.dim))
+
+
+class CrossInstanceBlock(nn.Module):
+    """Pre-norm transformer block: cross-instance attention + MLP, both residual."""
+
+    def __init__(self, dim: int, heads: int = 8, mode: AttentionMode = "sparse", topk: int = 20) -> None:
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(dim)
+        self.attention = CrossInstanceAttention(dim, heads, mode, topk)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, tokens: Tensor, match: Tensor, object_batch: Tensor) -> Tensor:
+        tokens = tokens + self.attention(self.norm_attention(tokens), match, object_batch)
+        return tokens + self.mlp(self.norm_mlp(tokens))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2D and 3D backbones (CPU presets; the paper's ResNet-50 + FPN is left to the next step)
+
+
+class SmallEncoder2D(nn.Module):
+    """A small stride-4 CNN (CPU preset standing in for ResNet-50 + FPN): ``(N, 3, H, W) -> (N, C, H/4, W/4)``."""
+
+    def __init__(self, out_channels: int = 32, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, out_channels, 1),
+        )
+        # ImageNet statistics, as a pretrained backbone would expect.
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+class VolumeNet3D(nn.Module):
+    """A small 3D encoder-decoder with skip connections (two scales; the paper uses four).
+
+    ``(B, C_in, Z, Y, X) -> (B, C_out, Z, Y, X)``; ``Z, Y, X`` must be divisible by 4.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 32, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(4, cout),
+                                 nn.ReLU(inplace=True))
+
+        self.enc0 = block(in_channels, width)
+        self.enc1 = block(width, 2 * width, stride=2)
+        self.enc2 = block(2 * width, 2 * width, stride=2)
+        self.dec1 = block(4 * width, width)
+        self.dec0 = block(2 * width, out_channels)
+
+    def forward(self, volume: Tensor) -> Tensor:
+        e0 = self.enc0(volume)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        d1 = self.dec1(torch.cat([F.interpolate(e2, size=e1.shape[2:], mode="trilinear", align_corners=False), e1], 1))
+        return self.dec0(torch.cat([F.interpolate(d1, size=e0.shape[2:], mode="trilinear", align_corners=False), e0], 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass
+class OddOneOutOutput:
+    """What :class:`OddOneOutModel` returns.
+
+    Attributes:
+        object_logits: ``(ΣK,)`` one logit per box (higher = more anomalous).
+        density: ``(B, 1, Z, Y, X)`` non-negative density (1/metre).
+        rgb: ``(B, 3, Z, Y, X)``; projection: ``(B, d_β, Z, Y, X)`` the distilled features β.
+        render: :class:`~anomalib_3d.render.volume.VolumeRender` of ``[rgb, β]`` into the render
+            cameras (``features[:, :, :3]`` RGB, ``[:, :, 3:]`` β), or ``None``.
+    """
+
+    object_logits: Tensor
+    density: Tensor
+    rgb: Tensor
+    projection: Tensor
+    render: VolumeRender | None
+
+
+class OddOneOutModel(nn.Module):
+    """The Odd-One-Out network (CPU-sized defaults).
+
+    Args:
+        grid: the voxel grid (paper: 96 x 96 x 16, 4 cm, centred at the origin).
+        feature_dim: channels of the 2D maps and of the 3D features (paper: 32).
+        projection_dim: width of β (paper: 128 after PCA of DINOv2 features; 384 in the official code).
+        crop_size: per-object crop (paper: 8 x 8 x 8).
+        attention: ``"sparse"`` | ``"dense"`` | ``"none"`` (ablation switch).
+        topk: correspondences per other instance (paper: 20).
+        num_blocks, heads, token_dim: attention stack (paper: 3 blocks, 8 heads).
+        crop_margin: enlarge boxes by this fraction on each side before cropping.
+    """
+
+    def __init__(
+        self,
+        grid: VoxelGrid | None = None,
+        feature_dim: int = 32,
+        projection_dim: int = 32,
+        crop_size: int = 8,
+        attention: AttentionMode = "sparse",
+        topk: int = 20,
+        num_blocks: int = 3,
+        heads: int = 8,
+        token_dim: int = 64,
+        crop_margin: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.grid = grid or VoxelGrid()
+        self.crop_size = int(crop_size)
+        self.crop_margin = float(crop_margin)
+        self.encoder = SmallEncoder2D(feature_dim)
+        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim)  # +1: the views-that-saw-it count
+        self.density_head = nn.Conv3d(feature_dim, 1, 1)
+        self.rgb_head = nn.Conv3d(feature_dim, 3, 1)
+        self.projection_head = nn.Conv3d(feature_dim, projection_dim, 1)
+        crop_channels = feature_dim + projection_dim + 1
+        self.embed = nn.Linear(crop_channels, token_dim)
+        self.position = nn.Parameter(torch.zeros(1, self.crop_size**3, token_dim))
+        self.match_projection = nn.Linear(projection_dim, projection_dim, bias=False)
+        self.blocks = nn.ModuleList(
+            CrossInstanceBlock(token_dim, heads, attention, topk) for _ in range(num_blocks)
+        )
+        self.readout = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, token_dim), nn.GELU(),
+                                     nn.Linear(token_dim, 1))
+
+    def build_volume(self, images: Tensor, intrinsics: Tensor, world_to_camera: Tensor) -> tuple[Tensor, ...]:
+        """Views ``(B, M, 3, H, W)`` -> ``features, density, rgb, projection`` volumes."""
+        batch, views, _, height, width = images.shape
+        maps = self.encoder(images.flatten(0, 1))
+        maps = maps.view(batch, views, *maps.shape[1:])
+        volume, count = backproject_features(maps, intrinsics, world_to_camera, (height, width), self.grid)
+        features = self.volume_net(torch.cat([volume, count / views], dim=1))
+        density = F.softplus(self.density_head(features))
+        rgb = torch.sigmoid(self.rgb_head(features))
+        projection = self.projection_head(features)
+        return features, density, rgb, projection
+
+    def classify(self, features: Tensor, density: Tensor, projection: Tensor, boxes: Tensor, object_batch: Tensor) -> Tensor:
+        """Per-object logits ``(ΣK,)`` from the volumes and the boxes ``(ΣK, 2, 3)``."""
+        volume = torch.cat([features, projection, density], dim=1)
+        size = (self.crop_size,) * 3
+        crops = crop_boxes(volume, boxes, self.grid, object_batch, size=size, margin=self.crop_margin)
+        tokens = crops.flatten(2).transpose(1, 2)  # (K, T, C)
+        beta_channels = slice(features.shape[1], features.shape[1] + projection.shape[1])
+        match = F.normalize(self.match_projection(tokens[..., beta_channels]), dim=-1)
+        x = self.embed(tokens) + self.position
+        for block in self.blocks:
+            x = block(x, match, object_batch)
+        return self.readout(x.mean(dim=1)).squeeze(-1)
+
+    def forward(
+        self,
+        images: Tensor,
+        intrinsics: Tensor,
+        world_to_camera: Tensor,
+        boxes: Tensor,
+        object_batch: Tensor,
+        render_intrinsics: Tensor | None = None,
+        render_world_to_camera: Tensor | None = None,
+        render_size: Sequence[int] = (32, 32),
+        num_samples: int = 64,
+    ) -> OddOneOutOutput:
+        """Build the volume from the source views, score every box, optionally render.
+
+        Args:
+            images: ``(B, M, 3, H, W)`` source views; intrinsics ``(B, M, 3, 3)`` (for ``H x W``);
+                world_to_camera ``(B, M, 4, 4)``.
+            boxes: ``(ΣK, 2, 3)`` world boxes; object_batch ``(ΣK,)``.
+            render_intrinsics, render_world_to_camera: cameras to render into (``K`` for
+                ``render_size``), or ``None`` to skip rendering.
+        """
+        features, density, rgb, projection = self.build_volume(images, intrinsics, world_to_camera)
+        logits = self.classify(features, density, projection, boxes, object_batch)
+        render = None
+        if render_intrinsics is not None and render_world_to_camera is not None:
+            render = render_volume(density, torch.cat([rgb, projection], dim=1), render_intrinsics,
+                                   render_world_to_camera, render_size, self.grid, num_samples=num_samples,
+                                   stratified=self.training)
+        return OddOneOutOutput(object_logits=logits, density=density, rgb=rgb, projection=projection, render=render)

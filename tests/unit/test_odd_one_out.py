@@ -1,0 +1,150 @@
+"""Odd-One-Out network parts: cross-instance attention against brute force, switches, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from anomalib_3d.render.volume import VoxelGrid
+from anomalib_3d_plugins.odd_one_out import CrossInstanceAttention, OddOneOutModel, cross_instance_attention
+
+
+def _brute_force(q, k, v, match, object_batch, topk):  # noqa: ANN001, ANN202
+    """Loops over objects, voxels and heads: Eq. 5-7 written out."""
+    num, tokens, heads, dim = q.shape
+    out = torch.zeros_like(q)
+    for n in range(num):
+        others = [m for m in range(num) if m != n and object_batch[m] == object_batch[n]]
+        if not others:
+            continue
+        for i in range(tokens):
+            pairs = []
+            for m in others:
+                similarity = match[m] @ match[n, i]
+                chosen = similarity.topk(topk).indices if topk else torch.arange(tokens)
+                pairs += [(m, int(j)) for j in chosen]
+            for h in range(heads):
+                logits = torch.stack([q[n, i, h] @ k[m, j, h] / math.sqrt(dim) for m, j in pairs])
+                weights = torch.softmax(logits, dim=0)
+                out[n, i, h] = sum(w * v[m, j, h] for w, (m, j) in zip(weights, pairs, strict=True))
+    return out
+
+
+@pytest.mark.parametrize("topk", [3, None])
+def test_cross_instance_attention_matches_brute_force(topk: int | None) -> None:
+    generator = torch.Generator().manual_seed(0)
+    num, tokens, heads, dim = 5, 7, 2, 4
+    q, k, v = (torch.randn(num, tokens, heads, dim, generator=generator, dtype=torch.float64) for _ in range(3))
+    match = torch.randn(num, tokens, 6, generator=generator, dtype=torch.float64)
+    object_batch = torch.tensor([0, 0, 0, 1, 1])
+    fast = cross_instance_attention(q, k, v, match, object_batch, topk)
+    assert torch.allclose(fast, _brute_force(q, k, v, match, object_batch, topk), atol=1e-10)
+
+
+def test_attention_never_reads_its_own_instance_or_other_scenes() -> None:
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(4, 5, 1, 3, generator=generator) for _ in range(3))
+    match = torch.randn(4, 5, 3, generator=generator)
+    object_batch = torch.tensor([0, 0, 0, 1])
+    base = cross_instance_attention(q, k, v, match, object_batch, 2)
+    changed_v = v.clone()
+    changed_v[0] += 100.0  # object 0's own values
+    changed = cross_instance_attention(q, k, changed_v, match, object_batch, 2)
+    assert torch.allclose(changed[0], base[0])
+    assert not torch.allclose(changed[1], base[1])
+    assert torch.all(base[3] == 0)  # alone in scene 1: nothing to compare with
+
+
+def test_top1_correspondence_copies_the_matching_voxel() -> None:
+    # Object 0, voxel 0 matches voxel 2 of object 1 best; with k = 1 and one other object the
+    # softmax has a single term, so the output is exactly that voxel's value.
+    match = torch.eye(3).expand(2, 3, 3).clone()
+    match[1] = torch.eye(3)[[1, 2, 0]]  # voxel j of object 1 has the direction of voxel (j + 1) % 3
+    q = torch.randn(2, 3, 1, 2)
+    k = torch.randn(2, 3, 1, 2)
+    v = torch.arange(12.0).view(2, 3, 1, 2)
+    out = cross_instance_attention(q, k, v, match, torch.tensor([0, 0]), topk=1)
+    assert torch.equal(out[0, 0], v[1, 2])  # direction of voxel 0 is held by voxel 2 of object 1
+    assert torch.equal(out[0, 1], v[1, 0])
+
+
+def test_attention_switches() -> None:
+    tokens = torch.randn(3, 8, 16)
+    match = torch.randn(3, 8, 4)
+    batch = torch.tensor([0, 0, 0])
+    assert torch.all(CrossInstanceAttention(16, 4, "none")(tokens, match, batch) == 0)
+    sparse_all = CrossInstanceAttention(16, 4, "sparse", topk=8)
+    dense = CrossInstanceAttention(16, 4, "dense")
+    dense.load_state_dict(sparse_all.state_dict())
+    assert torch.allclose(sparse_all(tokens, match, batch), dense(tokens, match, batch), atol=1e-6)
+    with pytest.raises(ValueError, match="mode"):
+        CrossInstanceAttention(16, 4, "global")
+
+
+def test_model_forward_scores_every_box_and_gradients_reach_the_encoder() -> None:
+    torch.manual_seed(0)
+    grid = VoxelGrid(shape=(16, 16, 8), voxel_size=0.08, center=(0.0, 0.0, 0.0))
+    model = OddOneOutModel(grid=grid, feature_dim=8, projection_dim=8, crop_size=4, num_blocks=1, heads=2,
+                           token_dim=16, topk=5)
+    from anomalib_3d.data.synthetic.scenes import orbit_cameras
+
+    import numpy as np
+
+    k, poses = orbit_cameras(4, np.random.default_rng(0), image_size=32)
+    intrinsics = torch.from_numpy(k).float().expand(2, 2, 3, 3)
+    world_to_camera = torch.from_numpy(poses).float().view(2, 2, 4, 4)
+    images = torch.rand(2, 2, 3, 32, 32)
+    boxes = torch.tensor([[[0.1, 0.1, 0.1], [0.2, 0.2, 0.2]]]).repeat(5, 1, 1)
+    object_batch = torch.tensor([0, 0, 0, 1, 1])
+    render_k = intrinsics * torch.tensor([0.25, 0.25, 1.0]).view(1, 1, 3, 1)
+    out = model(images, intrinsics, world_to_camera, boxes, object_batch, render_k, world_to_camera, (8, 8), 16)
+    assert out.object_logits.shape == (5,)
+    assert out.render.features.shape == (2, 2, 3 + 8, 8, 8)
+    loss = out.object_logits.sum() + out.render.features.mean()
+    loss.backward()
+    assert model.encoder.net[0].weight.grad.abs().sum() > 0
+    assert model.blocks[0].attention.to_qkv.weight.grad.abs().sum() > 0
+
+
+def test_paint_object_scores_uses_scene_local_indices() -> None:
+    from anomalib_3d_plugins.odd_one_out import paint_object_scores
+
+    scores = torch.tensor([0.1, 0.2, 0.9, 0.4, 0.5])
+    object_batch = torch.tensor([0, 0, 0, 1, 1])
+    index = torch.full((2, 1, 2, 2), -1)
+    index[0, 0, 0, 0] = 2
+    index[1, 0, 1, 1] = 0
+    index[1, 0, 0, 1] = 1
+    maps = paint_object_scores(scores, index, object_batch)
+    assert torch.allclose(maps, torch.tensor([[[[0.9, 0.0], [0.0, 0.0]]], [[[0.0, 0.5], [0.0, 0.4]]]]))
+
+
+@pytest.mark.slow
+def test_engine_fits_and_tests_on_synthetic_scenes(tmp_path) -> None:  # noqa: ANN001
+    from anomalib.engine import Engine
+
+    from anomalib_3d.data.datamodules.multiview_scenes import MultiViewScenes
+    from anomalib_3d_plugins.odd_one_out import OddOneOut
+
+    datamodule = MultiViewScenes(
+        root=tmp_path / "data",
+        synthetic={"categories": ["nut", "cup"], "unseen_categories": ["ring"], "num_train": 4, "num_test": 2,
+                   "num_test_unseen": 2, "num_views": 10, "image_size": 48, "points_per_object": 1500},
+    )
+    model = OddOneOut(grid_shape=(24, 24, 8), voxel_size=0.06, grid_center=(0.0, 0.0, 0.12), feature_dim=8,
+                      projection_dim=8, crop_size=4, num_blocks=1, heads=2, token_dim=16, topk=5,
+                      render_size=(12, 12), num_samples=16, render_epochs=1)
+    engine = Engine(max_epochs=2, accelerator="cpu", devices=1, default_root_dir=tmp_path / "results",
+                    enable_progress_bar=False, logger=False)
+    engine.fit(model=model, datamodule=datamodule)
+    results = engine.test(model=model, datamodule=datamodule)
+    assert "object_AUROC" in results[0] and 0.0 <= results[0]["object_AUROC"] <= 1.0
+    batch = next(iter(datamodule.test_dataloader()))
+    predicted = model.predict_step(batch, 0)
+    assert predicted.object_scores.shape == batch.object_labels.shape
+    assert predicted.anomaly_map.shape == (batch.batch_size, 5, 48, 48)
+    assert torch.all(predicted.pred_score >= 0)
+    exported = model(batch)  # anomalib's forward: post-processed InferenceBatch
+    assert exported.pred_score.shape == (batch.batch_size,)
