@@ -1,6 +1,7 @@
 """Shared point-cloud operations of anomalib-3d.
 
-Neighbour search, samplers, local geometry, Chamfer distance, patch grouping and graph utilities,
+Neighbour search, samplers, local geometry, Chamfer distance, patch grouping, graph utilities,
+rigid registration (FPFH-RANSAC + ICP) and memory banks (greedy coreset, exact kNN),
 all working on ``(N, 3)`` tensors with an optional sorted ``batch (N,) long`` vector for several
 clouds, on any device. Each search / sampling op takes ``backend="auto"`` (fastest available for
 the tensor's device) or an explicit backend; see :mod:`anomalib_3d.ops.backend`.
@@ -11,7 +12,17 @@ from anomalib_3d.ops.chamfer import chamfer_distance
 from anomalib_3d.ops.geometry import estimate_normals, fpfh, normals_from_neighbors, orient_normals
 from anomalib_3d.ops.graph import connected_components, smooth_scores
 from anomalib_3d.ops.grouping import SAMPLERS, Patches, group_patches
+from anomalib_3d.ops.memory_bank import MemoryBank, greedy_coreset, nearest_neighbors, reweighted_max
 from anomalib_3d.ops.neighbors import interpolate_nearest, knn, knn_graph, radius, radius_graph
+from anomalib_3d.ops.registration import (
+    Registration,
+    apply_transform,
+    best_template,
+    default_voxel_size,
+    register,
+    register_global,
+    register_icp,
+)
 from anomalib_3d.ops.sampling import (
     farthest_point_sample,
     geometry_aware_sample,
@@ -22,7 +33,18 @@ from anomalib_3d.ops.sampling import (
 
 __all__ = [
     "SAMPLERS",
+    "MemoryBank",
     "Patches",
+    "Registration",
+    "apply_transform",
+    "best_template",
+    "default_voxel_size",
+    "greedy_coreset",
+    "nearest_neighbors",
+    "register",
+    "register_global",
+    "register_icp",
+    "reweighted_max",
     "available_backends",
     "chamfer_distance",
     "connected_components",

@@ -1,0 +1,13 @@
+"""BTF (Horwitz & Hoshen, "Back to the Feature", CVPR-W 2023): raw / FPFH / RGB+FPFH features in a
+PatchCore memory bank.
+
+``BTF`` is the anomalib model; ``BTFModel`` the plain-PyTorch feature extraction and scoring.
+``FeatureBankModule`` (in ``base``) holds the steps every classical baseline shares.
+See ``plugins/btf/README.md`` for the paper, switches and measured results.
+"""
+
+from .base import FeatureBankModule
+from .lightning_model import BTF
+from .torch_model import BTFModel, BTFPrediction
+
+__all__ = ["BTF", "BTFModel", "BTFPrediction", "FeatureBankModule"]

@@ -1,0 +1,241 @@
+"""PatchCore on point-cloud patch features (the "PatchCore + PointMAE" / "PatchCore + FPFH + Raw" rows
+of M3DM and Real3D-AD) as a plain PyTorch module.
+
+Each cloud is normalised and subsampled, cut into ``num_groups`` patches of ``group_size`` points
+(FPS centres, kNN groups: IMRNet's patching), and every patch is described by any combination of
+
+* ``"point_mae"``: the outputs of chosen blocks of a Point-MAE transformer encoder (IMRNet's
+  encoder, randomly initialised with a fixed seed or loaded from a Point-MAE ``pretrain.pth``),
+* ``"fpfh"``: the mean FPFH of the patch's points,
+* ``"raw"``: the patch centre's coordinates.
+
+Patch features go to a PatchCore memory bank (greedy coreset); a test patch scores its distance to
+the nearest bank feature, points get the inverse-distance interpolation of the three nearest patch
+centres' scores, the object score is PatchCore's re-weighted maximum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomalib_3d.ops import MemoryBank, fpfh, interpolate_nearest, smooth_scores
+
+__all__ = ["FEATURE_SOURCES", "PatchCore3DModel", "PatchCore3DPrediction"]
+
+FEATURE_SOURCES = ("point_mae", "fpfh", "raw")
+
+
+class PatchCore3DPrediction(NamedTuple):
+    """``anomaly_map (ΣN,)`` per-point scores and ``pred_score (B,)`` object scores."""
+
+    anomaly_map: torch.Tensor
+    pred_score: torch.Tensor
+
+
+class PatchCore3DModel(nn.Module):
+    """Patch features, memory bank and scoring.
+
+    Args:
+        feature_sources: any of ``"point_mae"``, ``"fpfh"``, ``"raw"`` (concatenated in this order).
+            Real3D-AD's "FPFH + Raw" row is ``("fpfh", "raw")``.
+        num_points: points per cloud after FPS subsampling (smaller clouds are used whole).
+        num_groups: patches per cloud.
+        group_size: points per patch.
+        embed_dim, tokenizer_width, encoder_depth, num_heads: encoder sizes (Point-MAE: 384, 256,
+            12, 6; a Point-MAE checkpoint needs those).
+        feature_layers: encoder blocks (1-based) whose layer-normalised outputs are concatenated
+            (Real3D-AD / M3DM with Point-MAE: 3, 7, 11); 0 is the patch tokens (mini-PointNet of
+            the patch shape, before any position embedding or attention).
+        pretrained_path: Point-MAE ``pretrain.pth``; None keeps the seeded random initialisation.
+        fpfh_radius, fpfh_max_nn: FPFH neighbourhood in the normalised frame (unit radius).
+        balance_sources: divide each source by its mean feature norm on the training set, so a
+            33-D histogram and 3 coordinates weigh alike in the distance (False: plain concatenation).
+        coreset_ratio, projection_dim: memory-bank coreset.
+        num_neighbors: PatchCore re-weighting support (1: plain maximum).
+        interpolation_k: patch centres averaged (inverse distance) for each point's score.
+        smoothing_k, smoothing_sigma: Gaussian smoothing of the point scores over ``smoothing_k``
+            neighbours (0: off), sigma in the normalised frame.
+        seed: encoder initialisation and coreset seed.
+    """
+
+    def __init__(
+        self,
+        feature_sources: Sequence[str] = ("point_mae",),
+        num_points: int = 2048,
+        num_groups: int = 128,
+        group_size: int = 32,
+        embed_dim: int = 128,
+        tokenizer_width: int = 128,
+        encoder_depth: int = 4,
+        num_heads: int = 4,
+        feature_layers: Sequence[int] = (2, 4),
+        pretrained_path: str | Path | None = None,
+        fpfh_radius: float = 0.15,
+        fpfh_max_nn: int = 100,
+        balance_sources: bool = True,
+        coreset_ratio: float = 0.1,
+        projection_dim: int | None = 128,
+        num_neighbors: int = 3,
+        interpolation_k: int = 3,
+        smoothing_k: int = 0,
+        smoothing_sigma: float = 0.03,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        sources = tuple(feature_sources)
+        bad = [s for s in sources if s not in FEATURE_SOURCES]
+        if not sources or bad:
+            msg = f"feature_sources must be a non-empty subset of {FEATURE_SOURCES}, got {sources}."
+            raise ValueError(msg)
+        self.feature_sources = tuple(s for s in FEATURE_SOURCES if s in sources)
+        layers = tuple(int(layer) for layer in feature_layers)
+        if not layers or min(layers) < 0 or max(layers) > encoder_depth:
+            msg = f"feature_layers {layers} must be encoder blocks in 1 .. {encoder_depth} (0: the patch tokens)."
+            raise ValueError(msg)
+        self.feature_layers = layers
+        self.fpfh_radius = fpfh_radius
+        self.fpfh_max_nn = fpfh_max_nn
+        self.balance_sources = balance_sources
+        self.num_neighbors = num_neighbors
+        self.interpolation_k = interpolation_k
+        self.smoothing_k = smoothing_k
+        self.smoothing_sigma = smoothing_sigma
+        self.embed_dim = embed_dim
+        from anomalib_3d_plugins.imrnet.torch_model import IMRNetModel
+
+        # IMRNet's network holds the Point-MAE encoder and its patching; only the encoder is used.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.backbone = IMRNetModel(
+                num_points=num_points,
+                num_groups=num_groups,
+                group_size=group_size,
+                sampler="fps",
+                embed_dim=embed_dim,
+                tokenizer_width=tokenizer_width,
+                encoder_depth=encoder_depth,
+                decoder_depth=1,
+                num_heads=num_heads,
+                drop_path_rate=0.0,
+                num_iterations=3,
+                feature_layers=(1,),
+                template_size=1,
+                cache_training_patches=False,
+                seed=seed,
+            )
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        if pretrained_path is not None:
+            self.backbone.load_point_mae(pretrained_path)
+        self.memory_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=projection_dim, seed=seed)
+        self.register_buffer("source_scales", torch.ones(len(self.feature_sources)))
+
+    def train(self, mode: bool = True) -> PatchCore3DModel:
+        """The encoder is frozen: it stays in eval mode (deterministic patching and features)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    # features
+    # ----------------------------------------------------------------------------------------
+    def _patches(self, point_batch):  # noqa: ANN001, ANN202
+        """Patches of every cloud, and the input row of each patch centre.
+
+        Clouds with fewer points than the patching needs (small organized scans after background
+        removal) are cycled (every point repeated in turn) up to that size, rather than refused:
+        duplicates only repeat neighbours, and every input point still gets a score.
+        """
+        points, batch = point_batch.points, point_batch.batch_index
+        need = max(self.backbone.num_groups, self.backbone.group_size)
+        counts = torch.bincount(batch, minlength=point_batch.batch_size)
+        rows = torch.arange(points.shape[0], device=points.device)
+        if bool((counts < need).any()):
+            ptr = [0, *counts.cumsum(0).tolist()]
+            rows = torch.cat([
+                torch.arange(max(n, need), device=points.device) % max(n, 1) + ptr[b]
+                for b, n in enumerate(counts.tolist())
+            ])
+        prepared = self.backbone.prepare(points[rows], batch[rows], paths=point_batch.point_path, stochastic=False)
+        patches = self.backbone.make_patches(prepared, stochastic=False)
+        center_rows = rows[prepared.source_index[patches.center_index.flatten()]]
+        return prepared, patches, center_rows
+
+    def _source_features(self, prepared, patches) -> list[torch.Tensor]:  # noqa: ANN001
+        """One ``(B, G, C_s)`` tensor per feature source."""
+        out = []
+        for source in self.feature_sources:
+            if source == "point_mae":
+                tokens = self.backbone.tokenizer(patches.neighborhoods)
+                outputs = [tokens]
+                if max(self.feature_layers) > 0:
+                    outputs += self.backbone.encoder(tokens, self.backbone.encoder_pos_embed(patches.centers))
+                out.append(torch.cat([F.layer_norm(outputs[i], (self.embed_dim,)) for i in self.feature_layers], -1))
+            elif source == "fpfh":
+                descriptors = fpfh(prepared.points, radius=self.fpfh_radius, max_nn=self.fpfh_max_nn, batch=prepared.batch)
+                out.append(descriptors[patches.group_index].mean(dim=2))
+            else:
+                out.append(patches.centers)
+        return out
+
+    @torch.no_grad()
+    def collect(self, point_batch) -> list[torch.Tensor]:  # noqa: ANN001
+        """Per-source ``(B * G, C_s)`` patch features of a batch of normal clouds (unscaled)."""
+        prepared, patches, _ = self._patches(point_batch)
+        return [f.flatten(0, 1) for f in self._source_features(prepared, patches)]
+
+    def fit(self, collected: list[list[torch.Tensor]]) -> None:
+        """Fix the source scales and build the memory bank from the collected training features."""
+        per_source = [torch.cat([batch[s] for batch in collected]) for s in range(len(self.feature_sources))]
+        if self.balance_sources and len(per_source) > 1:
+            from anomalib_3d.distributed import all_gather_cat
+
+            norms = [all_gather_cat(f.norm(dim=1)).mean().clamp_min(1e-12) for f in per_source]
+            self.source_scales = torch.stack(norms).to(self.source_scales)
+        self.memory_bank.fit(self._combine(per_source))
+
+    def _combine(self, per_source: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([f / scale for f, scale in zip(per_source, self.source_scales, strict=True)], dim=-1)
+
+    # ----------------------------------------------------------------------------------------
+    # scoring
+    # ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, point_batch) -> PatchCore3DPrediction:  # noqa: ANN001
+        """Scores of a :class:`PointCloudBatch`: per point and per cloud."""
+        prepared, patches, center_rows = self._patches(point_batch)
+        features = self._combine([f.flatten(0, 1) for f in self._source_features(prepared, patches)])
+        distances, nn_index = self.memory_bank.query(features, k=1)
+        scores = distances[:, 0]
+        num_clouds, num_groups = patches.centers.shape[:2]
+        patch_batch = torch.arange(num_clouds, device=scores.device).repeat_interleave(num_groups)
+        pred_score = self.memory_bank.object_score(scores, features, nn_index[:, 0], patch_batch, self.num_neighbors)
+        # Interpolate in the input frame: the centres are input points (through the subsample).
+        points = point_batch.points.float()
+        batch = point_batch.batch_index
+        k = min(self.interpolation_k, num_groups)
+        anomaly_map = interpolate_nearest(points[center_rows], scores, points, batch[center_rows], batch, k=k)
+        if self.smoothing_k > 1:
+            # Smooth in the normalised frame so sigma means the same on every part.
+            scale = self._cloud_radius(points, batch)
+            smallest = int(torch.bincount(batch).min())
+            anomaly_map = smooth_scores(
+                points / scale[batch].unsqueeze(1), anomaly_map, batch, k=min(self.smoothing_k, smallest), sigma=self.smoothing_sigma
+            )
+        return PatchCore3DPrediction(anomaly_map=anomaly_map, pred_score=pred_score)
+
+    @staticmethod
+    def _cloud_radius(points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        num_clouds = int(batch.max()) + 1
+        counts = torch.bincount(batch, minlength=num_clouds).unsqueeze(1).to(points.dtype)
+        centroid = torch.zeros(num_clouds, 3, dtype=points.dtype, device=points.device).index_add_(0, batch, points) / counts
+        radius = (points - centroid[batch]).norm(dim=1)
+        return torch.zeros(num_clouds, dtype=points.dtype, device=points.device).scatter_reduce(
+            0, batch, radius, "amax", include_self=False
+        ).clamp_min(1e-12)
