@@ -10,7 +10,7 @@ the tensor's device) or an explicit backend; see :mod:`anomalib_3d.ops.backend`.
 from anomalib_3d.ops.backend import available_backends, resolve_backend
 from anomalib_3d.ops.chamfer import chamfer_distance
 from anomalib_3d.ops.geometry import estimate_normals, fpfh, normals_from_neighbors, orient_normals
-from anomalib_3d.ops.graph import connected_components, smooth_scores
+from anomalib_3d.ops.graph import connected_components, gaussian_filter_grid, smooth_grid_scores, smooth_scores
 from anomalib_3d.ops.grouping import SAMPLERS, Patches, group_patches
 from anomalib_3d.ops.memory_bank import MemoryBank, greedy_coreset, nearest_neighbors, reweighted_max
 from anomalib_3d.ops.neighbors import interpolate_nearest, knn, knn_graph, radius, radius_graph
@@ -51,6 +51,7 @@ __all__ = [
     "estimate_normals",
     "farthest_point_sample",
     "fpfh",
+    "gaussian_filter_grid",
     "geometry_aware_sample",
     "geometry_change_rate",
     "group_patches",
@@ -63,6 +64,7 @@ __all__ = [
     "radius_graph",
     "random_sample",
     "resolve_backend",
+    "smooth_grid_scores",
     "smooth_scores",
     "voxel_sample",
 ]
