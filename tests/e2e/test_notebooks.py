@@ -46,4 +46,5 @@ def test_data_tour_notebook_runs_headless(monkeypatch: pytest.MonkeyPatch, tmp_p
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)
     assert "clouds: 4" in text and "padded on demand" in text
+    assert "BTF (FPFH)" in text and "Reg3DAD" in text, text[-2000:]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
