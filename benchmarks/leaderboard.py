@@ -201,7 +201,7 @@ def _skip_reason(name: str, args: argparse.Namespace) -> str | None:
         if args.layout != "mvtec3d":
             return "needs RGB images: organized layout only (--layout mvtec3d)"
         try:
-            from anomalib_3d_plugins.btf.components import RGBBackbone
+            from anomalib_3d.features import RGBBackbone
 
             RGBBackbone()
         except Exception as exc:  # noqa: BLE001 - the message is the reason shown

@@ -1538,7 +1538,6 @@ def write_pcd(
     pts = _as_points(points, path)
     n = len(pts)
     fields, sizes, types = ["x", "y", "z"], ["4", "4", "4"], ["F", "F", "F"]
-    columns: list[np.ndarray] = [pts]
     formats = ["%.9g %.9g %.9g"]
     packed = None
     if colors is not None:

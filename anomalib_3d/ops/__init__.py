@@ -9,7 +9,7 @@ the tensor's device) or an explicit backend; see :mod:`anomalib_3d.ops.backend`.
 
 from anomalib_3d.ops.backend import available_backends, resolve_backend
 from anomalib_3d.ops.chamfer import chamfer_distance
-from anomalib_3d.ops.geometry import estimate_normals, fpfh, normals_from_neighbors, orient_normals
+from anomalib_3d.ops.geometry import estimate_normals, fpfh, normalize_clouds, normals_from_neighbors, orient_normals
 from anomalib_3d.ops.graph import connected_components, gaussian_filter_grid, smooth_grid_scores, smooth_scores
 from anomalib_3d.ops.grouping import SAMPLERS, Patches, group_patches
 from anomalib_3d.ops.memory_bank import MemoryBank, greedy_coreset, nearest_neighbors, reweighted_max
@@ -58,6 +58,7 @@ __all__ = [
     "interpolate_nearest",
     "knn",
     "knn_graph",
+    "normalize_clouds",
     "normals_from_neighbors",
     "orient_normals",
     "radius",

@@ -1,6 +1,10 @@
-"""Local surface geometry: PCA normals and curvature, normal orientation, FPFH descriptors."""
+"""Local surface geometry: PCA normals and curvature, normal orientation, FPFH descriptors, and the
+per-cloud normalisation that makes radii and features mean the same on every part."""
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -8,7 +12,7 @@ import torch
 from anomalib_3d.ops.backend import check_batch, check_points, check_positive_int, cloud_ptr, split_sizes
 from anomalib_3d.ops.neighbors import knn
 
-__all__ = ["estimate_normals", "fpfh", "normals_from_neighbors", "orient_normals"]
+__all__ = ["estimate_normals", "fpfh", "normalize_clouds", "normals_from_neighbors", "orient_normals"]
 
 # Points per block when building (block, k, 3, 3) covariance work; bounds peak memory on big clouds.
 _PCA_BLOCK = 1 << 16
@@ -219,3 +223,41 @@ def fpfh(
         cloud.normals = o3d.utility.Vector3dVector(normals_np[ptr[b] : ptr[b + 1]])
         out[ptr[b] : ptr[b + 1]] = np.asarray(o3d.pipelines.registration.compute_fpfh_feature(cloud, search).data).T
     return torch.from_numpy(out).to(device=points.device, dtype=points.dtype)
+
+
+def normalize_clouds(
+    points: torch.Tensor,
+    batch: torch.Tensor,
+    mode: Literal["bbox", "rms", "none"] = "bbox",
+) -> torch.Tensor:
+    """Put every cloud in a common frame so features and radii mean the same on every part.
+
+    Args:
+        points: ``(N, 3)``.
+        batch: ``(N,) long`` sorted cloud ids.
+        mode: ``"bbox"``: bounding-box centre at 0, bounding-box diagonal 1 (robust to density and
+            to missing regions, but it depends on the pose); ``"rms"``: centroid at 0, RMS distance to
+            it 1/2 (pose-invariant: use it before rigid registration); ``"none"``: unchanged.
+
+    Returns:
+        ``(N, 3)`` float points.
+    """
+    points = points.float()
+    if mode == "none":
+        return points
+    num_clouds = int(batch.max()) + 1 if batch.numel() else 0
+    if mode == "rms":
+        counts = torch.bincount(batch, minlength=num_clouds).clamp_min(1).to(points.dtype)
+        center = points.new_zeros((num_clouds, 3)).index_add_(0, batch, points) / counts.unsqueeze(1)
+        centered = points - center[batch]
+        mean_sq = points.new_zeros(num_clouds).index_add_(0, batch, centered.pow(2).sum(dim=1)) / counts
+        return centered / (2 * mean_sq.sqrt().clamp_min(1e-12))[batch].unsqueeze(1)
+    if mode != "bbox":
+        msg = f"normalization must be 'bbox', 'rms' or 'none', got {mode!r}."
+        raise ValueError(msg)
+    index = batch.unsqueeze(1).expand(-1, 3)
+    low = points.new_full((num_clouds, 3), math.inf).scatter_reduce(0, index, points, "amin")
+    high = points.new_full((num_clouds, 3), -math.inf).scatter_reduce(0, index, points, "amax")
+    center = (low + high) / 2
+    diagonal = (high - low).norm(dim=1).clamp_min(1e-12)
+    return (points - center[batch]) / diagonal[batch].unsqueeze(1)

@@ -2,12 +2,11 @@
 PatchCore memory bank.
 
 ``BTF`` is the anomalib model; ``BTFModel`` the plain-PyTorch feature extraction and scoring.
-``FeatureBankModule`` (in ``base``) holds the steps every classical baseline shares.
+The steps every memory-bank model shares are :class:`anomalib_3d.models.FeatureBankModule`.
 See ``plugins/btf/README.md`` for the paper, switches and measured results.
 """
 
-from .base import FeatureBankModule
 from .lightning_model import BTF
 from .torch_model import BTFModel, BTFPrediction
 
-__all__ = ["BTF", "BTFModel", "BTFPrediction", "FeatureBankModule"]
+__all__ = ["BTF", "BTFModel", "BTFPrediction"]

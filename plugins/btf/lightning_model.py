@@ -21,9 +21,8 @@ from typing import Any
 import torch
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
-from anomalib_3d.models import PointCloudModelMixin
+from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
 
-from .base import FeatureBankModule
 from .torch_model import BTFModel
 
 

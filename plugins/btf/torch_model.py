@@ -25,17 +25,16 @@ import torch
 from torch import nn
 
 from anomalib_3d.data.errors import PointCloudError
-from anomalib_3d.ops import MemoryBank, farthest_point_sample, interpolate_nearest, smooth_scores
-
-from .components import (
-    FEATURE_MODES,
-    RGBBackbone,
-    grid_patch_features,
-    knn_pool,
+from anomalib_3d.features import RGBBackbone, grid_patch_features
+from anomalib_3d.ops import (
+    MemoryBank,
+    farthest_point_sample,
+    interpolate_nearest,
     normalize_clouds,
-    patch_scores_to_points,
-    point_features,
+    smooth_scores,
 )
+
+from .components import FEATURE_MODES, knn_pool, patch_scores_to_points, point_features
 
 __all__ = ["BTFModel", "BTFPrediction"]
 

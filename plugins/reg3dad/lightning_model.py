@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
-from anomalib_3d.models import PointCloudModelMixin
-from anomalib_3d_plugins.btf.base import FeatureBankModule
+from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
 
 from .torch_model import Reg3DADModel
 

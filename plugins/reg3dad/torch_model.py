@@ -30,10 +30,10 @@ from anomalib_3d.ops import (
     farthest_point_sample,
     fpfh,
     knn,
+    normalize_clouds,
     register,
     smooth_scores,
 )
-from anomalib_3d_plugins.btf.components import normalize_clouds
 
 __all__ = ["Reg3DADModel", "Reg3DADPrediction"]
 

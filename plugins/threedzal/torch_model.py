@@ -31,7 +31,13 @@ from anomalib_3d.ops.memory_bank import MemoryBank
 
 from .loss import ThreeDzALLoss
 from .pointnet2 import PatchPointNet2
-from .pseudo_anomaly import GeneratorCNN, add_points, interest_region, remove_points, soft_interest_map
+from .pseudo_anomaly import (
+    GeneratorCNN,
+    add_points,
+    interest_region,
+    remove_points,
+    soft_interest_map,
+)
 
 FPFH_DIM = 33
 
@@ -214,7 +220,7 @@ class ThreeDzALModel(nn.Module):
         if rgb_backbone is not None:
             # BTF's RGB branch (one implementation); imported here, not at module import, because
             # the BTF package imports its anomalib model.
-            from anomalib_3d_plugins.btf.components import RGBBackbone
+            from anomalib_3d.features import RGBBackbone
 
             self.rgb = RGBBackbone(weights=rgb_weights, pretrained=True)
         self.feature_net = PatchPointNet2(feature_dim, pointnet_centroids, pointnet_group_size, pointnet_widths) if learned_branch else None
@@ -347,7 +353,7 @@ class ThreeDzALModel(nn.Module):
         if cached is None:
             points = cloud.xyz[cloud.valid]
             k = max(3, min(self.fpfh_normal_k, points.shape[0]))
-            from anomalib_3d_plugins.btf.components import grid_patch_features
+            from anomalib_3d.features import grid_patch_features
 
             values = fpfh(points.double(), radius=self.fpfh_radius, max_nn=self.fpfh_max_nn, normal_k=k).float()
             pixels = cloud.valid.reshape(-1).nonzero().squeeze(1)

@@ -114,8 +114,6 @@ def test_sensor_frame_scan_is_seen_from_the_sensor_side_with_the_dent_deeper(bac
     assert float(extra.mean()) == pytest.approx(float(pit[dent].mean()), rel=0.05)
     assert float(extra.min()) > 0
     centre = points[dent].mean(0)
-    distance = (points[:, :2] - centre[:2]).norm(dim=1)
-    ring = ~dent & (distance < 2.5 * distance[dent].max())
     # ...and shaded as a pit: against the same dome without it, the wall facing the light
     # brightens and the opposite wall darkens (a bump: the reverse). A pit's wall at offset o
     # from its centre leans towards -o, so it faces the light l (camera x right, y up) when
