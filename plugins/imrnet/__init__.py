@@ -5,6 +5,6 @@ See ``plugins/imrnet/README.md`` for the paper readings, switches and measured r
 """
 
 from .lightning_model import SMALL_PRESET, IMRNet
-from .torch_model import IMRNetModel, IMRNetPrediction
+from .torch_model import PAPER_LITERAL, IMRNetModel, IMRNetPrediction
 
-__all__ = ["SMALL_PRESET", "IMRNet", "IMRNetModel", "IMRNetPrediction"]
+__all__ = ["PAPER_LITERAL", "SMALL_PRESET", "IMRNet", "IMRNetModel", "IMRNetPrediction"]

@@ -11,7 +11,14 @@ Data flow of one forward (inference)::
            (feature_reference="template", default) or |F - template_reg(fuse(dec_1..3(P_T)))|
            (feature_reference="reconstruction", the paper read literally) ─► points
         both ─► divided by their training-set scale, summed ─► every input point (inverse-distance
-        from the nearest scored network points) ─► object score = max (or top-k mean).
+        from the nearest scored network points)
+    + geometric residual (not in the paper; ``geometric_score_weight``): every input point, after
+      bounding-box normalisation and registration to the training templates, scores its distance to
+      the nearest template point / the templates' leave-one-out mean
+    ─► object score = max (or top-k mean).
+
+The point score is off by default and the test masks are random (see the plugin README,
+"Diagnosis"); :data:`PAPER_LITERAL` restores the paper's reading.
 """
 
 from __future__ import annotations
@@ -26,17 +33,33 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from anomalib_3d.data.errors import CorruptFileError, InvalidPointsError, MissingWeightsError
+from anomalib_3d.data.errors import (
+    CorruptFileError,
+    InvalidPointsError,
+    MissingWeightsError,
+)
+from anomalib_3d.distributed import all_gather_cat
 from anomalib_3d.ops import (
     SAMPLERS,
+    apply_transform,
+    best_template,
+    default_voxel_size,
     farthest_point_sample,
     group_patches,
     interpolate_nearest,
+    knn,
+    normalize_clouds,
     random_sample,
+    register,
     smooth_scores,
 )
 
-from .components import PatchTokenizer, TransformerStack, map_point_mae_state_dict, position_embedding
+from .components import (
+    PatchTokenizer,
+    TransformerStack,
+    map_point_mae_state_dict,
+    position_embedding,
+)
 from .loss import masked_patch_chamfer_loss, patch_chamfer_scores, patch_point_distances
 
 logger = logging.getLogger(__name__)
@@ -46,9 +69,39 @@ POINT_SCORE_MODES = ("patch", "point")
 FEATURE_REFERENCES = ("template", "reconstruction")
 OBJECT_SCORES = ("max", "topk")
 SUBSAMPLERS = ("fps", "random")
+REGISTRATIONS = ("none", "icp", "global+icp")
+TEMPLATE_SELECTIONS = ("first", "nearest")
+TEST_MASKS = ("windows", "random")
+
+#: Switches that give the paper's method read literally (DFC against the reconstruction, no
+#: geometric residual, no registration, one pass of window masks); see the plugin README.
+PAPER_LITERAL: dict[str, object] = {
+    "use_point_score": True,
+    "feature_reference": "reconstruction",
+    "geometric_score_weight": 0.0,
+    "registration": "none",
+    "test_masks": "windows",
+    "test_mask_passes": 1,
+}
 
 POINT_MAE_URL = "https://github.com/Pang-Yatian/Point-MAE/releases (file pretrain.pth)"
 
+
+
+def _cloud_keys(points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """``(B,) float64`` a content key per cloud (point count and coordinate moments), for ordering."""
+    num_clouds = int(batch[-1]) + 1
+    p = points.detach().double()
+    first = torch.zeros(num_clouds, dtype=torch.float64, device=p.device).index_add_(0, batch, p.sum(dim=1))
+    second = torch.zeros(num_clouds, dtype=torch.float64, device=p.device).index_add_(0, batch, p.pow(2).sum(dim=1))
+    counts = torch.bincount(batch, minlength=num_clouds).double()
+    return counts * 1e6 + first + 1e-3 * second
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -64,12 +117,15 @@ class IMRNetPrediction(NamedTuple):
         pred_score: ``(B,)`` object scores.
         point_map: ``(ΣN,)`` normalised point (Chamfer) score, or None when disabled.
         feature_map: ``(ΣN,)`` normalised feature score, or None when disabled.
+        geometric_map: ``(ΣN,)`` normalised geometric residual (distance to the registered
+            training templates), or None when ``geometric_score_weight`` is 0.
     """
 
     anomaly_map: torch.Tensor
     pred_score: torch.Tensor
     point_map: torch.Tensor | None
     feature_map: torch.Tensor | None
+    geometric_map: torch.Tensor | None = None
 
 
 class PreparedClouds(NamedTuple):
@@ -105,7 +161,9 @@ class IMRNetModel(nn.Module):
         num_iterations: test-time reconstruction iterations (paper 3).
         iterative_reconstruction: feed each iteration's output to the next (paper). ``False``: each
             of the ``num_iterations`` masks is reconstructed from the original input instead.
-        use_point_score, use_feature_score: the two DFC scores (at least one).
+        use_point_score, use_feature_score: the two DFC scores (at least one). The point
+            (Chamfer) score is off by default: it stays near chance on every split we measured and
+            lowers the combined score (plugin README, "Diagnosis").
         feature_layers: 1-based decoder blocks whose outputs are fused (paper: 1, 2, 3).
         feature_reference: what the input's fused features are compared with (the feature score):
             ``"reconstruction"``: the fused features of the reconstructed cloud, template-regularised
@@ -132,7 +190,27 @@ class IMRNetModel(nn.Module):
             nearest neighbours before interpolation (0: off).
         smoothing_sigma: width of that Gaussian in normalised units (clouds have radius 1).
         cache_training_patches: patch every training cloud once (see :meth:`training_patches`).
-        seed: seed of the test-time masks (same seed ⇒ same predictions).
+        seed: seed of the test-time masks and of RANSAC (same seed ⇒ same predictions).
+        test_masks: ``"windows"`` (consecutive windows of one seeded permutation: every patch
+            masked once when ``num_iterations * M >= G``) or ``"random"`` (a fresh random mask per
+            iteration).
+        test_mask_passes: independent runs of the iterative reconstruction (each with its own
+            masks); the DFC scores are averaged over them, so every patch is judged several times.
+        geometric_score_weight: weight of the geometric residual added to the DFC scores (0: off,
+            the paper). Every input point (full resolution, no subsampling) scores its distance to
+            the nearest point of the training templates after bounding-box normalisation and
+            registration, divided by the mean leave-one-out distance of the training clouds.
+        registration: how a cloud is aligned to the templates for the geometric residual:
+            ``"none"``, ``"icp"`` (poses within ~30°) or ``"global+icp"`` (FPFH-RANSAC, any pose);
+            all via :func:`anomalib_3d.ops.register`.
+        registration_templates: templates tried as ICP targets per test cloud (best fit kept).
+        template_selection: which templates those are: ``"first"`` (the first in canonical order;
+            all templates form the distance bank) or ``"nearest"`` (the ones closest to the cloud in
+            the bounding-box frame, by mean nearest-point distance of a 256-point probe; only they form
+            the distance bank - for one model trained on several categories).
+        registration_points: the cloud is FPS-subsampled to this many points for registration only.
+        template_points: each training cloud is FPS-subsampled to this many points in the
+            geometric template bank (None: whole).
     """
 
     def __init__(
@@ -155,7 +233,7 @@ class IMRNetModel(nn.Module):
         mask_ratio: float = 0.4,
         num_iterations: int = 3,
         iterative_reconstruction: bool = True,
-        use_point_score: bool = True,
+        use_point_score: bool = False,
         use_feature_score: bool = True,
         feature_layers: Sequence[int] = (1, 2, 3),
         feature_reference: str = "template",
@@ -174,15 +252,35 @@ class IMRNetModel(nn.Module):
         smoothing_sigma: float = 0.05,
         cache_training_patches: bool = True,
         seed: int = 0,
+        test_masks: str = "random",
+        test_mask_passes: int = 2,
+        geometric_score_weight: float = 0.5,
+        registration: str = "icp",
+        registration_templates: int = 4,
+        registration_points: int = 1024,
+        template_points: int | None = 4096,
+        template_selection: str = "first",
     ) -> None:
         super().__init__()
+        _check_choice("template_selection", template_selection, TEMPLATE_SELECTIONS)
+        _check_choice("test_masks", test_masks, TEST_MASKS)
+        _check_choice("registration", registration, REGISTRATIONS)
+        if test_mask_passes < 1:
+            msg = f"test_mask_passes must be >= 1, got {test_mask_passes}."
+            raise ValueError(msg)
+        if geometric_score_weight < 0:
+            msg = f"geometric_score_weight must be >= 0, got {geometric_score_weight}."
+            raise ValueError(msg)
+        if registration_templates < 1:
+            msg = f"registration_templates must be >= 1, got {registration_templates}."
+            raise ValueError(msg)
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("subsample", subsample, SUBSAMPLERS)
         _check_choice("point_aggregation", point_aggregation, POINT_AGGREGATIONS)
         _check_choice("feature_reference", feature_reference, FEATURE_REFERENCES)
         _check_choice("point_score_mode", point_score_mode, POINT_SCORE_MODES)
         _check_choice("object_score", object_score, OBJECT_SCORES)
-        if not (use_point_score or use_feature_score):
+        if not (use_point_score or use_feature_score):  # the geometric residual alone is not IMRNet
             msg = "at least one of use_point_score / use_feature_score must be True."
             raise ValueError(msg)
         if not 0.0 < mask_ratio < 1.0:
@@ -205,7 +303,7 @@ class IMRNetModel(nn.Module):
         if num_points < max(num_groups, group_size):
             msg = f"num_points={num_points} must be >= max(num_groups, group_size)={max(num_groups, group_size)}."
             raise ValueError(msg)
-        if num_iterations * num_masked < num_groups:
+        if test_masks == "windows" and num_iterations * num_masked < num_groups:
             warnings.warn(
                 f"{num_iterations} iterations x {num_masked} masked patches do not cover all {num_groups} patches; "
                 "patches never masked get a point score of 0.",
@@ -243,6 +341,14 @@ class IMRNetModel(nn.Module):
         self.smoothing_k = smoothing_k
         self.smoothing_sigma = smoothing_sigma
         self.seed = seed
+        self.test_masks_mode = test_masks
+        self.test_mask_passes = test_mask_passes
+        self.geometric_score_weight = geometric_score_weight
+        self.registration = registration
+        self.registration_templates = registration_templates
+        self.registration_points = registration_points
+        self.template_points = template_points
+        self.template_selection = template_selection
 
         # PMR (Point-MAE backbone; names mirror Point-MAE's roles, see components.POINT_MAE_PREFIXES)
         self.tokenizer = PatchTokenizer(embed_dim, tokenizer_width)
@@ -265,12 +371,21 @@ class IMRNetModel(nn.Module):
         self.register_buffer("point_score_scale", torch.ones(()))
         self.register_buffer("feature_score_scale", torch.ones(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        # Geometric residual: training clouds (bounding-box normalised, registered to the first),
+        # concatenated; template i is geometric_templates[geometric_ptr[i]:geometric_ptr[i + 1]].
+        self.register_buffer("geometric_templates", torch.zeros(0, 3))
+        self.register_buffer("geometric_ptr", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("geometric_score_scale", torch.ones(()))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
         # A template of another capacity (template_size) loads as is: it is data, not architecture.
         bank = state_dict.get(prefix + "template_bank")
         if isinstance(bank, torch.Tensor) and bank.shape[1:] == self.template_bank.shape[1:]:
             self.template_bank = torch.zeros_like(bank, device=self.template_bank.device)
+        for name in ("geometric_templates", "geometric_ptr"):
+            stored = state_dict.get(prefix + name)
+            if isinstance(stored, torch.Tensor) and stored.shape != getattr(self, name).shape:
+                setattr(self, name, torch.zeros_like(stored, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_weights(self) -> None:
@@ -545,36 +660,45 @@ class IMRNetModel(nn.Module):
     # ----------------------------------------------------------------------------------------
     # iterative reconstruction and DFC
     # ----------------------------------------------------------------------------------------
-    def test_masks(self, device: torch.device) -> list[torch.Tensor]:
-        """The ``num_iterations`` test masks: consecutive windows of one seeded permutation.
+    def test_masks(self, device: torch.device, run: int = 0) -> list[torch.Tensor]:
+        """The ``num_iterations`` test masks of reconstruction run ``run``.
 
-        Window ``t`` holds positions ``t*M .. t*M + M - 1`` (wrapping around), so successive
-        iterations mask different patches and, when ``num_iterations * M >= G``, every patch is
-        reconstructed at least once. The permutation is drawn from ``seed``, hence reproducible.
+        ``test_masks="windows"``: consecutive windows of one seeded permutation (positions
+        ``t*M .. t*M + M - 1``, wrapping), so successive iterations mask different patches and,
+        when ``num_iterations * M >= G``, every patch is reconstructed at least once.
+        ``"random"``: a fresh random set of ``M`` patches per iteration. Both are drawn from
+        ``seed`` and ``run``, hence reproducible and independent of the batch.
 
         Returns:
             ``num_iterations`` tensors ``(M,) long``.
         """
-        permutation = torch.randperm(self.num_groups, generator=torch.Generator().manual_seed(self.seed))
+        generator = torch.Generator().manual_seed(self.seed + 7919 * run)
+        if self.test_masks_mode == "random":
+            return [
+                torch.randperm(self.num_groups, generator=generator)[: self.num_masked].to(device)
+                for _ in range(self.num_iterations)
+            ]
+        permutation = torch.randperm(self.num_groups, generator=generator)
         positions = torch.arange(self.num_masked)
         return [
             permutation[(t * self.num_masked + positions) % self.num_groups].to(device)
             for t in range(self.num_iterations)
         ]
 
-    def iterative_reconstruct(self, neighborhoods: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    def iterative_reconstruct(self, neighborhoods: torch.Tensor, centers: torch.Tensor, run: int = 0) -> torch.Tensor:
         """Test-time reconstruction (paper Alg. 1): mask → reconstruct → merge, repeated.
 
         Args:
             neighborhoods: ``(B, G, K, 3)`` input patches.
             centers: ``(B, G, 3)``.
+            run: which set of test masks (see :meth:`test_masks`).
 
         Returns:
             ``(B, G, K, 3)`` the patches after the last iteration (never-masked patches unchanged).
         """
         batch = centers.shape[0]
         current = neighborhoods.clone()
-        for mask in self.test_masks(centers.device):
+        for mask in self.test_masks(centers.device, run):
             masked_index = mask.unsqueeze(0).expand(batch, -1)
             source = current if self.iterative_reconstruction else neighborhoods
             predicted = self.reconstruct(source, centers, masked_index)
@@ -626,20 +750,37 @@ class IMRNetModel(nn.Module):
             ``(point_scores, feature_scores)``: ``(B, G)`` (or ``(B, G, K)`` per patch point with
             ``point_score_mode="point"``) and ``(B, G)``; None when disabled.
         """
-        reconstructed = self.iterative_reconstruct(neighborhoods, centers)
-        point_scores = None
-        if self.use_point_score:
-            compare = patch_point_distances if self.point_score_mode == "point" else patch_chamfer_scores
-            point_scores = compare(neighborhoods, reconstructed)
-        feature_scores = None
-        if self.use_feature_score:
-            original_features = self.decoder_features(neighborhoods, centers)
-            if self.feature_reference == "template" and int(self.template_count) > 0:
-                _, distance = self._nearest_template(original_features.reshape(-1, original_features.shape[-1]))
-                feature_scores = distance.view(original_features.shape[:2])
-            else:
+        template_mode = (
+            self.use_feature_score and self.feature_reference == "template" and int(self.template_count) > 0
+        )
+        original_features = self.decoder_features(neighborhoods, centers) if self.use_feature_score else None
+        point_scores = feature_scores = None
+        if template_mode:
+            _, distance = self._nearest_template(original_features.reshape(-1, original_features.shape[-1]))
+            feature_scores = distance.view(original_features.shape[:2])
+        if not (self.use_point_score or (self.use_feature_score and not template_mode)):
+            return point_scores, feature_scores
+        # Several independent reconstruction runs: every patch is judged from several contexts. A
+        # patch's point score averages the runs that reconstructed it (0 if none did).
+        point_sum = point_count = None
+        feature_runs = []
+        for run in range(self.test_mask_passes):
+            reconstructed = self.iterative_reconstruct(neighborhoods, centers, run)
+            if self.use_point_score:
+                compare = patch_point_distances if self.point_score_mode == "point" else patch_chamfer_scores
+                scores = compare(neighborhoods, reconstructed)
+                masked = torch.zeros(self.num_groups, device=scores.device)
+                masked[torch.cat(self.test_masks(scores.device, run))] = 1.0
+                masked = masked.view(1, -1, *([1] * (scores.dim() - 2)))
+                point_sum = scores * masked if point_sum is None else point_sum + scores * masked
+                point_count = masked if point_count is None else point_count + masked
+            if self.use_feature_score and not template_mode:
                 reconstructed_features = self.regularize(self.decoder_features(reconstructed, centers))
-                feature_scores = (original_features - reconstructed_features).norm(dim=-1)
+                feature_runs.append((original_features - reconstructed_features).norm(dim=-1))
+        if point_sum is not None:
+            point_scores = point_sum / point_count.clamp_min(1.0)
+        if feature_runs:
+            feature_scores = torch.stack(feature_runs).mean(dim=0)
         return point_scores, feature_scores
 
     def _to_network_points(
@@ -680,6 +821,133 @@ class IMRNetModel(nn.Module):
             k = max(1, round(self.object_topk * cloud.numel()))
             scores.append(cloud.topk(k).values.mean())
         return torch.stack(scores)
+
+    # ----------------------------------------------------------------------------------------
+    # geometric residual (in the registered template frame, at every input point)
+    # ----------------------------------------------------------------------------------------
+    @property
+    def geometric_template_list(self) -> list[torch.Tensor]:
+        """The registered training templates, each ``(M_i, 3)`` (empty before calibration)."""
+        ptr = self.geometric_ptr.tolist()
+        return [self.geometric_templates[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1)]
+
+    def _subsample_fps(self, cloud: torch.Tensor, count: int | None) -> torch.Tensor:
+        if count is None or cloud.shape[0] <= count:
+            return cloud
+        return cloud[farthest_point_sample(cloud, count).to(cloud.device)]
+
+    def candidate_templates(self, cloud: torch.Tensor) -> list[int]:
+        """Indices of the ``registration_templates`` templates a bounding-box-normalised cloud is
+        registered to (see ``template_selection``)."""
+        templates = self.geometric_template_list
+        count = min(self.registration_templates, len(templates))
+        if self.template_selection == "first" or count == len(templates):
+            return list(range(count))
+        probe = self._subsample_fps(cloud, 256)
+        distance = torch.stack([knn(t.to(probe), probe, 1)[1][:, 0].clamp_min(0).sqrt().mean() for t in templates])
+        return torch.argsort(distance)[:count].tolist()
+
+    def align(self, cloud: torch.Tensor, candidates: list[int] | None = None) -> torch.Tensor:
+        """Move one bounding-box-normalised ``cloud (N, 3)`` into the template frame.
+
+        The cloud is registered to the reference template (``registration`` method), then refined
+        by ICP against the first ``registration_templates`` templates, keeping the best fit
+        (:func:`anomalib_3d.ops.best_template`); templates share the reference frame.
+
+        Returns:
+            ``(N, 3)`` the moved cloud (unchanged with ``registration="none"``).
+        """
+        templates = self.geometric_template_list
+        if self.registration == "none" or not templates:
+            return cloud
+        probe = self._subsample_fps(cloud, self.registration_points).double()
+        candidates = self.candidate_templates(cloud) if candidates is None else candidates
+        targets = [templates[i].double() for i in candidates]
+        voxel = default_voxel_size(targets[0])
+        coarse = register(probe, targets[0], self.registration, voxel_size=voxel, seed=self.seed)  # type: ignore[arg-type]
+        _, refined = best_template(
+            probe, targets, method="icp", init=coarse.transform, voxel_size=voxel,
+            max_correspondence_distance=2 * voxel,
+        )
+        best = refined if refined.better_than(coarse) else coarse
+        return apply_transform(cloud, best.transform.to(cloud.device))
+
+    def _geometric_distances(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Raw distance of every point ``(ΣN, 3)`` to the nearest template point (template frame)."""
+        normalised = normalize_clouds(points.float(), batch, "bbox")
+        bank = self.geometric_templates.to(normalised)
+        num_clouds = int(batch[-1]) + 1 if batch.numel() else 0
+        counts = torch.bincount(batch, minlength=num_clouds)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+        distances = []
+        templates = self.geometric_template_list
+        for b in range(num_clouds):
+            cloud = normalised[ptr[b] : ptr[b + 1]]
+            candidates = self.candidate_templates(cloud)
+            aligned = self.align(cloud, candidates)
+            if self.template_selection == "nearest":
+                bank = torch.cat([templates[i] for i in candidates]).to(normalised)
+            _, sq = knn(bank, aligned, 1)
+            distances.append(sq[:, 0].clamp_min(0).sqrt())
+        return torch.cat(distances) if distances else normalised.new_zeros(0)
+
+    @torch.no_grad()
+    def geometric_scores(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Normalised geometric residual of every input point ``(ΣN,)`` (see ``geometric_score_weight``).
+
+        Raises:
+            RuntimeError: no templates yet (call :meth:`calibrate` first).
+        """
+        if self.geometric_ptr.numel() < 2:
+            msg = "IMRNet has no geometric templates: calibrate it on normal training clouds first."
+            raise RuntimeError(msg)
+        return self._geometric_distances(points, batch) / self.geometric_score_scale
+
+    @torch.no_grad()
+    def fit_geometric_templates(self, clouds: list[torch.Tensor]) -> float:
+        """Build the geometric template bank and its leave-one-out scale from normal clouds.
+
+        Args:
+            clouds: this rank's training clouds, each ``(N_i, 3)`` (gathered over ranks here).
+
+        Returns:
+            The scale: mean distance of every template point to the other templates.
+        """
+        device = self.geometric_templates.device
+        device0 = clouds[0].device
+        local = [
+            self._subsample_fps(normalize_clouds(c.float(), torch.zeros(c.shape[0], dtype=torch.long, device=c.device), "bbox"),
+                                self.template_points)
+            for c in clouds
+        ]
+        keys = all_gather_cat(torch.cat([_cloud_keys(c, torch.zeros(c.shape[0], dtype=torch.long, device=device0)) for c in clouds]))
+        sizes = all_gather_cat(torch.tensor([c.shape[0] for c in local], dtype=torch.long, device=device0))
+        gathered = list(torch.split(all_gather_cat(torch.cat(local)), sizes.tolist()))
+        # Canonical order (by content): the reference and the ICP targets do not depend on ranks.
+        order = torch.argsort(keys).tolist()
+        gathered = [gathered[i] for i in order]
+        sizes = sizes[order]
+        reference = gathered[0]
+        aligned = [reference]
+        for cloud in gathered[1:]:
+            if self.registration == "none":
+                aligned.append(cloud)
+                continue
+            result = register(cloud.double(), reference.double(), self.registration, seed=self.seed)  # type: ignore[arg-type]
+            aligned.append(apply_transform(cloud, result.transform.to(cloud.device)))
+        self.geometric_templates = torch.cat(aligned).to(device)
+        self.geometric_ptr = torch.tensor([0, *sizes.cumsum(0).tolist()], dtype=torch.long, device=device)
+        if len(aligned) < 2:
+            scale = float(default_voxel_size(reference))  # one template: no held-out distances
+        else:
+            held_out = []
+            for i, cloud in enumerate(aligned):
+                others = torch.cat([c for j, c in enumerate(aligned) if j != i])
+                _, sq = knn(others, cloud, 1)
+                held_out.append(sq[:, 0].clamp_min(0).sqrt())
+            scale = float(torch.cat(held_out).mean())
+        self.geometric_score_scale.fill_(max(scale, 1e-12))
+        return scale
 
     @torch.no_grad()
     def raw_scores(
@@ -734,8 +1002,11 @@ class IMRNetModel(nn.Module):
                 )
             return interpolate_nearest(src_points, values, points.float(), src_batch, batch, k=k)
 
-        point_map = feature_map = None
+        point_map = feature_map = geometric_map = None
         anomaly_map = torch.zeros(points.shape[0], device=points.device)
+        if self.geometric_score_weight > 0:
+            geometric_map = self.geometric_scores(points, batch).to(anomaly_map)
+            anomaly_map = anomaly_map + self.geometric_score_weight * geometric_map
         if point_scores is not None:
             point_map = to_input(point_scores / self.point_score_scale)
             anomaly_map = anomaly_map + self.point_score_weight * point_map
@@ -743,7 +1014,7 @@ class IMRNetModel(nn.Module):
             feature_map = to_input(feature_scores / self.feature_score_scale)
             anomaly_map = anomaly_map + self.feature_score_weight * feature_map
         pred_score = self._object_scores(anomaly_map, batch, num_clouds)
-        return IMRNetPrediction(anomaly_map, pred_score, point_map, feature_map)
+        return IMRNetPrediction(anomaly_map, pred_score, point_map, feature_map, geometric_map)
 
     # ----------------------------------------------------------------------------------------
     # training-set statistics (template and score scales)
@@ -760,6 +1031,10 @@ class IMRNetModel(nn.Module):
            feature score (``"template"`` mode: the mean held-out distance above, since a training
            feature's distance to a template that contains it is 0), used to put both scores on a
            common scale before they are summed.
+        3. Geometric templates (when ``geometric_score_weight > 0``): :meth:`fit_geometric_templates`.
+
+        Under DDP each rank passes its shard; features, score values and templates are gathered
+        over ranks (:func:`anomalib_3d.distributed.all_gather_cat`) before use.
 
         Args:
             clouds: iterable of ``(points (ΣN, 3), batch (ΣN,))`` batches of normal clouds.
@@ -771,9 +1046,10 @@ class IMRNetModel(nn.Module):
         if not batches:
             msg = "calibrate() needs at least one batch of training clouds."
             raise ValueError(msg)
-        features, cloud_ids = [], []
+        features, cloud_ids, cloud_keys = [], [], []
         offset = 0
         for points, batch in batches:
+            cloud_keys.append(_cloud_keys(points, batch))
             prepared = self.prepare(points, batch)
             patches = self.make_patches(prepared)
             fused = self.decoder_features(patches.neighborhoods, patches.centers)  # (B, G, F)
@@ -781,8 +1057,20 @@ class IMRNetModel(nn.Module):
             ids = torch.arange(fused.shape[0], device=fused.device) + offset
             cloud_ids.append(ids.repeat_interleave(fused.shape[1]))
             offset += fused.shape[0]
-        all_features = torch.cat(features)
-        all_ids = torch.cat(cloud_ids)
+        # Cloud ids stay distinct across ranks: offset by the clouds of the ranks before.
+        rank_clouds = all_gather_cat(torch.tensor([offset], dtype=torch.long, device=features[0].device))
+        rank_index = _rank()
+        all_ids = all_gather_cat(torch.cat(cloud_ids) + int(rank_clouds[:rank_index].sum()))
+        all_features = all_gather_cat(torch.cat(features))
+        offset = int(rank_clouds.sum())
+        # Canonical cloud order (by content), so that the bank does not depend on how the clouds
+        # were split over batches and ranks.
+        order = torch.argsort(all_gather_cat(torch.cat(cloud_keys).to(all_features.device)))
+        new_id = torch.empty_like(order)
+        new_id[order] = torch.arange(order.numel(), device=order.device)
+        all_ids = new_id[all_ids]
+        rows = torch.argsort(all_ids, stable=True)
+        all_features, all_ids = all_features[rows], all_ids[rows]
         capacity = self.template_bank.shape[0]
         if all_features.shape[0] > capacity:
             chosen = farthest_point_sample(all_features, capacity, backend="torch")
@@ -822,17 +1110,28 @@ class IMRNetModel(nn.Module):
         if self.use_feature_score and self.feature_reference == "template" and held_out.numel():
             # Scores of training clouds against a template that holds them would be ~0.
             feature_values = [held_out]
+        elif feature_values:
+            feature_values = [all_gather_cat(torch.cat(feature_values))]
         if point_values:
+            point_values = [all_gather_cat(torch.cat(point_values))]
             self.point_score_scale.fill_(max(float(torch.cat(point_values).mean()), 1e-12))
         if feature_values:
             self.feature_score_scale.fill_(max(float(torch.cat(feature_values).mean()), 1e-12))
+        if self.geometric_score_weight > 0:
+            singles = []
+            for points, batch in batches:
+                counts = torch.bincount(batch, minlength=int(batch[-1]) + 1).tolist()
+                singles.extend(torch.split(points, counts))
+            self.fit_geometric_templates(singles)
         self.calibrated.fill_(True)
         return {
             "template_count": int(self.template_count),
             "template_delta": float(self.template_delta),
             "point_score_scale": float(self.point_score_scale),
             "feature_score_scale": float(self.feature_score_scale),
+            "geometric_score_scale": float(self.geometric_score_scale),
+            "geometric_templates": max(0, self.geometric_ptr.numel() - 1),
         }
 
 
-__all__ = ["IMRNetModel", "IMRNetPrediction", "PreparedClouds"]
+__all__ = ["PAPER_LITERAL", "IMRNetModel", "IMRNetPrediction", "PreparedClouds"]

@@ -29,6 +29,12 @@ TINY = {
     "drop_path_rate": 0.0,
     "feature_layers": (1, 2),
     "template_size": 64,
+    # The pre-diagnosis scoring (point + template feature score, one pass of window masks, no
+    # geometric residual): the tests below were written for it; the new switches have their own.
+    "use_point_score": True,
+    "geometric_score_weight": 0.0,
+    "test_masks": "windows",
+    "test_mask_passes": 1,
 }
 
 
@@ -451,3 +457,142 @@ def test_missing_pretrained_path_fails_at_fit_start(tmp_path) -> None:
     model = lightning_tiny(pretrained_path=str(tmp_path / "pretrain.pth"))
     with pytest.raises(MissingWeightsError, match="Point-MAE"):
         model.load_pretrained()
+
+
+# --------------------------------------------------------------------------------------------
+# diagnosis switches: geometric residual, registration, test masks, paper-literal preset
+# --------------------------------------------------------------------------------------------
+def _rotation_z(degrees: float) -> torch.Tensor:
+    angle = torch.tensor(degrees * np.pi / 180)
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_geometric_residual_is_distance_to_templates_over_leave_one_out_mean() -> None:
+    from anomalib_3d.ops import normalize_clouds
+
+    model = calibrated(tiny_model(geometric_score_weight=0.5, registration="none", template_points=None))
+    train = [blob(300, 1), blob(300, 2), blob(320, 3)]
+    frames = [normalize_clouds(c, torch.zeros(c.shape[0], dtype=torch.long)) for c in train]
+    # The templates are the normalised training clouds (in a canonical order: ranks do not matter).
+    templates = sorted(model.geometric_template_list, key=lambda t: float(t.sum()))
+    for template, frame in zip(templates, sorted(frames, key=lambda f: float(f.sum())), strict=True):
+        torch.testing.assert_close(template, frame)
+    # Leave-one-out scale, by brute force (scipy).
+    held_out = [cdist(f.numpy(), torch.cat([g for j, g in enumerate(frames) if j != i]).numpy()).min(1) for i, f in enumerate(frames)]
+    assert float(model.geometric_score_scale) == pytest.approx(float(np.concatenate(held_out).mean()), rel=1e-4)
+    cloud = blob(400, 9, bump=True)
+    query = normalize_clouds(cloud, torch.zeros(400, dtype=torch.long))
+    expected = cdist(query.numpy(), torch.cat(frames).numpy()).min(1) / float(model.geometric_score_scale)
+    out = model(cloud)
+    np.testing.assert_allclose(out.geometric_map.numpy(), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.anomaly_map, out.point_map + out.feature_map + 0.5 * out.geometric_map)
+    # A dent that leaves the bounding box as it is scores above the rest of the cloud.
+    local = (blob(400, 9) - torch.tensor([5.0, -2.0, 1.0])) / 3.0
+    dent = (local[:, 0].abs() < 0.4) & (local[:, 1] > 0.2) & (local[:, 2] > 0.2)
+    dented = torch.where(dent.unsqueeze(1), local * 0.8, local) * 3.0
+    geometric = model(dented).geometric_map
+    assert dent.sum() > 5 and geometric[dent].mean() > 2 * geometric[~dent].mean()
+
+
+def test_geometric_weight_zero_reproduces_the_old_scores() -> None:
+    cloud = blob(400, 9, bump=True)
+    old = calibrated(tiny_model())(cloud)
+    off = calibrated(tiny_model(geometric_score_weight=0.0, registration="icp"))(cloud)
+    torch.testing.assert_close(off.anomaly_map, old.anomaly_map, rtol=0, atol=0)
+    assert off.geometric_map is None
+    on = calibrated(tiny_model(geometric_score_weight=1.0, registration="none"))(cloud)
+    assert not torch.allclose(on.anomaly_map, old.anomaly_map)
+
+
+def test_geometric_score_needs_calibration() -> None:
+    with pytest.raises(RuntimeError, match="calibrate"):
+        tiny_model(geometric_score_weight=1.0)(blob(300, 1))
+
+
+def test_registration_undoes_a_rotation_of_the_test_cloud() -> None:
+    train = [blob(800, 1), blob(800, 2)]
+    turned = blob(800, 1) @ _rotation_z(25.0).T  # a training part, turned
+    rotated = {}
+    for method in ("none", "icp"):
+        model = tiny_model(geometric_score_weight=1.0, registration=method, use_point_score=False)
+        model.calibrate([batch_of(*train)])
+        rotated[method] = model._geometric_distances(turned, torch.zeros(800, dtype=torch.long))
+    # Unregistered, the rotation reads as a defect everywhere; registered, it mostly disappears.
+    assert rotated["icp"].mean() < 0.3 * rotated["none"].mean()
+
+
+def test_nearest_template_selection_keeps_to_the_clouds_own_kind() -> None:
+    from anomalib_3d.ops import normalize_clouds
+
+    g = torch.Generator().manual_seed(0)
+    boxes = [torch.rand(300, 3, generator=g) * torch.tensor([2.0, 1.0, 0.2]) for _ in range(2)]
+    blobs = [blob(300, 1), blob(300, 2)]
+    cloud = blob(400, 9)
+    scores = {}
+    for selection in ("first", "nearest"):
+        model = tiny_model(geometric_score_weight=1.0, registration="none", template_points=None,
+                           registration_templates=2, template_selection=selection)
+        model.calibrate([batch_of(*boxes, *blobs)])
+        scores[selection] = model._geometric_distances(cloud, torch.zeros(400, dtype=torch.long))
+    frames = [normalize_clouds(c, torch.zeros(c.shape[0], dtype=torch.long)) for c in blobs]
+    query = normalize_clouds(cloud, torch.zeros(400, dtype=torch.long))
+    expected = cdist(query.numpy(), torch.cat(frames).numpy()).min(1)  # the blob templates only
+    np.testing.assert_allclose(scores["nearest"].numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(scores["first"].numpy(), expected)
+
+
+def test_random_test_masks_are_fresh_per_iteration_and_run() -> None:
+    model = tiny_model(test_masks="random", test_mask_passes=3)
+    first, second = model.test_masks(torch.device("cpu"), 0), model.test_masks(torch.device("cpu"), 1)
+    assert all(m.numel() == 6 and m.unique().numel() == 6 for m in first + second)
+    assert len({tuple(sorted(m.tolist())) for m in first + second}) == 6
+    torch.testing.assert_close(torch.stack(first), torch.stack(model.test_masks(torch.device("cpu"), 0)))
+    cloud = blob(400, 9, bump=True)
+    windows = calibrated(tiny_model())(cloud).point_map
+    random_masks = calibrated(tiny_model(test_masks="random", test_mask_passes=3))(cloud).point_map
+    assert not torch.allclose(windows, random_masks)
+
+
+def test_test_mask_passes_average_runs_over_the_patches_they_masked() -> None:
+    model = tiny_model(test_masks="random", test_mask_passes=2)
+    neighborhoods = torch.randn(1, 16, 16, 3) * 0.1
+    centers = torch.randn(1, 16, 3)
+    scores, _ = model.patch_scores(neighborhoods, centers)
+    runs = []
+    for run in range(2):
+        masked = torch.zeros(16)
+        masked[torch.cat(model.test_masks(torch.device("cpu"), run))] = 1
+        runs.append((patch_chamfer_scores(neighborhoods, model.iterative_reconstruct(neighborhoods, centers, run))[0], masked))
+    expected = (runs[0][0] * runs[0][1] + runs[1][0] * runs[1][1]) / (runs[0][1] + runs[1][1]).clamp_min(1)
+    torch.testing.assert_close(scores[0], expected)
+
+
+def test_windows_single_pass_is_the_old_scoring() -> None:
+    model = tiny_model()  # windows, one pass
+    neighborhoods = torch.randn(1, 16, 16, 3) * 0.1
+    centers = torch.randn(1, 16, 3)
+    scores, _ = model.patch_scores(neighborhoods, centers)
+    old = patch_chamfer_scores(neighborhoods, model.iterative_reconstruct(neighborhoods, centers))
+    torch.testing.assert_close(scores, old)
+
+
+def test_paper_literal_preset_and_new_defaults() -> None:
+    from anomalib_3d_plugins.imrnet import PAPER_LITERAL
+
+    paper = IMRNet.paper_literal(**{**TINY, **PAPER_LITERAL}).model
+    assert paper.feature_reference == "reconstruction" and paper.use_point_score
+    assert paper.geometric_score_weight == 0 and paper.registration == "none" and paper.test_masks_mode == "windows"
+    default = IMRNet.small().model
+    assert default.geometric_score_weight > 0 and default.registration == "icp" and not default.use_point_score
+    assert default.feature_reference == "template" and default.test_masks_mode == "random"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"test_masks": "nope"}, {"registration": "ransac"}, {"test_mask_passes": 0}, {"geometric_score_weight": -1.0},
+     {"template_selection": "all"}],
+)
+def test_bad_diagnosis_switches_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        IMRNetModel(**{**TINY, **kwargs})
