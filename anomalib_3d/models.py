@@ -165,6 +165,10 @@ class FeatureBankModule:
 
     def _init_bank_state(self) -> None:
         self._collected: list[Any] = []
+        # Lightning's DDP strategy refuses a module without any trainable parameter; this one
+        # scalar (always multiplied by 0) lets the memory-bank models train under DDP, where their
+        # banks are gathered across ranks.
+        self.ddp_anchor = torch.nn.Parameter(torch.zeros(()))
 
     @property
     def learning_type(self) -> LearningType:
@@ -202,7 +206,7 @@ class FeatureBankModule:
         self._check_normal(point_batch, type(self).__name__)
         self._collected.append(self.model.collect(point_batch))  # type: ignore[operator]
         # Lightning needs a loss-like value; nothing is optimised.
-        return torch.tensor(0.0, requires_grad=True, device=point_batch.points.device)
+        return self.ddp_anchor * 0.0
 
     def fit(self) -> None:
         """Build the memory from everything collected (called once, by ``MemoryBankMixin``)."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from anomalib_3d.distributed import all_gather_cat
 from anomalib_3d.ops.neighbors import knn
 
-__all__ = ["MemoryBank", "greedy_coreset", "nearest_neighbors", "reweighted_max"]
+__all__ = ["MemoryBank", "canonical_order", "greedy_coreset", "nearest_neighbors", "reweighted_max"]
 
 # Distance-matrix entries held at once by a query; bounds peak memory to ~64 MiB of float32.
 _QUERY_BUDGET = 1 << 24
@@ -191,6 +192,22 @@ def reweighted_max(
     return weights.to(scores.dtype) * maxima
 
 
+def canonical_order(rows: torch.Tensor) -> torch.Tensor:
+    """A permutation that sorts ``rows (M, D)`` lexicographically (first column first).
+
+    The same set of rows gives the same order whatever order it came in, so results built from it
+    (a greedy coreset, say) do not depend on data-loader shuffling or on DDP rank shards.
+
+    Returns:
+        ``(M,) long`` indices into ``rows``.
+    """
+    if rows.shape[0] <= 1:
+        return torch.arange(rows.shape[0], device=rows.device)
+    keys = rows.detach().cpu().double().numpy()
+    order = np.lexsort(keys.T[::-1])
+    return torch.as_tensor(order, dtype=torch.long, device=rows.device)
+
+
 class MemoryBank(nn.Module):
     """A bank of normal features with coreset subsampling and exact kNN queries.
 
@@ -234,6 +251,9 @@ class MemoryBank(nn.Module):
         if features.ndim != 2 or features.shape[0] == 0:
             msg = f"MemoryBank.fit needs (M >= 1, D) features, got shape {tuple(features.shape)}."
             raise ValueError(msg)
+        # The greedy coreset depends on row order, which depends on how the training loader
+        # shuffled and on how ranks split it: put the rows in an order set by their content.
+        features = features[canonical_order(features)]
         if self.coreset_ratio >= 1:
             self.bank = features.clone()
             return

@@ -314,11 +314,12 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
     # anomalib contract
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """Epochs on the auxiliary set; validation (thresholds on the target) only after the last one."""
+        """Epochs on the auxiliary set. Validation (thresholds on the target) runs once after the
+        last epoch by default (:class:`~anomalib_3d.models.ValidateAfterLastEpoch`), and an explicit
+        ``--trainer.check_val_every_n_epoch`` is honoured."""
         return {
             "max_epochs": self.max_epochs,
             "num_sanity_val_steps": 0,
-            "check_val_every_n_epoch": max(1, self.max_epochs),
             "gradient_clip_val": 0,
         }
 

@@ -33,7 +33,19 @@ TINY_IMRNET = [
     "--model.template_size", "256", "--model.learning_rate", "0",
 ]
 
-MODELS = {"IMRNet": TINY_IMRNET}
+# Metric tolerance per model. The memory-bank models are deterministic and must match exactly.
+# IMRNet is not bit-reproducible even in one process (three single-process runs of this test gave
+# point AUPRO 1.0, 0.99998, 0.99972), and its batch-norm running statistics come from rank 0's
+# shard under CPU DDP (SyncBatchNorm needs GPUs: `--trainer.sync_batchnorm true` there), so it is
+# held to 0.01; before its training state was gathered the two runs differed by 0.25 in image AUROC.
+TOLERANCE = {"IMRNet": 1e-2}
+
+MODELS = {
+    "IMRNet": TINY_IMRNET,
+    "BTF": ["--model", "BTF"],
+    "PatchCore3D": ["--model", "PatchCore3D"],
+    "Reg3DAD": ["--model", "Reg3DAD"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,4 +90,4 @@ def test_ddp_two_cpu_processes_match_one(model: str, dataset: Path, tmp_path: Pa
     assert all(np.isfinite(v) for v in single.values()), single
     assert distributed.keys() == single.keys()
     for name, value in single.items():
-        assert distributed[name] == pytest.approx(value, abs=1e-5), (name, single, distributed)
+        assert distributed[name] == pytest.approx(value, abs=TOLERANCE.get(model, 1e-5)), (name, single, distributed)
