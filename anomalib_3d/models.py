@@ -102,6 +102,25 @@ class PointCloudModelMixin:
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
         return [*callbacks, ValidateAfterLastEpoch(), DepthDataRepair()]
 
+    def check_normal(self, point_batch: PointCloudBatch, why: str) -> None:
+        """Refuse anomalous clouds in a training batch, naming them (one-class models).
+
+        Args:
+            point_batch: the training batch.
+            why: what the model does with normal samples, for the message.
+        """
+        labels = point_batch.gt_label
+        if labels is None or not bool(labels.any()):
+            return
+        bad = labels.nonzero().flatten().tolist()
+        paths = point_batch.point_path or []
+        names = [paths[i] if i < len(paths) else f"cloud {i}" for i in bad]
+        raise PointCloudError(
+            f"the training split holds anomalous clouds ({len(bad)} in this batch: {names[:3]}); "
+            f"{type(self).__name__} {why}.",
+            fix="move anomalous samples to the test split (anomalib's datamodules do this by construction)",
+        )
+
     @staticmethod
     def as_point_batch(batch: Any) -> PointCloudBatch:  # noqa: ANN401
         """The batch as points: a :class:`PointCloudBatch` as is, a ``DepthBatch`` converted."""
@@ -185,25 +204,11 @@ class FeatureBankModule:
         """Nothing to optimise."""
         return
 
-    @staticmethod
-    def _check_normal(point_batch: Any, model_name: str) -> None:  # noqa: ANN401
-        labels = point_batch.gt_label
-        if labels is None or not bool(labels.any()):
-            return
-        bad = labels.nonzero().flatten().tolist()
-        paths = point_batch.point_path or []
-        names = [paths[i] if i < len(paths) else f"cloud {i}" for i in bad]
-        raise PointCloudError(
-            f"the training split holds anomalous clouds ({len(bad)} in this batch: {names[:3]}); {model_name} "
-            "builds its memory from normal samples only.",
-            fix="move anomalous samples to the test split (anomalib's datamodules do this by construction)",
-        )
-
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         """Collect what this batch of normal clouds contributes to the memory."""
         del args, kwargs
         point_batch = self.as_point_batch(batch)  # type: ignore[attr-defined]
-        self._check_normal(point_batch, type(self).__name__)
+        self.check_normal(point_batch, "builds its memory from normal samples only")  # type: ignore[attr-defined]
         self._collected.append(self.model.collect(point_batch))  # type: ignore[operator]
         # Lightning needs a loss-like value; nothing is optimised.
         return self.ddp_anchor * 0.0

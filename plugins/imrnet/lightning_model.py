@@ -28,7 +28,6 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
-from anomalib_3d.data.errors import PointCloudError
 from anomalib_3d.models import PointCloudModelMixin
 
 from .torch_model import PAPER_LITERAL, IMRNetModel, IMRNetPrediction
@@ -249,7 +248,7 @@ class IMRNet(PointCloudModelMixin, AnomalibModule):
         """Masked-patch reconstruction loss of a batch of normal clouds."""
         del args, kwargs
         point_batch = self.as_point_batch(batch)
-        self._check_normal(point_batch)
+        self.check_normal(point_batch, "learns from normal samples only")
         loss = self.model.training_loss(point_batch.points, point_batch.batch_index, paths=point_batch.point_path)
         self._statistics_stale = True
         self.log("train_loss", loss, prog_bar=True, batch_size=point_batch.batch_size)
@@ -286,20 +285,6 @@ class IMRNet(PointCloudModelMixin, AnomalibModule):
     # ----------------------------------------------------------------------------------------
     # training-set statistics
     # ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_normal(point_batch: Any) -> None:  # noqa: ANN401
-        labels = point_batch.gt_label
-        if labels is None or not bool(labels.any()):
-            return
-        bad = labels.nonzero().flatten().tolist()
-        paths = point_batch.point_path or []
-        names = [paths[i] if i < len(paths) else f"cloud {i}" for i in bad]
-        raise PointCloudError(
-            f"the training split holds anomalous clouds ({len(bad)} in this batch: {names[:3]}); IMRNet "
-            "learns from normal samples only.",
-            fix="move anomalous samples to the test split (anomalib's datamodules do this by construction)",
-        )
-
     def _training_clouds(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         trainer = self._trainer
         loader = None
@@ -331,7 +316,7 @@ class IMRNet(PointCloudModelMixin, AnomalibModule):
             batches = mine
         for batch in batches:
             point_batch = self.as_point_batch(batch)
-            self._check_normal(point_batch)
+            self.check_normal(point_batch, "learns from normal samples only")
             yield point_batch.points.to(self.device), point_batch.batch_index.to(self.device)
 
     def calibrate(self) -> dict[str, float] | None:
