@@ -54,14 +54,15 @@ def _peak_mb(device: str) -> float:
 def run_one(row: dict, test_category: str, args: argparse.Namespace) -> dict[str, float]:
     from anomalib.engine import Engine
 
-    from anomalib_3d_plugins.threedzal import TaskIrrelevantZeroShot3D, ThreeDzAL
+    from anomalib_3d.data.datamodules import ZeroShot3D
+from anomalib_3d_plugins.threedzal import ThreeDzAL
 
     options = {"layout": "mvtec3d", "image_size": [args.image_size, args.image_size], "num_train": args.num_train,
                "num_test_good": args.num_test_good, "num_test_per_defect": args.num_test_per_defect,
                "defect_types": ["bulge", "concavity", "hole", "crack"]}
     irrelevant = [c for c in args.categories if c not in {test_category, args.fit_category}]
     source = {"dataset": "synthetic3d", "root": args.root, "options": options}
-    datamodule = TaskIrrelevantZeroShot3D(
+    datamodule = ZeroShot3D(
         fit_sources=[{**source, "categories": [args.fit_category], "split": "train"}],
         task_irrelevant_sources=[{**source, "categories": irrelevant, "split": "train"}],
         test_sources=[{**source, "categories": [test_category], "split": "test"}],

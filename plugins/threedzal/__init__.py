@@ -2,7 +2,6 @@
 
 * :class:`ThreeDzAL` — the anomalib Lightning module (``anomalib train --model ThreeDzAL``);
 * :class:`ThreeDzALModel` — the PyTorch model (branches, pseudo-anomaly losses, bank, scores);
-* :class:`TaskIrrelevantZeroShot3D` — the leave-one-out protocol's datamodule;
 * :mod:`.pseudo_anomaly` — random-CNN points of interest, adding / removing pseudo-anomalies.
 """
 
@@ -25,7 +24,6 @@ _WHERE = {
     "GeneratorCNN": "pseudo_anomaly",
     "add_points": "pseudo_anomaly",
     "remove_points": "pseudo_anomaly",
-    "TaskIrrelevantZeroShot3D": "data",
 }
 
 

@@ -5,7 +5,7 @@ its switch, the choices made where the paper text lost a number, and measured re
 
 Fitting: the datamodule's training split holds the *normal* data of one (non-target) category; the
 task-irrelevant samples (pseudo-anomaly material) come from, in this order, the ``task_irrelevant``
-argument, the ``task_irrelevant_sources`` of a :class:`TaskIrrelevantZeroShot3D` datamodule, or the
+argument, the ``task_irrelevant_sources`` of a :class:`~anomalib_3d.data.datamodules.zero_shot.ZeroShot3D` datamodule, or the
 built-in organized ``Synthetic3D`` parts that are not the target. f_theta and g_phi train on normal
 vs pseudo-anomalous patches; the memory bank is (re)built from the training split with the final
 weights before any validation / test / prediction.

@@ -124,10 +124,10 @@ def test_synthetic_leave_one_out_config_through_the_cli(tmp_path: Path) -> None:
 
 
 def _datamodule(root: Path, test_category: str = "gear"):  # noqa: ANN202
-    from anomalib_3d_plugins.threedzal.data import TaskIrrelevantZeroShot3D
+    from anomalib_3d.data.datamodules.zero_shot import ZeroShot3D
 
     source = {"dataset": "synthetic3d", "root": str(root), "options": TINY}
-    return TaskIrrelevantZeroShot3D(
+    return ZeroShot3D(
         fit_sources=[{**source, "categories": ["cup"], "split": "train"}],
         task_irrelevant_sources=[{**source, "categories": ["bottle", "bowl"], "split": "train"}],
         test_sources=[{**source, "categories": [test_category], "split": "test"}],
@@ -174,9 +174,9 @@ def test_target_category_is_never_read_while_fitting(tmp_path: Path, monkeypatch
     assert {"cup", "bottle", "bowl"} <= categories_read  # normal data and task-irrelevant data both used
     assert not [p for p in model.fit_paths if "/gear/" in p]
     # the test category is refused as fitting or task-irrelevant data
-    from anomalib_3d_plugins.threedzal.data import TaskIrrelevantZeroShot3D
+    from anomalib_3d.data.datamodules.zero_shot import ZeroShot3D
 
-    bad = TaskIrrelevantZeroShot3D(
+    bad = ZeroShot3D(
         fit_sources=[{"dataset": "synthetic3d", "root": str(tmp_path / "synthetic"), "categories": ["cup"], "split": "train", "options": TINY}],
         task_irrelevant_sources=[{"dataset": "synthetic3d", "root": str(tmp_path / "synthetic"), "categories": ["gear"], "split": "train", "options": TINY}],
         test_sources=[{"dataset": "synthetic3d", "root": str(tmp_path / "synthetic"), "categories": ["gear"], "split": "test", "options": TINY}],

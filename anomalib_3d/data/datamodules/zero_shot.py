@@ -85,11 +85,17 @@ class DataSource:
 
 class ZeroShot3D(PointCloudDataModule):
     """Fit on ``fit_sources`` (labels kept: anomalies in them are training signal), test on
-    ``test_sources``.
+    ``test_sources``; optionally draw material from ``task_irrelevant_sources`` (3DzAL's
+    pseudo-anomalies), which a model reads through :meth:`task_irrelevant_dataset`.
+
+    A test category may appear in neither the fitting nor the task-irrelevant sources, by file and
+    by category: that is the zero-shot guarantee.
 
     Args:
         fit_sources: the auxiliary / fitting data.
         test_sources: the target data.
+        task_irrelevant_sources: other categories whose samples a model may use as raw material
+            (never as normal data of the target).
         remove_background: organized sources: drop the support plane.
         grid_size: organized sources: common (H, W) after nearest resizing.
         **kwargs: batch sizes, workers, split modes (see :class:`PointCloudDataModule`).
@@ -99,12 +105,16 @@ class ZeroShot3D(PointCloudDataModule):
         self,
         fit_sources: Sequence[DataSource],
         test_sources: Sequence[DataSource],
+        task_irrelevant_sources: Sequence[DataSource] = (),
         remove_background: bool = True,
         grid_size: tuple[int, int] | None = (224, 224),
         **kwargs,
     ) -> None:
         self.fit_sources = [s if isinstance(s, DataSource) else DataSource(**s) for s in fit_sources]
         self.test_sources = [s if isinstance(s, DataSource) else DataSource(**s) for s in test_sources]
+        self.task_irrelevant_sources = [
+            s if isinstance(s, DataSource) else DataSource(**s) for s in task_irrelevant_sources
+        ]
         if not self.fit_sources or not self.test_sources:
             msg = "ZeroShot3D needs at least one fit source and one test source."
             raise ValueError(msg)
@@ -114,7 +124,39 @@ class ZeroShot3D(PointCloudDataModule):
         self.remove_background = remove_background
         self.grid_size = grid_size
 
+    def test_categories(self) -> set[str]:
+        """Categories of the test sources (after their ``exclude``)."""
+        return {c for s in self.test_sources for c in s.categories if c not in s.exclude}
+
+    def _check_categories(self, sources: Sequence[DataSource], role: str) -> None:
+        shared = sorted({c for s in sources for c in s.categories if c not in s.exclude} & self.test_categories())
+        if shared:
+            msg = (f"the {role} sources contain the test categories {shared}: not zero-shot. "
+                   f"Add them to the {role} sources' exclude list.")
+            raise ValueError(msg)
+
+    def task_irrelevant_samples(self) -> pd.DataFrame:
+        """The samples table of the task-irrelevant sources (never overlapping the test data)."""
+        if not self.task_irrelevant_sources:
+            return pd.DataFrame()
+        self._check_categories(self.task_irrelevant_sources, "task-irrelevant")
+        frame = pd.concat([s.samples() for s in self.task_irrelevant_sources], ignore_index=True)
+        test = pd.concat([s.samples() for s in self.test_sources], ignore_index=True)
+        leaked = sorted(set(frame.image_path) & set(test.image_path))
+        if leaked:
+            msg = f"{len(leaked)} task-irrelevant samples are test samples (e.g. {leaked[0]}): not zero-shot."
+            raise ValueError(msg)
+        return frame
+
+    def task_irrelevant_dataset(self, grid_size: tuple[int, int] | None = None) -> PointCloudDataset:
+        """The task-irrelevant samples as a dataset (background removed, grids resized like the fit data)."""
+        return self._dataset(self.task_irrelevant_samples(), None, "task_irrelevant", grid_size or self.grid_size)
+
     def scan(self) -> pd.DataFrame:
+        if self.task_irrelevant_sources:
+            # 3DzAL's protocol: the fitting category must not be a test category either.
+            self._check_categories(self.fit_sources, "fit")
+            self._check_categories(self.task_irrelevant_sources, "task-irrelevant")
         fit = pd.concat([s.samples() for s in self.fit_sources], ignore_index=True)
         test = pd.concat([s.samples() for s in self.test_sources], ignore_index=True)
         leaked = sorted(set(fit.image_path) & set(test.image_path))
@@ -133,6 +175,11 @@ class ZeroShot3D(PointCloudDataModule):
         return check_datamodule_data(self, validate)
 
     def make_dataset(self, samples: pd.DataFrame, split: str) -> PointCloudDataset:
+        return self._dataset(samples, split, self.name, self.grid_size)
+
+    def _dataset(
+        self, samples: pd.DataFrame, split: str | None, name: str, grid_size: tuple[int, int] | None
+    ) -> PointCloudDataset:
         from anomalib_3d.data.datamodules.eyecandies import EyecandiesDataset
 
         # reads every kind of row (Eyecandies rows included); collates to a PointCloudBatch
@@ -141,7 +188,7 @@ class ZeroShot3D(PointCloudDataModule):
             samples,
             split,
             remove_background=self.remove_background,
-            grid_size=self.grid_size,
-            name=self.name,
+            grid_size=grid_size,
+            name=name,
             columns=getattr(self, "columns", None),
         )
