@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from anomalib import LearningType
 from anomalib.models.components import AnomalibModule
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.models import PointCloudModelMixin
@@ -363,11 +362,10 @@ class IMRNet(PointCloudModelMixin, AnomalibModule):
             self.calibrate()
 
     def on_validation_start(self) -> None:
-        """Validation during training scores with up-to-date statistics only at the last epoch
-        (recomputing them every epoch would double the training time)."""
-        if not self._statistics_stale:
-            return
-        if self.trainer.state.fn != TrainerFn.FITTING or self._last_training_epoch():
+        """Validation scores with statistics of the current weights. By default it runs once, after
+        the last epoch (:class:`~anomalib_3d.models.ValidateAfterLastEpoch`); a user who asks for
+        validation every few epochs pays one calibration per validation."""
+        if self._statistics_stale or not bool(self.model.calibrated):
             self.calibrate()
 
     def on_test_start(self) -> None:

@@ -220,8 +220,9 @@ def test_reg3dad_registers_any_pose_and_reloads_identically(clouds: dict, dual: 
     assert len(model.template_list) == 3
     test = _moved(clouds["test"], seed=3)  # arbitrary rotation: global registration needed
     prediction = model(test)
-    # The exact template of this part scores 0.82; the dual banks mix in every part (0.72).
-    _check_prediction(prediction, test, 0.65 if dual else 0.75)
+    # The exact template of this part scores 0.82; the dual banks mix in every part (0.72). Open3D's
+    # RANSAC is only repeatable on one OpenMP thread: on two, runs here gave 0.65-0.72 (dual).
+    _check_prediction(prediction, test, 0.6 if dual else 0.75)
     _assert_same(prediction, _reloaded(Reg3DADModel, model, **kwargs)(test))
 
 
