@@ -57,7 +57,7 @@ def timing_table(work: Path, quick: bool) -> dict[str, Path]:
     if quick:
         plans = [("real3d", 1), ("real3d", 10), ("mvtec3d", 1)]
     print("\n## Generation time (40 samples per category)\n")
-    print(f"| layout | categories | samples | workers | wall s | CPU s | ms / sample (wall) | x target |")
+    print("| layout | categories | samples | workers | wall s | CPU s | ms / sample (wall) | x target |")
     print("|---|---|---|---|---|---|---|---|")
     kept: dict[str, Path] = {}
     for layout, count in plans:
