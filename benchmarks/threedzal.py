@@ -55,7 +55,7 @@ def run_one(row: dict, test_category: str, args: argparse.Namespace) -> dict[str
     from anomalib.engine import Engine
 
     from anomalib_3d.data.datamodules import ZeroShot3D
-from anomalib_3d_plugins.threedzal import ThreeDzAL
+    from anomalib_3d_plugins.threedzal import ThreeDzAL
 
     options = {"layout": "mvtec3d", "image_size": [args.image_size, args.image_size], "num_train": args.num_train,
                "num_test_good": args.num_test_good, "num_test_per_defect": args.num_test_per_defect,
