@@ -34,6 +34,7 @@ from anomalib_3d.ops import (
     register,
     smooth_scores,
 )
+from anomalib_3d.ops.memory_bank import canonical_order
 
 __all__ = ["Reg3DADModel", "Reg3DADPrediction"]
 
@@ -52,6 +53,13 @@ def _subsample(points: torch.Tensor, count: int | None) -> torch.Tensor:
     if count is None or points.shape[0] <= count:
         return points
     return points[farthest_point_sample(points, count).to(points.device)]
+
+
+def _cloud_key(cloud: torch.Tensor) -> torch.Tensor:
+    """A content descriptor of a cloud ``(N, 3)`` for ordering: size, mean, second moments, extent."""
+    c = cloud.double()
+    size = torch.tensor([float(c.shape[0])], dtype=torch.float64, device=c.device)
+    return torch.cat([size, c.mean(0), (c * c).mean(0), c.amin(0), c.amax(0)])
 
 
 class Reg3DADModel(nn.Module):
@@ -164,6 +172,10 @@ class Reg3DADModel(nn.Module):
         sizes = all_gather_cat(torch.tensor([c.shape[0] for c in clouds], dtype=torch.long, device=clouds[0].device))
         points = all_gather_cat(torch.cat(clouds))
         clouds = list(torch.split(points, sizes.tolist()))
+        # Which clouds become templates, and which is the reference, must not depend on how the
+        # loader shuffled or how DDP ranks split the training set: order the clouds by content.
+        keys = torch.stack([_cloud_key(c) for c in clouds])
+        clouds = [clouds[i] for i in canonical_order(keys).tolist()]
         kept = clouds if self.num_templates is None else clouds[: self.num_templates]
         reference = kept[0]
         # Templates share the reference frame, so one global registration per test cloud suffices.
