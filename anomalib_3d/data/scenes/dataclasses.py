@@ -52,7 +52,7 @@ convert; inside anomalib-3d sizes are always ``(x, y, z)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import ClassVar, Generic, TypeVar
 
@@ -61,7 +61,12 @@ from anomalib.data.dataclasses.generic import FieldDescriptor
 from anomalib.data.dataclasses.torch.base import Batch, DatasetItem
 from torch import Tensor
 
-from anomalib_3d.data.scenes.errors import InvalidBoxError, InvalidPoseError, InvalidSceneError
+from anomalib_3d.data.dataclasses import _check_str, _check_str_list
+from anomalib_3d.data.scenes.errors import (
+    InvalidBoxError,
+    InvalidPoseError,
+    InvalidSceneError,
+)
 
 T = TypeVar("T")
 PathT = TypeVar("PathT")
@@ -264,24 +269,6 @@ def _objects(value: object, name: str, trailing: tuple[int, ...], dtype: torch.d
     return tensor.to(dtype)
 
 
-def _str_or_none(value: object, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        msg = f"{name} must be a string, got {type(value).__name__}."
-        raise TypeError(msg)
-    return value
-
-
-def _str_list(value: object, name: str) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        msg = f"{name} must be a list of strings, got {type(value).__name__}."
-        raise TypeError(msg)
-    return [str(v) for v in value]
-
-
 class _SharedSceneValidators:
     """Validators that are the same for items and batches (per-object fields are ragged)."""
 
@@ -305,7 +292,7 @@ class _SharedSceneValidators:
 
     @staticmethod
     def validate_object_names(names: list[str] | None) -> list[str] | None:
-        return _str_list(names, "object_names")
+        return _check_str_list(names, "object_names")
 
     @staticmethod
     def validate_mask_path(mask_path: object) -> object:
@@ -386,10 +373,10 @@ def _make_view_validators(lead: int) -> dict[str, staticmethod]:
 
     if lead == 1:
         def text(name: str):  # noqa: ANN202
-            return lambda value: _str_or_none(value, name)
+            return lambda value: _check_str(value, name)
     else:
         def text(name: str):  # noqa: ANN202
-            return lambda value: _str_list(value, name)
+            return lambda value: _check_str_list(value, name)
 
     return {
         "validate_image": staticmethod(image),
