@@ -331,6 +331,30 @@ def test_make_scene_is_deterministic_and_labels_follow_the_assets() -> None:
     assert not np.array_equal(first.points, other.points)
 
 
+def test_scene_colour_random_makes_colour_oddness_relative_to_the_scene() -> None:
+    from anomalib_3d.data.synthetic.generator import CATEGORY_COLORS
+    from anomalib_3d.data.synthetic.scenes import make_scene, scene_dataset_params
+
+    family = make_scene("gear", 11, num_odd=1, **SMALL)
+    explicit = make_scene("gear", 11, num_odd=1, scene_colour="family", **SMALL)
+    assert np.array_equal(family.points, explicit.points) and np.array_equal(family.albedo, explicit.albedo)
+    base_colours = []
+    for seed in range(6):
+        scene = make_scene("gear", seed, num_odd=1, scene_colour="random", colour_defect_probability=1.0, **SMALL)
+        per_object = np.stack([scene.albedo[scene.object_id == k][0] for k in range(scene.num_objects)])
+        odd = scene.object_labels
+        assert scene.defects[int(np.flatnonzero(odd)[0])] == "colour"
+        normal = per_object[~odd]
+        assert np.allclose(normal, normal[0])  # the scene's normal instances share one colour ...
+        assert np.abs(per_object[odd][0] - normal[0]).max() >= 0.25  # ... and the odd one differs clearly
+        base_colours.append(normal[0])
+    # ... while across scenes the normal colour is free: far from the family colour in some scenes.
+    spread = np.abs(np.stack(base_colours) - np.array(CATEGORY_COLORS["gear"])).max(axis=1)
+    assert spread.max() > 0.2
+    with pytest.raises(ValueError, match="scene_colour"):
+        scene_dataset_params(scene_colour="rainbow")
+
+
 def _tree_digest(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):

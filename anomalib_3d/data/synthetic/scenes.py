@@ -51,6 +51,7 @@ SCENE_GENERATOR_VERSION = "1.0"
 SPLIT_FILE_NAME = "synthetic-split.json"
 MANIFEST_NAME = "manifest.json"
 COLOUR_DEFECT = "colour"
+SCENE_COLOUR_MODES = ("family", "random")
 DEFECT_SIZE_SCALE = 2.0
 
 # Camera of the released data: 256 px, f = 213.33 px (about 62 degrees), principal point at the centre.
@@ -87,6 +88,7 @@ def scene_dataset_params(
     max_objects: int = 6,
     colour_defect_probability: float = 0.25,
     points_per_object: int = 6000,
+    scene_colour: str = "family",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Validated, complete generation parameters (the cache key of a generated set).
@@ -100,8 +102,14 @@ def scene_dataset_params(
         min_objects, max_objects: instances per scene.
         colour_defect_probability: chance that an odd instance differs by colour, not geometry.
         points_per_object: surface samples per instance (splat density; raise for 256 px).
+        scene_colour: ``"family"``: every scene of a family has (about) the family's colour;
+            ``"random"``: each scene draws its own colour, so a recoloured instance is odd only
+            relative to the others of its scene (as in ToysAD, whose assets come in many colours).
         seed: generation seed.
     """
+    if scene_colour not in SCENE_COLOUR_MODES:
+        msg = f"scene_colour must be one of {SCENE_COLOUR_MODES}, got {scene_colour!r}."
+        raise ValueError(msg)
     for family in (*categories, *unseen_categories):
         _check_category(family)
     overlap = sorted(set(categories) & set(unseen_categories))
@@ -129,6 +137,7 @@ def scene_dataset_params(
         "max_objects": int(max_objects),
         "colour_defect_probability": float(colour_defect_probability),
         "points_per_object": int(points_per_object),
+        "scene_colour": str(scene_colour),
         "seed": int(seed),
     }
 
@@ -232,6 +241,16 @@ def _place(rng: np.random.Generator, radii: np.ndarray, area_radius: float) -> n
     return np.stack(centres)
 
 
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A saturated, mid-bright colour of random hue (HSV with S in [0.35, 0.8], V in [0.45, 0.9])."""
+    hue, saturation, value = rng.uniform(0.0, 1.0), rng.uniform(0.35, 0.8), rng.uniform(0.45, 0.9)
+    sector = int(hue * 6) % 6
+    fraction = hue * 6 - int(hue * 6)
+    p, q, t = value * (1 - saturation), value * (1 - saturation * fraction), value * (1 - saturation * (1 - fraction))
+    rgb = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)][sector]
+    return np.array(rgb)
+
+
 def _recolour(albedo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A clearly different colour: rotated channels pushed away from the original."""
     shifted = np.roll(albedo, int(rng.integers(1, 3)))
@@ -250,6 +269,7 @@ def make_scene(
     max_objects: int = 6,
     colour_defect_probability: float = 0.25,
     points_per_object: int = 6000,
+    scene_colour: str = "family",
     num_odd: int | None = None,
 ) -> SyntheticScene:
     """Build one scene in memory (no rendering).
@@ -268,6 +288,9 @@ def make_scene(
     scale = rng.uniform(0.2, 0.27) / float(extent.max())
     footprint = float(np.linalg.norm(extent[:2])) / 2 * scale
     base_colour = np.clip(np.array(CATEGORY_COLORS[category]) + rng.uniform(-0.08, 0.08, size=3), 0.05, 0.95)
+    if scene_colour == "random":
+        # A separate stream: the "family" scenes stay byte-identical to earlier versions.
+        base_colour = _random_colour(np.random.default_rng(derive_seed(seed, "scene-colour")))
 
     count = int(rng.integers(min_objects, max_objects + 1))
     centres = None
@@ -534,6 +557,7 @@ def _generate_one(task: tuple[Path, str, str, int, dict[str, Any]]) -> str:
         max_objects=params["max_objects"],
         colour_defect_probability=params["colour_defect_probability"],
         points_per_object=params["points_per_object"],
+        scene_colour=params.get("scene_colour", "family"),
     )
     scene_id = _scene_id(key, family, index)
     write_scene(scene, Path(root) / scene_id)
