@@ -37,6 +37,12 @@ category          str | None                  list[str] (B)
 image_path        str | None                  list[str] (B) — the scene folder
 ================  ==========================  ===============================================
 
+Predicted boxes (batch only, e.g. Odd-One-Out's density proposals; ``None`` when the model scores
+the ground-truth boxes): ``pred_boxes (ΣP, 2, 3)`` world ``[centre, size]``, ``pred_object_scores
+(ΣP,)`` float, ``pred_object_batch (ΣP,)`` long scene of each predicted box (sorted). They are
+model outputs of a whole batch: :attr:`SceneBatch.items` and :meth:`SceneBatch.collate` do not
+carry them.
+
 **Objects are ragged**: a batch concatenates the objects of its scenes along the first dimension
 with a sorted ``object_batch`` vector (the project-wide convention of ``PointCloudBatch``);
 :meth:`SceneBatch.pad_objects` gives the dense ``(B, K_max, ...)`` view plus a validity mask.
@@ -479,6 +485,31 @@ class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batc
 
     image: FieldDescriptor[Tensor | None] = FieldDescriptor(validator_name="validate_image", default=None)
     object_batch: FieldDescriptor[Tensor | None] = FieldDescriptor(validator_name="validate_object_batch")
+    # Predicted object boxes (e.g. Odd-One-Out's density proposals): ragged over predictions like the
+    # ground-truth objects, with their own scene vector. Batch-level model outputs: ``items`` and
+    # ``collate`` do not carry them.
+    pred_boxes: FieldDescriptor[Tensor | None] = FieldDescriptor(validator_name="validate_pred_boxes")
+    pred_object_scores: FieldDescriptor[Tensor | None] = FieldDescriptor(validator_name="validate_pred_object_scores")
+    pred_object_batch: FieldDescriptor[Tensor | None] = FieldDescriptor(validator_name="validate_pred_object_batch")
+
+    @staticmethod
+    def validate_pred_boxes(boxes: Tensor | None) -> Tensor | None:
+        return _SharedSceneValidators.validate_boxes(boxes)
+
+    @staticmethod
+    def validate_pred_object_scores(scores: Tensor | None) -> Tensor | None:
+        return _objects(scores, "pred_object_scores", (), torch.float32)
+
+    @staticmethod
+    def validate_pred_object_batch(pred_object_batch: Tensor | None) -> Tensor | None:
+        if pred_object_batch is None:
+            return None
+        pred_object_batch = _tensor(pred_object_batch, "pred_object_batch").long()
+        if pred_object_batch.ndim != 1:
+            raise InvalidSceneError(f"pred_object_batch must be (ΣP,), got {tuple(pred_object_batch.shape)}.")
+        if pred_object_batch.numel() > 1 and bool((pred_object_batch[1:] < pred_object_batch[:-1]).any()):
+            raise InvalidSceneError("pred_object_batch must be sorted (predictions of one scene contiguous).")
+        return pred_object_batch
 
     @staticmethod
     def validate_object_batch(object_batch: Tensor | None) -> Tensor | None:
