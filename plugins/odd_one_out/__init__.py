@@ -5,7 +5,9 @@ version: small 2D/3D backbones, a random frozen stand-in teacher instead of DINO
 boxes); ``OddOneOutModel`` the plain-PyTorch network with the cross-instance attention.
 """
 
+from .backbones import DinoV2Teacher, ResNetFPNEncoder, build_encoder, build_teacher
 from .lightning_model import OddOneOut, paint_object_scores
+from .proposals import cluster_density, density_proposals
 from .torch_model import (
     CrossInstanceAttention,
     CrossInstanceBlock,
@@ -18,6 +20,12 @@ from .torch_model import (
 
 __all__ = [
     "CrossInstanceAttention",
+    "DinoV2Teacher",
+    "ResNetFPNEncoder",
+    "build_encoder",
+    "build_teacher",
+    "cluster_density",
+    "density_proposals",
     "OddOneOut",
     "paint_object_scores",
     "CrossInstanceBlock",

@@ -19,12 +19,17 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib import LearningType
 from anomalib.metrics import AUROC, Evaluator
 from anomalib.models.components import AnomalibModule
+from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.scenes import SceneBatch
+from anomalib_3d.metrics.objects import ObjectAccuracy, ground_truth_scores
+from anomalib_3d.visualization.scenes import SceneVisualizer
 from anomalib_3d.render.volume import VoxelGrid
 
-from .torch_model import OddOneOutModel, SmallEncoder2D
+from .backbones import build_encoder, build_teacher
+from .proposals import density_proposals
+from .torch_model import OddOneOutModel
 
 __all__ = ["OddOneOut", "paint_object_scores"]
 
@@ -60,8 +65,23 @@ class OddOneOut(AnomalibModule):
         num_samples: samples per ray (paper: 128).
         render_epochs: epochs of the first (rendering-only) stage.
         distillation: render β and match it to the teacher's features (ablation switch).
-        teacher: ``"random"``: a frozen, randomly initialised small CNN (a CPU stand-in for DINOv2
-            ViT-S/14, which is not wired in yet).
+        encoder: 2D encoder, ``"small"`` (CPU preset) or ``"resnet50_fpn"`` (the paper's ResNet-50 + FPN);
+            ``encoder_weights``: ``"default"`` (ImageNet from torch hub's cache for ResNet-50), a local
+            file, or ``None`` (random init).
+        teacher: distillation teacher, ``"dinov2_vits14"`` (the paper; weights from a local file or
+            torch hub's cache, else :class:`~anomalib_3d.data.errors.MissingWeightsError`) or
+            ``"random"`` (a frozen, randomly initialised small CNN: the CPU stand-in used in tests and
+            in our synthetic results, *not* the paper's teacher). ``teacher_weights`` as for the
+            encoder; ``teacher_image_size``: DINOv2 input size (official code: 14 x render size);
+            ``pca_fit_batches``: training batches used to fit DINOv2's PCA to ``projection_dim``.
+        boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
+            or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
+            boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each
+            ground-truth object then takes the score of its best-overlapping proposal).
+        proposal_method: ``"dbscan"`` (the paper) or ``"spectral"`` (the official code);
+            ``proposal_threshold``: one-voxel opacity threshold; ``proposal_count``: ``"estimate"``
+            (eigengap) or ``"ground_truth"`` (the official evaluation passes the true object count
+            to the spectral clustering).
         render_loss_weight: weight of the rendering loss in the second stage (official code: 0.1).
         positive_weight: BCE weight of anomalous objects (normal ones get ``1 - positive_weight``).
         learning_rate: Adam learning rate.
@@ -84,27 +104,42 @@ class OddOneOut(AnomalibModule):
         num_samples: int = 64,
         render_epochs: int = 1,
         distillation: bool = True,
+        encoder: str = "small",
+        encoder_weights: str | None = "default",
         teacher: str = "random",
+        teacher_weights: str | None = "default",
+        teacher_image_size: Sequence[int] | None = None,
+        pca_fit_batches: int = 8,
+        boxes: str = "ground_truth",
+        proposal_method: str = "dbscan",
+        proposal_threshold: float = 0.2,
+        proposal_count: str = "estimate",
         render_loss_weight: float = 0.1,
         positive_weight: float = 0.7,
         learning_rate: float = 2e-4,
         pre_processor: torch.nn.Module | bool = False,
         post_processor: torch.nn.Module | bool = True,
         evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
-        visualizer: Any = False,  # noqa: ANN401 - anomalib's image visualizer cannot draw (B, V, 3, H, W)
+        visualizer: Visualizer | bool = True,
     ) -> None:
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
                          visualizer=visualizer)
-        if teacher != "random":
-            msg = f"teacher={teacher!r} is not available yet; only the 'random' stand-in is implemented."
-            raise NotImplementedError(msg)
         self.grid = VoxelGrid(tuple(grid_shape), voxel_size, tuple(grid_center))
         self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
-                                    heads, token_dim)
-        self.teacher = SmallEncoder2D(projection_dim) if distillation else None
-        if self.teacher is not None:
-            self.teacher.requires_grad_(False)
-            self.teacher.eval()
+                                    heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights))
+        self.teacher = (build_teacher(teacher, projection_dim, teacher_weights, image_size=teacher_image_size)
+                        if distillation else None)
+        self.pca_fit_batches = int(pca_fit_batches)
+        if boxes not in ("ground_truth", "proposals"):
+            msg = f"boxes must be 'ground_truth' or 'proposals', got {boxes!r}."
+            raise ValueError(msg)
+        if proposal_count not in ("estimate", "ground_truth"):
+            msg = f"proposal_count must be 'estimate' or 'ground_truth', got {proposal_count!r}."
+            raise ValueError(msg)
+        self.boxes = boxes
+        self.proposal_method = proposal_method
+        self.proposal_threshold = float(proposal_threshold)
+        self.proposal_count = proposal_count
         self.render_size = tuple(int(s) for s in render_size)
         self.num_samples = int(num_samples)
         self.render_epochs = int(render_epochs)
@@ -124,10 +159,27 @@ class OddOneOut(AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Scene AUROC (max object score vs 'scene holds an odd object') and object AUROC."""
+        """Scene AUROC (max object score vs 'scene holds an odd object'), object AUROC, and the
+        paper's object accuracy (IoU > 0.5 and the right label, mean over scenes) with the official
+        code's pooled variant (max-IoU box, pooled over objects)."""
         scene = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
         objects = AUROC(fields=["object_scores", "object_labels"], prefix="object_")
-        return Evaluator(test_metrics=[scene, objects])
+        accuracy = ObjectAccuracy(fields=["object_scores", "object_labels"], iou_threshold=0.5, threshold=0.5)
+        pooled = ObjectAccuracy(fields=["object_scores", "object_labels"], threshold=0.5, pooled=True)
+        return Evaluator(test_metrics=[scene, objects, accuracy, pooled])
+
+    @classmethod
+    def configure_visualizer(cls) -> SceneVisualizer:
+        """One PNG per test / predict scene: boxes coloured by object score above the ground truth."""
+        return SceneVisualizer()
+
+    def on_train_start(self) -> None:
+        """Fit the teacher's fixed PCA (DINOv2 384 -> ``projection_dim``) once, on the first training views."""
+        if self.teacher is None or not getattr(self.teacher, "needs_fit", False):
+            return
+        loader = self.trainer.train_dataloader
+        images = (batch.image.flatten(0, 1).to(self.device) for batch, _ in zip(loader, range(self.pca_fit_batches), strict=False))
+        self.teacher.fit_pca(images)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam((p for p in self.model.parameters() if p.requires_grad), lr=self.learning_rate)
@@ -187,6 +239,8 @@ class OddOneOut(AnomalibModule):
         return {"loss": classification + self.render_loss_weight * render}
 
     def _predict(self, batch: SceneBatch) -> SceneBatch:
+        if self.boxes == "proposals":
+            return self._predict_proposals(batch)
         out = self.model(batch.image, batch.intrinsics, batch.world_to_camera, batch.boxes, batch.object_batch)
         scores = torch.sigmoid(out.object_logits)
         scene_scores = torch.zeros(batch.batch_size, device=scores.device)
@@ -196,6 +250,24 @@ class OddOneOut(AnomalibModule):
         else:
             maps = torch.zeros(batch.image.shape[0], batch.num_views, *batch.image.shape[-2:], device=scores.device)
         return batch.update(object_scores=scores, pred_score=scene_scores, anomaly_map=maps)
+
+    def _predict_proposals(self, batch: SceneBatch) -> SceneBatch:
+        """Score density proposals; ground-truth objects read the score of their best-overlapping proposal."""
+        features, density, _, projection = self.model.build_volume(batch.image, batch.intrinsics, batch.world_to_camera)
+        count = batch.num_objects if self.proposal_method == "spectral" and self.proposal_count == "ground_truth" else None
+        pred_boxes, pred_batch = density_proposals(density, self.grid, threshold=self.proposal_threshold,
+                                                   method=self.proposal_method, num_clusters=count)
+        pred_scores = torch.sigmoid(self.model.classify(features, density, projection, pred_boxes, pred_batch))
+        scene_scores = torch.zeros(batch.batch_size, device=density.device)
+        scene_scores = scene_scores.scatter_reduce(0, pred_batch, pred_scores, "amax", include_self=True)
+        updates: dict[str, Any] = {"pred_score": scene_scores, "pred_boxes": pred_boxes,
+                                   "pred_object_scores": pred_scores, "pred_object_batch": pred_batch}
+        if batch.boxes is not None:
+            scores = ground_truth_scores(pred_boxes, pred_scores, pred_batch, batch.boxes, batch.object_batch)
+            updates["object_scores"] = scores
+            if batch.object_index is not None:
+                updates["anomaly_map"] = paint_object_scores(scores, batch.object_index, batch.object_batch)
+        return batch.update(**updates)
 
     def validation_step(self, batch: SceneBatch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         del args, kwargs

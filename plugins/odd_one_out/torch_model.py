@@ -247,6 +247,9 @@ class OddOneOutModel(nn.Module):
         topk: correspondences per other instance (paper: 20).
         num_blocks, heads, token_dim: attention stack (paper: 3 blocks, 8 heads).
         crop_margin: enlarge boxes by this fraction on each side before cropping.
+        encoder: 2D encoder ``(N, 3, H, W) -> (N, feature_dim, ceil(H/4), ceil(W/4))``; default
+            :class:`SmallEncoder2D` (see :func:`~anomalib_3d_plugins.odd_one_out.backbones.build_encoder`
+            for the paper's ResNet-50 + FPN).
     """
 
     def __init__(
@@ -261,12 +264,13 @@ class OddOneOutModel(nn.Module):
         heads: int = 8,
         token_dim: int = 64,
         crop_margin: float = 0.1,
+        encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.grid = grid or VoxelGrid()
         self.crop_size = int(crop_size)
         self.crop_margin = float(crop_margin)
-        self.encoder = SmallEncoder2D(feature_dim)
+        self.encoder = encoder if encoder is not None else SmallEncoder2D(feature_dim)
         self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim)  # +1: the views-that-saw-it count
         self.density_head = nn.Conv3d(feature_dim, 1, 1)
         self.rgb_head = nn.Conv3d(feature_dim, 3, 1)

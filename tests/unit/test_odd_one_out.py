@@ -148,3 +148,16 @@ def test_engine_fits_and_tests_on_synthetic_scenes(tmp_path) -> None:  # noqa: A
     assert torch.all(predicted.pred_score >= 0)
     exported = model(batch)  # anomalib's forward: post-processed InferenceBatch
     assert exported.pred_score.shape == (batch.batch_size,)
+    # The paper's object accuracy (here on ground-truth boxes) and one scene picture per test scene.
+    assert 0.0 <= results[0]["object_Accuracy"] <= 1.0 and 0.0 <= results[0]["object_PooledAccuracy"] <= 1.0
+    pictures = list((tmp_path / "results").rglob("images/**/*.png"))
+    assert len(pictures) == len(datamodule.test_data)
+
+    # Proposals instead of ground-truth boxes: the untrained density is faint, so a low threshold.
+    model.boxes, model.proposal_threshold = "proposals", 1e-3
+    model.eval()
+    with torch.no_grad():
+        proposed = model.predict_step(batch, 0)
+    assert proposed.pred_boxes is not None and proposed.pred_boxes.shape[1:] == (2, 3)
+    assert proposed.pred_object_scores.shape == proposed.pred_object_batch.shape == (proposed.pred_boxes.shape[0],)
+    assert proposed.object_scores.shape == batch.object_labels.shape  # each GT object reads its best proposal
