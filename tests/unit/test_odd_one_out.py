@@ -153,6 +153,18 @@ def test_engine_fits_and_tests_on_synthetic_scenes(tmp_path) -> None:  # noqa: A
     pictures = list((tmp_path / "results").rglob("images/**/*.png"))
     assert len(pictures) == len(datamodule.test_data)
 
+    # Save -> load -> identical predictions (every constructor switch travels in the checkpoint).
+    checkpoint = tmp_path / "odd_one_out.ckpt"
+    engine.trainer.save_checkpoint(checkpoint)
+    reloaded = OddOneOut.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    model.eval()
+    with torch.no_grad():
+        again = reloaded.predict_step(batch, 0)
+        first = model.predict_step(batch, 0)
+    assert reloaded.grid == model.grid
+    assert torch.equal(again.object_scores, first.object_scores)
+    assert torch.equal(again.anomaly_map, first.anomaly_map)
+
     # Proposals instead of ground-truth boxes: the untrained density is faint, so a low threshold.
     model.boxes, model.proposal_threshold = "proposals", 1e-3
     model.eval()
