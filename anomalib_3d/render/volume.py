@@ -351,6 +351,7 @@ def render_volume(
     background: Tensor | float | None = None,
     return_weights: bool = False,
     min_weight: float = 0.0,
+    stop_gradient_channels: int = 0,
 ) -> VolumeRender:
     """Emission-absorption rendering of a voxel grid of density and features.
 
@@ -377,6 +378,10 @@ def render_volume(
             exact). Density is always sampled everywhere; the skipped samples' contributions are
             below ``min_weight * num_samples * max|feature|`` per pixel. With sparse learned
             densities this skips most of the (dominant) feature sampling.
+        stop_gradient_channels: the last this-many feature channels are accumulated with the
+            weights detached, so their loss reaches the features but not the density (Odd-One-Out
+            renders distilled features this way: the teacher is not multi-view consistent and would
+            otherwise bend the geometry). Values are unchanged.
 
     Returns:
         :class:`VolumeRender`.
@@ -437,12 +442,25 @@ def render_volume(
     weights = torch.exp(-accumulated) * (1.0 - torch.exp(-optical))
     weights = weights * hit.unsqueeze(-1).to(dtype)
     opacity = weights.sum(dim=-1)
-    if min_weight > 0:
-        rendered = _accumulate_sparse(features, coords, weights, min_weight, mode)
+    if not 0 <= stop_gradient_channels <= channels:
+        msg = f"stop_gradient_channels must lie in [0, {channels}], got {stop_gradient_channels}."
+        raise ValueError(msg)
+
+    def accumulate(volume: Tensor, sample_weights: Tensor) -> Tensor:
+        if min_weight > 0:
+            return _accumulate_sparse(volume, coords, sample_weights, min_weight, mode)
+        sampled_features = F.grid_sample(volume, coords, mode=mode, padding_mode="zeros", align_corners=False)
+        feats = sampled_features.view(batch, volume.shape[1], views, height, width, num_samples)
+        return torch.einsum("bvhws,bcvhws->bvchw", sample_weights, feats)
+
+    split = channels - int(stop_gradient_channels)
+    if split == channels:
+        rendered = accumulate(features, weights)
+    elif split == 0:
+        rendered = accumulate(features, weights.detach())
     else:
-        sampled_features = F.grid_sample(features, coords, mode=mode, padding_mode="zeros", align_corners=False)
-        feats = sampled_features.view(batch, channels, views, height, width, num_samples)
-        rendered = torch.einsum("bvhws,bcvhws->bvchw", weights, feats)
+        rendered = torch.cat([accumulate(features[:, :split], weights),
+                              accumulate(features[:, split:], weights.detach())], dim=2)
     depth = (weights * t).sum(dim=-1) * z_per_metre
     if background is not None:
         bg = torch.as_tensor(background, dtype=dtype, device=density.device).reshape(-1)

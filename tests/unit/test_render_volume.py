@@ -239,3 +239,30 @@ def test_crop_boxes_samples_box_cell_centres() -> None:
     whole = torch.tensor([[grid.center, grid.extent]], dtype=torch.float64)
     assert torch.allclose(crop_boxes(volume[:1], whole, grid, size=grid.shape, mode="nearest"), volume[:1])
     assert crop_boxes(volume, boxes[:0], grid).shape == (0, 3, 8, 8, 8)
+
+
+@pytest.mark.parametrize("min_weight", [0.0, 1e-9])
+def test_stop_gradient_channels_keep_values_and_cut_only_the_density_gradient(min_weight: float) -> None:
+    grid = VoxelGrid(shape=(4, 4, 4), voxel_size=0.25, center=(0.0, 0.0, 2.0))
+    generator = torch.Generator().manual_seed(3)
+    density = (0.5 + 3 * torch.rand(1, 1, 4, 4, 4, generator=generator, dtype=torch.float64)).requires_grad_()
+    features = torch.rand(1, 3, 4, 4, 4, generator=generator, dtype=torch.float64).requires_grad_()
+    k = _k(3.0, 1.5, 1.5).double()
+
+    def render(stop: int):  # noqa: ANN202
+        return render_volume(density, features, k, IDENTITY_POSE.double(), (3, 3), grid, num_samples=16,
+                             min_weight=min_weight, stop_gradient_channels=stop)
+
+    plain, split = render(0), render(2)
+    assert torch.allclose(plain.features, split.features, atol=1e-12)
+    # A loss on the detached channels reaches the features but not the density ...
+    (gd,) = torch.autograd.grad(split.features[:, :, 1:].sum(), density, retain_graph=True)
+    assert gd.abs().max() == 0
+    (gf,) = torch.autograd.grad(split.features[:, :, 1:].sum(), features, retain_graph=True)
+    assert gf[:, 1:].abs().sum() > 0
+    # ... while the first channel's loss still shapes the density, exactly as without the split.
+    (gd0,) = torch.autograd.grad(split.features[:, :, :1].sum(), density)
+    (gd_plain,) = torch.autograd.grad(plain.features[:, :, :1].sum(), density)
+    assert gd0.abs().sum() > 0 and torch.allclose(gd0, gd_plain)
+    with pytest.raises(ValueError, match="stop_gradient_channels"):
+        render(4)
