@@ -74,6 +74,9 @@ class OddOneOut(AnomalibModule):
             in our synthetic results, *not* the paper's teacher). ``teacher_weights`` as for the
             encoder; ``teacher_image_size``: DINOv2 input size (official code: 14 x render size);
             ``pca_fit_batches``: training batches used to fit DINOv2's PCA to ``projection_dim``.
+        readout: ``"conv"`` (the paper) or ``"mean"``, see
+            :class:`~anomalib_3d_plugins.odd_one_out.torch_model.ObjectReadout`.
+        feature_loss: distillation loss, ``"cosine"`` (the paper: cosine distance per pixel) or ``"mse"``.
         boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
             or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
             boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each
@@ -110,6 +113,8 @@ class OddOneOut(AnomalibModule):
         teacher_weights: str | None = "default",
         teacher_image_size: Sequence[int] | None = None,
         pca_fit_batches: int = 8,
+        readout: str = "conv",
+        feature_loss: str = "cosine",
         boxes: str = "ground_truth",
         proposal_method: str = "dbscan",
         proposal_threshold: float = 0.2,
@@ -126,7 +131,12 @@ class OddOneOut(AnomalibModule):
                          visualizer=visualizer)
         self.grid = VoxelGrid(tuple(grid_shape), voxel_size, tuple(grid_center))
         self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
-                                    heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights))
+                                    heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights),
+                                    readout=readout)
+        if feature_loss not in ("cosine", "mse"):
+            msg = f"feature_loss must be 'cosine' or 'mse', got {feature_loss!r}."
+            raise ValueError(msg)
+        self.feature_loss = feature_loss
         self.teacher = (build_teacher(teacher, projection_dim, teacher_weights, image_size=teacher_image_size)
                         if distillation else None)
         self.pca_fit_batches = int(pca_fit_batches)
@@ -197,19 +207,24 @@ class OddOneOut(AnomalibModule):
         return small.view(batch, views, *small.shape[1:])
 
     def render_loss(self, batch: SceneBatch, render: Any, views: torch.Tensor) -> torch.Tensor:  # noqa: ANN401
-        """RGB L1 + silhouette BCE + feature distillation MSE in the supervising ``views``."""
+        """Paper Eq. 3-4 in the supervising ``views``: squared error of the rendered RGB and silhouette
+        (lambda_sigma = 1) plus the feature distillation loss (cosine distance, lambda_f = 1)."""
         target_rgb = self._downsample(batch.image[:, views])
-        loss = F.l1_loss(render.features[:, :, :3], target_rgb)
+        loss = F.mse_loss(render.features[:, :, :3], target_rgb)
         if batch.silhouette is not None:
             target = self._downsample(batch.silhouette[:, views].unsqueeze(2).float())[:, :, 0]
-            loss = loss + F.binary_cross_entropy(render.opacity.clamp(1e-5, 1 - 1e-5), target)
+            loss = loss + F.mse_loss(render.opacity, target)
         if self.teacher is not None:
             with torch.no_grad():
                 images = batch.image[:, views]
                 teacher = self.teacher(images.flatten(0, 1))
                 teacher = F.interpolate(teacher, size=self.render_size, mode="bilinear", align_corners=False)
                 teacher = teacher.view(*images.shape[:2], *teacher.shape[1:])
-            loss = loss + F.mse_loss(render.features[:, :, 3:], teacher)
+            rendered = render.features[:, :, 3:]
+            if self.feature_loss == "cosine":
+                loss = loss + (1.0 - F.cosine_similarity(rendered, teacher, dim=2, eps=1e-6)).mean()
+            else:
+                loss = loss + F.mse_loss(rendered, teacher)
         return loss
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

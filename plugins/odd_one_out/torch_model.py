@@ -29,10 +29,12 @@ from torch import Tensor, nn
 from anomalib_3d.render.volume import VoxelGrid, VolumeRender, backproject_features, crop_boxes, render_volume
 
 AttentionMode = Literal["sparse", "dense", "none"]
+ReadoutMode = Literal["conv", "mean"]
 
 __all__ = [
     "CrossInstanceAttention",
     "CrossInstanceBlock",
+    "ObjectReadout",
     "OddOneOutModel",
     "OddOneOutOutput",
     "SmallEncoder2D",
@@ -162,6 +164,39 @@ class CrossInstanceBlock(nn.Module):
         return tokens + self.mlp(self.norm_mlp(tokens))
 
 
+class ObjectReadout(nn.Module):
+    """Object logit from its attended crop (paper Sec. 3.4): strided 3D convolutions down to one
+    cell (1/8 of an 8^3 crop), flattened, then a 2-layer MLP; ``mode="mean"`` averages the tokens
+    instead (an ablation: a local defect is diluted by the average).
+
+    ``tokens (K, T = s^3, dim) -> (K,)``.
+    """
+
+    def __init__(self, dim: int, crop_size: int, mode: ReadoutMode = "conv") -> None:
+        super().__init__()
+        if mode not in ("conv", "mean"):
+            msg = f"readout must be 'conv' or 'mean', got {mode!r}."
+            raise ValueError(msg)
+        self.mode, self.crop_size = mode, int(crop_size)
+        layers: list[nn.Module] = []
+        size = self.crop_size
+        while mode == "conv" and size > 1:
+            layers += [nn.Conv3d(dim, dim, 3, stride=2, padding=1), nn.GroupNorm(1, dim), nn.GELU()]
+            size = (size + 1) // 2
+        self.down = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if self.mode == "mean":
+            pooled = tokens.mean(dim=1)
+        else:
+            size = self.crop_size
+            volume = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], size, size, size)
+            pooled = self.down(volume).flatten(1)
+        return self.mlp(self.norm(pooled)).squeeze(-1)
+
+
 # ----------------------------------------------------------------------------------------------
 # 2D and 3D backbones (CPU presets; the paper's ResNet-50 + FPN is left to the next step)
 
@@ -250,6 +285,10 @@ class OddOneOutModel(nn.Module):
         encoder: 2D encoder ``(N, 3, H, W) -> (N, feature_dim, ceil(H/4), ceil(W/4))``; default
             :class:`SmallEncoder2D` (see :func:`~anomalib_3d_plugins.odd_one_out.backbones.build_encoder`
             for the paper's ResNet-50 + FPN).
+        readout: ``"conv"`` (the paper: strided 3D convolutions to 1/8, then a 2-layer MLP) or
+            ``"mean"`` (token average, then the MLP).
+        feature_stop_gradient: render β with the density detached (the paper), so distillation
+            shapes the features but not the geometry.
     """
 
     def __init__(
@@ -265,6 +304,8 @@ class OddOneOutModel(nn.Module):
         token_dim: int = 64,
         crop_margin: float = 0.1,
         encoder: nn.Module | None = None,
+        readout: ReadoutMode = "conv",
+        feature_stop_gradient: bool = True,
     ) -> None:
         super().__init__()
         self.grid = grid or VoxelGrid()
@@ -282,8 +323,8 @@ class OddOneOutModel(nn.Module):
         self.blocks = nn.ModuleList(
             CrossInstanceBlock(token_dim, heads, attention, topk) for _ in range(num_blocks)
         )
-        self.readout = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, token_dim), nn.GELU(),
-                                     nn.Linear(token_dim, 1))
+        self.readout = ObjectReadout(token_dim, self.crop_size, readout)
+        self.feature_stop_gradient = bool(feature_stop_gradient)
 
     def build_volume(self, images: Tensor, intrinsics: Tensor, world_to_camera: Tensor) -> tuple[Tensor, ...]:
         """Views ``(B, M, 3, H, W)`` -> ``features, density, rgb, projection`` volumes."""
@@ -308,7 +349,7 @@ class OddOneOutModel(nn.Module):
         x = self.embed(tokens) + self.position
         for block in self.blocks:
             x = block(x, match, object_batch)
-        return self.readout(x.mean(dim=1)).squeeze(-1)
+        return self.readout(x)
 
     def forward(
         self,
@@ -337,5 +378,6 @@ class OddOneOutModel(nn.Module):
         if render_intrinsics is not None and render_world_to_camera is not None:
             render = render_volume(density, torch.cat([rgb, projection], dim=1), render_intrinsics,
                                    render_world_to_camera, render_size, self.grid, num_samples=num_samples,
-                                   stratified=self.training)
+                                   stratified=self.training,
+                                   stop_gradient_channels=projection.shape[1] if self.feature_stop_gradient else 0)
         return OddOneOutOutput(object_logits=logits, density=density, rgb=rgb, projection=projection, render=render)

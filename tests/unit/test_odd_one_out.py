@@ -173,3 +173,22 @@ def test_engine_fits_and_tests_on_synthetic_scenes(tmp_path) -> None:  # noqa: A
     assert proposed.pred_boxes is not None and proposed.pred_boxes.shape[1:] == (2, 3)
     assert proposed.pred_object_scores.shape == proposed.pred_object_batch.shape == (proposed.pred_boxes.shape[0],)
     assert proposed.object_scores.shape == batch.object_labels.shape  # each GT object reads its best proposal
+
+
+@pytest.mark.parametrize(("crop", "layers"), [(8, 3), (6, 3), (4, 2), (1, 0)])
+def test_conv_readout_downsamples_the_crop_to_one_cell(crop: int, layers: int) -> None:
+    from anomalib_3d_plugins.odd_one_out.torch_model import ObjectReadout
+
+    readout = ObjectReadout(16, crop, "conv")
+    assert sum(isinstance(m, torch.nn.Conv3d) for m in readout.down) == layers  # 8^3 -> 1: 1/8, as the paper
+    tokens = torch.randn(5, crop**3, 16)
+    assert readout(tokens).shape == (5,)
+    # The conv readout sees where a voxel is; the mean readout does not.
+    moved = tokens.clone()
+    moved[:, [0, -1]] = tokens[:, [-1, 0]]
+    mean = ObjectReadout(16, crop, "mean")
+    assert torch.allclose(mean(moved), mean(tokens), atol=1e-6)
+    if crop > 1:
+        assert not torch.allclose(readout(moved), readout(tokens))
+    with pytest.raises(ValueError, match="readout"):
+        ObjectReadout(16, crop, "max")  # type: ignore[arg-type]
