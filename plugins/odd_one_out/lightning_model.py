@@ -77,6 +77,9 @@ class OddOneOut(AnomalibModule):
         readout: ``"conv"`` (the paper) or ``"mean"``, see
             :class:`~anomalib_3d_plugins.odd_one_out.torch_model.ObjectReadout`.
         feature_loss: distillation loss, ``"cosine"`` (the paper: cosine distance per pixel) or ``"mse"``.
+        image_loss: ``"l2"`` (the paper's Eq. 3: squared error of RGB and silhouette) or ``"l1_bce"``
+            (L1 on RGB, binary cross-entropy on the silhouette).
+        feature_stop_gradient: render β with the density detached (the paper).
         boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
             or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
             boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each
@@ -115,6 +118,8 @@ class OddOneOut(AnomalibModule):
         pca_fit_batches: int = 8,
         readout: str = "conv",
         feature_loss: str = "cosine",
+        image_loss: str = "l2",
+        feature_stop_gradient: bool = True,
         boxes: str = "ground_truth",
         proposal_method: str = "dbscan",
         proposal_threshold: float = 0.2,
@@ -132,11 +137,15 @@ class OddOneOut(AnomalibModule):
         self.grid = VoxelGrid(tuple(grid_shape), voxel_size, tuple(grid_center))
         self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
                                     heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights),
-                                    readout=readout)
+                                    readout=readout, feature_stop_gradient=feature_stop_gradient)
         if feature_loss not in ("cosine", "mse"):
             msg = f"feature_loss must be 'cosine' or 'mse', got {feature_loss!r}."
             raise ValueError(msg)
         self.feature_loss = feature_loss
+        if image_loss not in ("l2", "l1_bce"):
+            msg = f"image_loss must be 'l2' or 'l1_bce', got {image_loss!r}."
+            raise ValueError(msg)
+        self.image_loss = image_loss
         self.teacher = (build_teacher(teacher, projection_dim, teacher_weights, image_size=teacher_image_size)
                         if distillation else None)
         self.pca_fit_batches = int(pca_fit_batches)
@@ -210,10 +219,12 @@ class OddOneOut(AnomalibModule):
         """Paper Eq. 3-4 in the supervising ``views``: squared error of the rendered RGB and silhouette
         (lambda_sigma = 1) plus the feature distillation loss (cosine distance, lambda_f = 1)."""
         target_rgb = self._downsample(batch.image[:, views])
-        loss = F.mse_loss(render.features[:, :, :3], target_rgb)
+        l2 = self.image_loss == "l2"
+        loss = (F.mse_loss if l2 else F.l1_loss)(render.features[:, :, :3], target_rgb)
         if batch.silhouette is not None:
             target = self._downsample(batch.silhouette[:, views].unsqueeze(2).float())[:, :, 0]
-            loss = loss + F.mse_loss(render.opacity, target)
+            opacity = render.opacity if l2 else render.opacity.clamp(1e-5, 1 - 1e-5)
+            loss = loss + (F.mse_loss if l2 else F.binary_cross_entropy)(opacity, target)
         if self.teacher is not None:
             with torch.no_grad():
                 images = batch.image[:, views]
