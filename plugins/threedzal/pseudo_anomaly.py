@@ -12,6 +12,10 @@
 3. **Removing-point** pseudo-anomaly: a random anchor on the normal surface, its patch, and a random
    fraction of that patch's points dropped.
 
+In organized (depth-map) data an attached region should also hide the surface behind it:
+:func:`camera_visible` keeps one point per pixel ray (the ``depth_consistent`` switch; not in the
+paper).
+
 Labels are exact: added points are anomalous; for removals, the patch points that remain around
 the hole are anomalous; nothing else is.
 """
@@ -287,11 +291,57 @@ def remove_points(
     return PseudoAnomaly(cloud[keep], labels, patch, "removing")
 
 
+def camera_visible(points: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Which of ``points`` a depth camera at the origin (looking along +z) would see inside the
+    pixel footprint of ``reference`` — what an organized (depth-map) scan of the modified surface
+    keeps: one point per pixel ray, the nearest.
+
+    Rays are binned by ``(x/z, y/z)`` on the reference's own pixel lattice (pitch: the median
+    nearest-neighbour ray distance of the reference points); points outside the footprint's box
+    (half a pitch of margin) or not in front of the camera are dropped.
+
+    Args:
+        points: ``(M, 3)`` camera-frame points (e.g. a cell and the points added to it).
+        reference: ``(K, 3)`` the unmodified cell's points (defines footprint and pitch).
+
+    Returns:
+        ``(M,) bool`` visible points (at least one per occupied ray bin).
+    """
+    def rays(xyz: torch.Tensor) -> torch.Tensor:
+        return xyz[:, :2] / xyz[:, 2:3].clamp_min(1e-9)
+
+    ref = rays(reference)
+    lo, hi = ref.amin(dim=0), ref.amax(dim=0)
+    if ref.shape[0] > 1:
+        gaps = torch.cdist(ref, ref).fill_diagonal_(float("inf")).amin(dim=1)
+        gaps = gaps[gaps > 0]  # resized grids may repeat a point
+        pitch = float(gaps.median().clamp_min(1e-12)) if gaps.numel() else 1e-3 * float(reference[0, 2].abs())
+    else:
+        pitch = 1e-3 * float(reference[0, 2].abs().clamp_min(1e-9))
+    uv = rays(points)
+    inside = (points[:, 2] > 0) & ((uv >= lo - pitch / 2) & (uv <= hi + pitch / 2)).all(dim=1)
+    visible = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    candidates = inside.nonzero().squeeze(1)
+    if candidates.numel() == 0:
+        return visible
+    bins = torch.floor((uv[candidates] - lo) / pitch + 0.5).long().clamp_min(0)
+    key = bins[:, 0] * (int(bins[:, 1].max()) + 1) + bins[:, 1]
+    # nearest point per ray bin: sort by (bin, depth) and keep each bin's first
+    order = torch.argsort(points[candidates, 2], stable=True)
+    order = order[torch.argsort(key[order], stable=True)]
+    sorted_keys = key[order]
+    first = torch.ones_like(sorted_keys, dtype=torch.bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    visible[candidates[order[first]]] = True
+    return visible
+
+
 __all__ = [
     "GENERATORS",
     "GeneratorCNN",
     "PseudoAnomaly",
     "add_points",
+    "camera_visible",
     "interest_region",
     "remove_points",
     "soft_interest_map",

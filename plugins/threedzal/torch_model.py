@@ -34,6 +34,7 @@ from .pointnet2 import PatchPointNet2
 from .pseudo_anomaly import (
     GeneratorCNN,
     add_points,
+    camera_visible,
     interest_region,
     remove_points,
     soft_interest_map,
@@ -190,6 +191,8 @@ class ThreeDzALModel(nn.Module):
         beta: float = 1.0,
         learned_weight: float = 1.0,
         map_centering: bool = False,
+        normalize_learned: bool = False,
+        depth_consistent: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -257,6 +260,8 @@ class ThreeDzALModel(nn.Module):
         self.alpha, self.beta = float(alpha), float(beta)
         self.learned_weight = float(learned_weight)
         self.map_centering = map_centering
+        self.normalize_learned = normalize_learned
+        self.depth_consistent = depth_consistent
         self.seed = int(seed)
         # Fitted statistics (buffers: checkpoints carry them).
         self.register_buffer("patch_scale", torch.zeros(()))
@@ -373,6 +378,10 @@ class ThreeDzALModel(nn.Module):
             fp = self.fpfh_cells(cloud, patches.cells)
         if self.feature_net is not None:
             learned = self.feature_net(self.normalise_patches(patches.points, patches.centers))
+            if self.normalize_learned:
+                # Eq. 1 shapes f_theta only through cosine similarities; its norm is untrained and
+                # would add unshaped variation to the bank's Euclidean distances.
+                learned = F.normalize(learned, dim=1)
         return [rgb, fp, learned]
 
     def combine(self, branches: list[torch.Tensor | None]) -> torch.Tensor:
@@ -432,13 +441,24 @@ class ThreeDzALModel(nn.Module):
             if i < num_adding:
                 region = self.regions[int(torch.randint(len(self.regions), (1,), generator=g))].to(points)
                 made = add_points(points, region, anchor, n, patch_index=given, scale=self.adding_scale)
+                if self.depth_consistent and given is not None:
+                    # An organized scan of a surface with something attached keeps one point per
+                    # pixel ray (the nearest): no second layer under the added points.
+                    union = made.points[made.patch_index]
+                    keep = camera_visible(union, points[given])
+                    if int(keep.sum()) >= self.min_patch_points:
+                        made = type(made)(made.points, made.labels, made.patch_index[keep], made.kind)
             else:
                 lo, hi = self.drop_fraction
                 fraction = lo + (hi - lo) * float(torch.rand((), generator=g))
                 made = remove_points(points, anchor, n, fraction, patch_index=given, generator=g, mode=self.removal)
             patch = made.points[made.patch_index]
-            patch = fit_patch_size(patch, n, g)
-            out.append(patch - patch.mean(dim=0, keepdim=True))
+            fitted = fit_patch_size(patch, n, g)
+            # Centre on the mean of the distinct points, exactly as normal and test cells are: the
+            # mean of a cycled (padded) patch is shifted towards the repeated points, a cue that
+            # would mark every padded pseudo-anomaly and exists in no real cell.
+            centre = (patch if patch.shape[0] < n else fitted).mean(dim=0, keepdim=True)
+            out.append(fitted - centre)
         scale = self.patch_scale if float(self.patch_scale) > 0 else points.new_ones(())
         return torch.stack(out) / scale if out else points.new_zeros((0, n, 3))
 

@@ -17,6 +17,7 @@ from anomalib_3d_plugins.threedzal.pointnet2 import PatchPointNet2
 from anomalib_3d_plugins.threedzal.pseudo_anomaly import (
     GeneratorCNN,
     add_points,
+    camera_visible,
     interest_region,
     remove_points,
     soft_interest_map,
@@ -275,3 +276,55 @@ def test_pseudo_anomaly_before_after_is_viewable(tmp_path: Path) -> None:
     from PIL import Image
 
     assert Image.open(tmp_path / "pseudo_anomaly.png").size[0] > 100
+
+
+def _pixel_cell(size: int = 8, pitch: float = 0.01, depth: float = 1.0) -> torch.Tensor:
+    """A flat organized cell: one point per pixel ray on a ``size`` x ``size`` lattice at ``depth``."""
+    u = (torch.arange(size, dtype=torch.float32) - (size - 1) / 2) * pitch
+    uu, vv = torch.meshgrid(u, u, indexing="ij")
+    return torch.stack([uu.reshape(-1) * depth, vv.reshape(-1) * depth, torch.full((size * size,), depth)], dim=1)
+
+
+def test_camera_visible_is_a_z_buffer_on_the_cells_pixel_lattice() -> None:
+    """Brute force: for every point, find its nearest lattice pixel; per pixel keep the nearest
+    point along z; points beyond the footprint are never visible."""
+    cell = _pixel_cell()
+    rng = torch.Generator().manual_seed(0)
+    added = torch.cat([torch.rand(40, 2, generator=rng) * 0.1 - 0.05, 0.8 + 0.4 * torch.rand(40, 1, generator=rng)], dim=1)
+    added[:, :2] *= added[:, 2:3]  # camera-frame points whose rays spread over (and beyond) the cell
+    points = torch.cat([cell, added])
+    visible = camera_visible(points, cell)
+    lattice = cell[:, :2] / cell[:, 2:3]
+    rays = points[:, :2] / points[:, 2:3]
+    half = 0.01 / 2
+    inside = ((rays >= lattice.amin(0) - half) & (rays <= lattice.amax(0) + half)).all(dim=1)
+    pixel = torch.cdist(rays, lattice).argmin(dim=1)
+    expected = torch.zeros_like(visible)
+    for p in pixel[inside].unique().tolist():
+        members = (inside & (pixel == p)).nonzero().squeeze(1)
+        expected[members[points[members, 2].argmin()]] = True
+    assert torch.equal(visible, expected)
+    assert camera_visible(cell, cell).all()  # an unmodified cell is entirely visible
+    behind = cell.clone()
+    behind[:, :2] *= 1.5 / behind[:, 2:3]
+    behind[:, 2] = 1.5
+    assert not camera_visible(torch.cat([cell, behind]), cell)[64:].any()  # the same rays, farther: hidden
+
+
+def test_pseudo_anomalous_patches_are_centred_like_real_cells() -> None:
+    """Removal patches are padded by cycling; they must be centred on their distinct points' mean
+    (as normal / test cells are), not on the padded patch's mean."""
+    model = ThreeDzALModel(grid_size=16, patch_size=8, learned_branch=False, classifier=True, adding_ratio=0.0,
+                           rotation_augment=False)
+    xyz = torch.zeros(16, 16, 3)
+    xyz[..., :2] = torch.stack(torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij"), -1) * 0.01
+    xyz[..., 2] = 1.0 + 0.05 * torch.sin(xyz[..., 0] * 40)
+    valid = torch.ones(16, 16, dtype=torch.bool)
+    cloud = OrganizedCloud(xyz, valid, None, (16, 16), torch.arange(256))
+    patches = model.cell_patches(cloud)
+    model.patch_scale.fill_(1.0)
+    made = model.pseudo_anomalous_patches(cloud, patches, 6)
+    for patch in made:
+        distinct = torch.unique(patch, dim=0)
+        assert distinct.shape[0] < 64  # padded
+        assert torch.allclose(distinct.mean(0), torch.zeros(3), atol=1e-6)
