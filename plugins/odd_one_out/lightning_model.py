@@ -178,14 +178,16 @@ class OddOneOut(AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Scene AUROC (max object score vs 'scene holds an odd object'), object AUROC, and the
-        paper's object accuracy (IoU > 0.5 and the right label, mean over scenes) with the official
-        code's pooled variant (max-IoU box, pooled over objects)."""
+        """Scene AUROC (max object score vs 'scene holds an odd object'), object AUROC, the paper's
+        object accuracy (IoU > 0.5 and the right label, mean over scenes) with the official code's
+        pooled variant (max-IoU box, pooled over objects), and pixel AUROC of the per-view maps."""
         scene = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
         objects = AUROC(fields=["object_scores", "object_labels"], prefix="object_")
         accuracy = ObjectAccuracy(fields=["object_scores", "object_labels"], iou_threshold=0.5, threshold=0.5)
         pooled = ObjectAccuracy(fields=["object_scores", "object_labels"], threshold=0.5, pooled=True)
-        return Evaluator(test_metrics=[scene, objects, accuracy, pooled])
+        # Per-view maps (each object's score on its footprint) against the per-view anomaly masks.
+        pixel = AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_")
+        return Evaluator(test_metrics=[scene, objects, accuracy, pooled, pixel])
 
     @classmethod
     def configure_visualizer(cls) -> SceneVisualizer:

@@ -47,7 +47,7 @@ def test_odd_one_out_config_through_the_cli(tmp_path: Path, boxes: str) -> None:
     out = _run(args, cwd=tmp_path)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-5000:]
-    for metric in ("image_AUROC", "object_AUROC", "object_Accuracy", "object_PooledAccuracy"):
+    for metric in ("image_AUROC", "object_AUROC", "object_Accuracy", "object_PooledAccuracy", "pixel_AUROC"):
         assert metric in log, log[-3000:]
     pictures = list((tmp_path / "results").rglob("images/**/*.png"))
     assert len(pictures) == 4, sorted(str(p) for p in (tmp_path / "results").rglob("*"))  # 2 seen + 2 unseen scenes
