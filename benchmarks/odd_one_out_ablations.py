@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's trainer.max_epochs")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="training seed and scene-generation seed")
+    parser.add_argument("--proposals", action="store_true", help="also score density proposals (DBSCAN)")
     parser.add_argument("--out", default=None, help="write the table as JSON here")
     return parser.parse_args()
 
@@ -65,20 +66,34 @@ def datamodule(args: argparse.Namespace, test_split: str | None = None):  # noqa
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:  # noqa: ANN401
+def evaluate(model: torch.nn.Module, loader: Any, boxes: str = "ground_truth") -> dict[str, float]:  # noqa: ANN401
+    """Object / scene AUROC and the paper's object accuracy over a split, scoring ``boxes``."""
+    from anomalib_3d.metrics.objects import object_accuracy
+
     model.eval()
-    object_scores, object_labels, scene_scores, scene_labels = [], [], [], []
+    model.boxes = boxes
+    object_scores, object_labels, scene_scores, scene_labels, correct, proposals = [], [], [], [], [], []
     for batch in loader:
         out = model._predict(batch)  # noqa: SLF001 - raw scores, before anomalib's normalisation
         object_scores.append(out.object_scores.cpu())
         object_labels.append(batch.object_labels.cpu())
         scene_scores.append(out.pred_score.cpu())
         scene_labels.append(batch.gt_label.cpu())
+        pred_boxes = out.pred_boxes if boxes == "proposals" else None
+        pred_scores = out.pred_object_scores if boxes == "proposals" else out.object_scores
+        pred_batch = out.pred_object_batch if boxes == "proposals" else batch.object_batch
+        accuracy = object_accuracy(pred_boxes, pred_scores, pred_batch, batch.boxes, batch.object_labels,
+                                   batch.object_batch)
+        correct.append(float(accuracy) * batch.batch_size)
+        proposals.append(len(pred_scores))
+    model.boxes = "ground_truth"
     scores, labels = torch.cat(object_scores).numpy(), torch.cat(object_labels).numpy()
     s_scores, s_labels = torch.cat(scene_scores).numpy(), torch.cat(scene_labels).numpy()
     return {
         "object_auroc": float(roc_auc_score(labels, scores)),
         "scene_auroc": float(roc_auc_score(s_labels, s_scores)) if len(set(s_labels)) > 1 else float("nan"),
+        "accuracy": sum(correct) / len(s_labels),
+        "boxes_per_scene": sum(proposals) / len(s_labels),
         "objects": int(len(labels)),
         "odd": int(labels.sum()),
     }
@@ -112,14 +127,22 @@ def main() -> None:
         engine.fit(model, datamodule=data)
         fit_s = time.perf_counter() - start
         metrics = {split: evaluate(model, loader) for split, loader in loaders.items()}
+        if args.proposals:
+            metrics.update({f"{split}-proposals": evaluate(model, loader, "proposals") for split, loader in loaders.items()})
         results.append({"row": row, "fit_s": fit_s, **{f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()}})
         print(f"[ablation] {row}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in results[-1].items() if k != "row"), flush=True)
-    print("\n| row | seen obj AUROC | unseen obj AUROC | seen scene AUROC | unseen scene AUROC | fit s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| row | boxes | seen obj AUROC | unseen obj AUROC | seen accuracy | unseen accuracy "
+          "| seen scene AUROC | unseen scene AUROC | fit s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['row']} | {r['seen-test/object_auroc']:.3f} | {r['unseen-test/object_auroc']:.3f} | "
-              f"{r['seen-test/scene_auroc']:.3f} | {r['unseen-test/scene_auroc']:.3f} | {r['fit_s']:.0f} |")
+        for suffix, name in (("", "ground truth"), ("-proposals", "proposals")):
+            if f"seen-test{suffix}/object_auroc" not in r:
+                continue
+            cell = {k.replace(suffix, ""): v for k, v in r.items() if suffix == "" or suffix in k}
+            print(f"| {r['row']} | {name} | {cell['seen-test/object_auroc']:.3f} | {cell['unseen-test/object_auroc']:.3f} | "
+                  f"{cell['seen-test/accuracy']:.3f} | {cell['unseen-test/accuracy']:.3f} | "
+                  f"{cell['seen-test/scene_auroc']:.3f} | {cell['unseen-test/scene_auroc']:.3f} | {r['fit_s']:.0f} |")
     print(f"\nobjects: seen {results[0]['seen-test/objects']} ({results[0]['seen-test/odd']} odd), "
           f"unseen {results[0]['unseen-test/objects']} ({results[0]['unseen-test/odd']} odd)")
     if args.out:

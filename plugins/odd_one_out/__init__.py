@@ -1,8 +1,9 @@
 """Odd-One-Out (Bhunia et al., CVPR 2025): find the odd object in a multi-view multi-object scene.
 
-Work in progress (see ``README.md``): ``OddOneOut`` is the anomalib model (CPU-sized first
-version: small 2D/3D backbones, a random frozen stand-in teacher instead of DINOv2, ground-truth
-boxes); ``OddOneOutModel`` the plain-PyTorch network with the cross-instance attention.
+``OddOneOut`` is the anomalib model (two-stage training, scene / object / pixel metrics, scene
+pictures); ``OddOneOutModel`` the plain-PyTorch network with the sparse cross-instance attention;
+``backbones`` the paper's ResNet-50 + FPN encoder and DINOv2 teacher; ``proposals`` the object
+proposals from the predicted density. See ``README.md`` for switches and measured results.
 """
 
 from .backbones import DinoV2Teacher, ResNetFPNEncoder, build_encoder, build_teacher

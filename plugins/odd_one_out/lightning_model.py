@@ -1,4 +1,4 @@
-"""Odd-One-Out as an anomalib model (work in progress: a CPU-sized first version, see README.md).
+"""Odd-One-Out as an anomalib model (switches and measured results in README.md).
 
 Training follows the paper's two stages: for the first ``render_epochs`` epochs only the rendering
 loss (RGB + silhouette + feature distillation into the supervising views); afterwards the object
@@ -6,7 +6,8 @@ classification loss (class-weighted BCE) plus ``render_loss_weight`` x the rende
 
 Outputs per scene: ``object_scores`` (sigmoid of the object logits, one per ground-truth box),
 ``pred_score`` = the highest object score, ``anomaly_map`` = each object's score painted on its
-segmentation in every view (so anomalib's post-processor and pixel metrics see per-view maps).
+segmentation in every view (so anomalib's post-processor and pixel metrics see per-view maps); with
+``boxes="proposals"`` also ``pred_boxes`` / ``pred_object_scores`` / ``pred_object_batch``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class OddOneOut(AnomalibModule):
         render_loss_weight: weight of the rendering loss in the second stage (official code: 0.1).
         positive_weight: BCE weight of anomalous objects (normal ones get ``1 - positive_weight``).
         learning_rate: Adam learning rate.
+        visualizer: ``True``: :class:`~anomalib_3d.visualization.scenes.SceneVisualizer` writes one
+            picture per test / predict scene; ``False`` for none; or any anomalib ``Visualizer``.
     """
 
     def __init__(
