@@ -223,21 +223,11 @@ def test_imrnet_beats_nearest_point_baseline_on_synthetic3d(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_notebook_runs_headless(tmp_path: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(REPO / "notebooks" / "imrnet_synthetic.ipynb", as_version=4)
-    env_cell = nbformat.v4.new_code_cell(
-        f"import os\nos.environ['IMRNET_NOTEBOOK_TINY'] = '1'\nos.environ['IMRNET_NOTEBOOK_ROOT'] = {str(tmp_path)!r}"
-    )
-    notebook.cells.insert(0, env_cell)
-    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
-    client.execute()
-    outputs = "".join(
-        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-    )
-    assert "I-AUROC" in outputs
-    assert any("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
+def test_notebook_runs_headless(run_notebook, tmp_path: Path) -> None:  # noqa: ANN001
+    outputs = run_notebook("imrnet_synthetic.ipynb", timeout=300, IMRNET_NOTEBOOK_TINY="1",
+                           IMRNET_NOTEBOOK_ROOT=str(tmp_path))
+    assert "I-AUROC" in "".join(o.get("text", "") for o in outputs)
+    assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
 def _anomaly_shapenet_copy(real3d_category: Path, target_root: Path, category: str) -> Path:

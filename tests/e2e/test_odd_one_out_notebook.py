@@ -8,27 +8,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_odd_one_out_notebook_runs_headless(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    monkeypatch.setenv("ODD_ONE_OUT_NB_SIZE", "tiny")
-    monkeypatch.setenv("ODD_ONE_OUT_NB_ROOT", str(tmp_path / "scenes"))
-    monkeypatch.setenv("ODD_ONE_OUT_NB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    notebook = nbformat.read(REPO / "notebooks" / "odd_one_out.ipynb", as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs = []
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    errors = [o for o in outputs if o.get("output_type") == "error"]
-    assert not errors, errors[0].get("evalue") if errors else ""
+def test_odd_one_out_notebook_runs_headless(run_notebook, tmp_path: Path) -> None:  # noqa: ANN001
+    outputs = run_notebook("odd_one_out.ipynb", ODD_ONE_OUT_NB_SIZE="tiny", ODD_ONE_OUT_NB_ROOT=str(tmp_path / "scenes"),
+                           ODD_ONE_OUT_NB_RESULTS=str(tmp_path / "results"), OMP_NUM_THREADS="1")
     text = "".join(o.get("text", "") for o in outputs)
     assert "size: tiny" in text
     assert re.search(r"object AUROC \(Evaluator\): \d\.\d{3}", text)
