@@ -639,22 +639,11 @@ class SceneVisualizer(Visualizer):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Save the pictures of a test batch."""
+        """Save the pictures of a test (or predict) batch."""
         del pl_module, dataloader_idx
         self._save(trainer, outputs, batch, batch_idx)
 
-    def on_predict_batch_end(
-        self,
-        trainer: Any,
-        pl_module: Any,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Save the pictures of a predict batch."""
-        del pl_module, dataloader_idx
-        self._save(trainer, outputs, batch, batch_idx)
+    on_predict_batch_end = on_test_batch_end
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Say where the pictures are."""
