@@ -52,7 +52,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's trainer.max_epochs")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="training seed and scene-generation seed")
-    parser.add_argument("--proposals", action="store_true", help="also score density proposals (DBSCAN)")
+    parser.add_argument("--proposals", type=float, nargs="*", default=None, metavar="THRESHOLD",
+                        help="also score density proposals (DBSCAN) at these opacity thresholds (paper: 0.2)")
     parser.add_argument("--out", default=None, help="write the table as JSON here")
     return parser.parse_args()
 
@@ -127,8 +128,10 @@ def main() -> None:
         engine.fit(model, datamodule=data)
         fit_s = time.perf_counter() - start
         metrics = {split: evaluate(model, loader) for split, loader in loaders.items()}
-        if args.proposals:
-            metrics.update({f"{split}-proposals": evaluate(model, loader, "proposals") for split, loader in loaders.items()})
+        for threshold in args.proposals or []:
+            model.proposal_threshold = threshold
+            metrics.update({f"{split}-proposals@{threshold:g}": evaluate(model, loader, "proposals")
+                            for split, loader in loaders.items()})
         results.append({"row": row, "fit_s": fit_s, **{f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()}})
         print(f"[ablation] {row}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in results[-1].items() if k != "row"), flush=True)
@@ -136,7 +139,8 @@ def main() -> None:
           "| seen scene AUROC | unseen scene AUROC | fit s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        for suffix, name in (("", "ground truth"), ("-proposals", "proposals")):
+        suffixes = [("", "ground truth")] + [(f"-proposals@{t:g}", f"proposals @ {t:g}") for t in args.proposals or []]
+        for suffix, name in suffixes:
             if f"seen-test{suffix}/object_auroc" not in r:
                 continue
             cell = {k.replace(suffix, ""): v for k, v in r.items() if suffix == "" or suffix in k}
