@@ -15,7 +15,8 @@ from torch import nn
 
 from anomalib_3d.data.errors import CorruptFileError, MissingWeightsError
 
-__all__ = ["WIDE_RESNET50_URL", "RGBBackbone", "grid_patch_features"]
+__all__ = ["WIDE_RESNET50_URL", "RGBBackbone", "cached_checkpoint", "grid_patch_features", "hub_checkpoint_dir",
+           "load_state_dict_file"]
 
 WIDE_RESNET50_URL = "https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,10 +53,43 @@ def grid_patch_features(
     return F.adaptive_avg_pool2d(dense, (patch_grid, patch_grid))
 
 
-def _cached_wide_resnet() -> Path | None:
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    found = sorted(checkpoints.glob("wide_resnet50_2-*.pth")) if checkpoints.is_dir() else []
-    return found[0] if found else None
+def hub_checkpoint_dir() -> Path:
+    """torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``): where every pretrained weight
+    file of this project is looked for when no path is given. Nothing is ever downloaded."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_checkpoint(*patterns: str) -> Path | None:
+    """The first file in :func:`hub_checkpoint_dir` matching the first pattern that matches anything
+    (exact names first, then globs such as ``"resnet50-*.pth"``), or ``None``."""
+    folder = hub_checkpoint_dir()
+    if not folder.is_dir():
+        return None
+    for pattern in patterns:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def load_state_dict_file(path: Path, what: str, fix: str) -> dict[str, torch.Tensor]:
+    """A ``str -> Tensor`` mapping from a ``.pth`` / ``.pt`` (``torch.load``) or ``.safetensors`` file.
+
+    Raises:
+        CorruptFileError: the file cannot be read or holds no state dict (message names ``what``).
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CorruptFileError(f"cannot read {what} ({type(exc).__name__}: {exc}).", path=path, fix=fix) from exc
+    if not isinstance(state, dict):
+        raise CorruptFileError(f"{what}: expected a state dict, found a {type(state).__name__}.", path=path, fix=fix)
+    return state
 
 
 class RGBBackbone(nn.Module):
@@ -81,17 +115,17 @@ class RGBBackbone(nn.Module):
             torch.manual_seed(seed)
             network = wide_resnet50_2(weights=None)
         if pretrained:
-            path = Path(weights).expanduser() if weights is not None else _cached_wide_resnet()
+            path = Path(weights).expanduser() if weights is not None else cached_checkpoint("wide_resnet50_2-*.pth")
             if path is None or not path.is_file():
-                target = path or Path(torch.hub.get_dir()) / "checkpoints" / Path(WIDE_RESNET50_URL).name
+                target = path or hub_checkpoint_dir() / Path(WIDE_RESNET50_URL).name
                 raise MissingWeightsError(
                     "the RGB branch needs ImageNet WideResNet-50-2 weights, and none are available offline.",
                     path=target,
                     fix=f"download {WIDE_RESNET50_URL} to this path (or pass backbone_weights=<file>), "
                     "or switch the RGB branch off (BTF: feature_mode='fpfh'; ThreeDzAL: rgb_backbone=null)",
                 )
+            state = load_state_dict_file(path, "WideResNet-50-2 weights", f"re-download {WIDE_RESNET50_URL}")
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
                 network.load_state_dict(state)
             except Exception as exc:  # noqa: BLE001 - any load problem means the same to the user
                 raise CorruptFileError(

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from anomalib_3d.data.errors import CorruptFileError, MissingWeightsError
 from anomalib_3d.distributed import all_gather_cat
+from anomalib_3d.features import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 
 from .torch_model import SmallEncoder2D
 
@@ -53,26 +54,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _DINOV2_PATCH = 14
 _DINOV2_DIM = 384
 _DINOV2_PRETRAIN_SIZE = 518  # the checkpoint's pos_embed covers 37 x 37 patches
-
-
-def _hub_checkpoints() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
-    """A ``str -> Tensor`` mapping from a ``.pth`` / ``.pt`` (``torch.load``) or ``.safetensors`` file."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CorruptFileError(f"cannot read {what} ({type(exc).__name__}: {exc}).", path=path, fix=fix) from exc
-    if not isinstance(state, dict):
-        raise CorruptFileError(f"{what}: expected a state dict, found a {type(state).__name__}.", path=path, fix=fix)
-    return state
 
 
 def _load_error(exc: Exception) -> str:
@@ -126,14 +107,8 @@ def _resnet50_imagenet_files() -> list[tuple[str, str]]:
 
 
 def _cached_resnet50() -> Path | None:
-    checkpoints = _hub_checkpoints()
-    if not checkpoints.is_dir():
-        return None
-    for name, _ in _resnet50_imagenet_files():
-        if (checkpoints / name).is_file():
-            return checkpoints / name
-    found = sorted(checkpoints.glob("resnet50-*.pth"))  # older torchvision releases used other hashes
-    return found[0] if found else None
+    # Older torchvision releases used other hashes: any resnet50-*.pth after the known names.
+    return cached_checkpoint(*(name for name, _ in _resnet50_imagenet_files()), "resnet50-*.pth")
 
 
 class ResNetFPNEncoder(nn.Module):
@@ -209,7 +184,7 @@ class ResNetFPNEncoder(nn.Module):
         """
         files = _resnet50_imagenet_files()
         fix_download = (
-            f"download {files[0][1]} (or {files[1][1]}) into {_hub_checkpoints()}, or pass a local torchvision "
+            f"download {files[0][1]} (or {files[1][1]}) into {hub_checkpoint_dir()}, or pass a local torchvision "
             "resnet50 state dict (encoder_weights=<file>); encoder_weights=None gives a random-init encoder"
         )
         if isinstance(weights, str) and weights == "imagenet":
@@ -218,7 +193,7 @@ class ResNetFPNEncoder(nn.Module):
                 raise MissingWeightsError(
                     "the ResNet-50 + FPN encoder needs torchvision's ImageNet ResNet-50 weights, and none are in "
                     "the torch hub cache (nothing is downloaded).",
-                    path=_hub_checkpoints() / files[0][0],
+                    path=hub_checkpoint_dir() / files[0][0],
                     fix=fix_download,
                 )
         else:
@@ -226,7 +201,7 @@ class ResNetFPNEncoder(nn.Module):
             if not path.is_file():
                 raise MissingWeightsError("no ResNet-50 weights at this path.", path=path, fix=fix_download)
         fix_corrupt = f"give a torchvision resnet50 state dict, e.g. {files[0][1]}"
-        state = _load_state_dict(path, "ResNet-50 weights", fix_corrupt)
+        state = load_state_dict_file(path, "ResNet-50 weights", fix_corrupt)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not part of the trunk
         try:
             self.trunk.load_state_dict(state, strict=True)
@@ -357,7 +332,7 @@ class DinoV2Teacher(nn.Module):
         """
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        destination = _hub_checkpoints() / Path(DINOV2_VITS14_URL).name
+        destination = hub_checkpoint_dir() / Path(DINOV2_VITS14_URL).name
         fix_download = (
             f"download {DINOV2_VITS14_URL} to {destination}, or pass a local DINOv2 ViT-S/14 checkpoint "
             "(teacher_weights=<file>); teacher_weights=None gives a random-init teacher (tests only)"
@@ -375,7 +350,7 @@ class DinoV2Teacher(nn.Module):
             if not path.is_file():
                 raise MissingWeightsError("no DINOv2 ViT-S/14 weights at this path.", path=path, fix=fix_download)
         fix_corrupt = f"give dinov2_vits14_pretrain.pth ({DINOV2_VITS14_URL}) or a timm vit_small_patch14_dinov2 state dict"
-        state = _load_state_dict(path, "DINOv2 weights", fix_corrupt)
+        state = load_state_dict_file(path, "DINOv2 weights", fix_corrupt)
         try:
             state = checkpoint_filter_fn(_official_to_timm_names(state), self.vit)
             self.vit.load_state_dict(state, strict=True)

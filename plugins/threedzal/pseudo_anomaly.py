@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from anomalib_3d.data.errors import MissingWeightsError
+from anomalib_3d.features import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 from anomalib_3d.ops import knn
 
 GENERATORS = ("resnet50", "resnet18", "small")
@@ -99,15 +100,14 @@ def _load_imagenet_weights(name: str, pretrained: bool | str) -> dict[str, torch
         if not path.is_file():
             raise MissingWeightsError(f"no {name} weights at this path.", path=path,
                                       fix="give the path of a torchvision state dict, or pretrained=false")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    found = sorted(hub.glob(f"{name}-*.pth")) if hub.is_dir() else []
-    if not found:
+        return load_state_dict_file(path, f"{name} weights", "give the path of a torchvision state dict")
+    found = cached_checkpoint(f"{name}-*.pth")
+    if found is None:
         raise MissingWeightsError(
-            f"ImageNet {name} weights are not in torchvision's cache.", path=hub,
+            f"ImageNet {name} weights are not in torchvision's cache.", path=hub_checkpoint_dir(),
             fix=f"download them once (torchvision.models.{name}(weights='DEFAULT')) or pass a local path",
         )
-    return torch.load(found[0], map_location="cpu", weights_only=True)
+    return load_state_dict_file(found, f"{name} weights", f"re-download torchvision's {name} weights")
 
 
 def xyz_image(xyz: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
