@@ -158,6 +158,13 @@ class OddOneOut(AnomalibModule):
         if proposal_count not in ("estimate", "ground_truth"):
             msg = f"proposal_count must be 'estimate' or 'ground_truth', got {proposal_count!r}."
             raise ValueError(msg)
+        # Checked here, not at the first proposal: a typo must not surface only after training.
+        if proposal_method not in ("dbscan", "spectral"):
+            msg = f"proposal_method must be 'dbscan' or 'spectral', got {proposal_method!r}."
+            raise ValueError(msg)
+        if not 0.0 < float(proposal_threshold) < 1.0:
+            msg = f"proposal_threshold is an opacity in (0, 1), got {proposal_threshold!r}."
+            raise ValueError(msg)
         self.boxes = boxes
         self.proposal_method = proposal_method
         self.proposal_threshold = float(proposal_threshold)

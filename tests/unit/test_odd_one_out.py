@@ -192,3 +192,19 @@ def test_conv_readout_downsamples_the_crop_to_one_cell(crop: int, layers: int) -
         assert not torch.allclose(readout(moved), readout(tokens))
     with pytest.raises(ValueError, match="readout"):
         ObjectReadout(16, crop, "max")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [({"proposal_method": "kmeans"}, "proposal_method"), ({"proposal_threshold": 1.5}, "proposal_threshold"),
+     ({"proposal_threshold": 0.0}, "proposal_threshold"), ({"boxes": "predicted"}, "boxes"),
+     ({"feature_loss": "l1"}, "feature_loss"), ({"image_loss": "bce"}, "image_loss")],
+)
+def test_bad_options_fail_at_construction(option: dict, match: str) -> None:
+    from anomalib_3d_plugins.odd_one_out import OddOneOut
+
+    small = {"grid_shape": (8, 8, 4), "feature_dim": 8, "projection_dim": 8, "crop_size": 2, "token_dim": 16,
+             "heads": 2, "num_blocks": 1, "visualizer": False, "evaluator": False}
+    with pytest.raises(ValueError, match=match):
+        OddOneOut(**small, **option)
+    OddOneOut(**small)  # the same small model without the bad option builds
