@@ -51,6 +51,9 @@ ROWS: dict[str, dict] = {
     "irrelevant_positives": {"irrelevant_positives": 4},
     "generator_resnet50_random": {"generator_backbone": "resnet50"},
     "generator_resnet50_pretrained": {"generator_backbone": "resnet50", "generator_pretrained": True},
+    # the paper's values where the CPU preset differs (f_theta 32-d; top 0.1 % points of interest)
+    "paper_feature_dim": {"feature_dim": 32},
+    "paper_top_fraction": {"top_fraction": 0.001},
     # the validation sweep of issue #13 (absolute settings: PREVIOUS + changes; README "Validation")
     "val_epochs_100": {**PREVIOUS, "max_epochs": 100},
     "val_irrelevant_positives": {**PREVIOUS, "irrelevant_positives": 4},

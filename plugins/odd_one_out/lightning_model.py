@@ -92,6 +92,10 @@ class OddOneOut(AnomalibModule):
         render_loss_weight: weight of the rendering loss in the second stage (official code: 0.1).
         positive_weight: BCE weight of anomalous objects (normal ones get ``1 - positive_weight``).
         learning_rate: Adam learning rate.
+        lr_schedule: ``"constant"`` (the paper: Adam at a fixed rate) or ``"cosine"`` (cosine decay to
+            0 over ``max_epochs``; the CPU preset's few epochs at a 100x larger rate diverge late in
+            training without it, see the README).
+        gradient_clip_val: clip the gradient norm at this value (0: no clipping).
         visualizer: ``True``: :class:`~anomalib_3d.visualization.scenes.SceneVisualizer` writes one
             picture per test / predict scene; ``False`` for none; or any anomalib ``Visualizer``.
     """
@@ -130,6 +134,8 @@ class OddOneOut(AnomalibModule):
         render_loss_weight: float = 0.1,
         positive_weight: float = 0.7,
         learning_rate: float = 2e-4,
+        lr_schedule: str = "constant",
+        gradient_clip_val: float = 0.0,
         pre_processor: torch.nn.Module | bool = False,
         post_processor: torch.nn.Module | bool = True,
         evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
@@ -176,6 +182,14 @@ class OddOneOut(AnomalibModule):
         self.render_loss_weight = float(render_loss_weight)
         self.positive_weight = float(positive_weight)
         self.learning_rate = float(learning_rate)
+        if lr_schedule not in ("constant", "cosine"):
+            msg = f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}."
+            raise ValueError(msg)
+        if gradient_clip_val < 0:
+            msg = f"gradient_clip_val must be >= 0, got {gradient_clip_val!r}."
+            raise ValueError(msg)
+        self.lr_schedule = lr_schedule
+        self.gradient_clip_val = float(gradient_clip_val)
 
     @property
     def learning_type(self) -> LearningType:
@@ -184,7 +198,7 @@ class OddOneOut(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        return {"num_sanity_val_steps": 0}
+        return {"num_sanity_val_steps": 0, "gradient_clip_val": self.gradient_clip_val or None}
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
@@ -212,8 +226,16 @@ class OddOneOut(AnomalibModule):
         images = (batch.image.flatten(0, 1).to(self.device) for batch, _ in zip(loader, range(self.pca_fit_batches), strict=False))
         self.teacher.fit_pca(images)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam((p for p in self.model.parameters() if p.requires_grad), lr=self.learning_rate)
+    def configure_optimizers(self) -> Any:  # noqa: ANN401 - an optimizer, or Lightning's optimizer dict
+        optimizer = torch.optim.Adam((p for p in self.model.parameters() if p.requires_grad), lr=self.learning_rate)
+        if self.lr_schedule == "constant":
+            return optimizer
+        epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if not epochs or epochs < 1:
+            msg = f"lr_schedule 'cosine' decays over trainer.max_epochs, which is {epochs!r}; set it (or use 'constant')."
+            raise ValueError(msg)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -- helpers ----------------------------------------------------------------------------
     def _render_cameras(self, intrinsics: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:

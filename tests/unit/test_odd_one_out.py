@@ -135,10 +135,14 @@ def test_engine_fits_and_tests_on_synthetic_scenes(tmp_path) -> None:  # noqa: A
     )
     model = OddOneOut(grid_shape=(24, 24, 8), voxel_size=0.06, grid_center=(0.0, 0.0, 0.12), feature_dim=8,
                       projection_dim=8, crop_size=4, num_blocks=1, heads=2, token_dim=16, topk=5,
-                      render_size=(12, 12), num_samples=16, render_epochs=1)
+                      render_size=(12, 12), num_samples=16, render_epochs=1, lr_schedule="cosine",
+                      gradient_clip_val=1.0)
     engine = Engine(max_epochs=2, accelerator="cpu", devices=1, default_root_dir=tmp_path / "results",
                     enable_progress_bar=False, logger=False)
     engine.fit(model=model, datamodule=datamodule)
+    # The model's schedule and clipping reach Lightning: the cosine rate has decayed to 0 after the last epoch.
+    assert engine.trainer.gradient_clip_val == 1.0
+    assert engine.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     results = engine.test(model=model, datamodule=datamodule)
     assert "object_AUROC" in results[0] and 0.0 <= results[0]["object_AUROC"] <= 1.0
     batch = next(iter(datamodule.test_dataloader()))
@@ -198,7 +202,8 @@ def test_conv_readout_downsamples_the_crop_to_one_cell(crop: int, layers: int) -
     ("option", "match"),
     [({"proposal_method": "kmeans"}, "proposal_method"), ({"proposal_threshold": 1.5}, "proposal_threshold"),
      ({"proposal_threshold": 0.0}, "proposal_threshold"), ({"boxes": "predicted"}, "boxes"),
-     ({"feature_loss": "l1"}, "feature_loss"), ({"image_loss": "bce"}, "image_loss")],
+     ({"feature_loss": "l1"}, "feature_loss"), ({"image_loss": "bce"}, "image_loss"),
+     ({"lr_schedule": "step"}, "lr_schedule"), ({"gradient_clip_val": -1.0}, "gradient_clip_val")],
 )
 def test_bad_options_fail_at_construction(option: dict, match: str) -> None:
     from anomalib_3d_plugins.odd_one_out import OddOneOut
