@@ -93,9 +93,10 @@ class OddOneOut(AnomalibModule):
         positive_weight: BCE weight of anomalous objects (normal ones get ``1 - positive_weight``).
         learning_rate: Adam learning rate.
         lr_schedule: ``"constant"`` (the paper: Adam at a fixed rate) or ``"cosine"`` (cosine decay to
-            0 over ``max_epochs``; the CPU preset's few epochs at a 100x larger rate diverge late in
-            training without it, see the README).
-        gradient_clip_val: clip the gradient norm at this value (0: no clipping).
+            0 over ``max_epochs``).
+        gradient_clip_val: clip the gradient norm at this value (the CPU preset: 1, because its rate,
+            100x the paper's, diverged late in training on some seeds; see the README). 0 leaves
+            Lightning's own ``--trainer.gradient_clip_val`` in charge.
         visualizer: ``True``: :class:`~anomalib_3d.visualization.scenes.SceneVisualizer` writes one
             picture per test / predict scene; ``False`` for none; or any anomalib ``Visualizer``.
     """
@@ -198,7 +199,11 @@ class OddOneOut(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        return {"num_sanity_val_steps": 0, "gradient_clip_val": self.gradient_clip_val or None}
+        # anomalib lets these override the user's trainer arguments: pass clipping only when set here.
+        arguments: dict[str, Any] = {"num_sanity_val_steps": 0}
+        if self.gradient_clip_val > 0:
+            arguments["gradient_clip_val"] = self.gradient_clip_val
+        return arguments
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

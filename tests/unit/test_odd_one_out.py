@@ -213,3 +213,14 @@ def test_bad_options_fail_at_construction(option: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         OddOneOut(**small, **option)
     OddOneOut(**small)  # the same small model without the bad option builds
+
+
+def test_gradient_clipping_is_passed_to_the_trainer_only_when_set() -> None:
+    from anomalib_3d_plugins.odd_one_out import OddOneOut
+
+    small = {"grid_shape": (8, 8, 4), "feature_dim": 8, "projection_dim": 8, "crop_size": 2, "token_dim": 16,
+             "heads": 2, "num_blocks": 1, "visualizer": False, "evaluator": False}
+    # anomalib's Engine lets a model's trainer_arguments override the user's: 0 must not erase
+    # a --trainer.gradient_clip_val given on the command line.
+    assert "gradient_clip_val" not in OddOneOut(**small).trainer_arguments
+    assert OddOneOut(**small, gradient_clip_val=0.5).trainer_arguments["gradient_clip_val"] == 0.5
