@@ -81,6 +81,8 @@ class OddOneOut(AnomalibModule):
         image_loss: ``"l2"`` (the paper's Eq. 3: squared error of RGB and silhouette) or ``"l1_bce"``
             (L1 on RGB, binary cross-entropy on the silhouette).
         feature_stop_gradient: render β with the density detached (the paper).
+        unet_scales: resolutions of the 3D encoder-decoder (the paper's "four-scale" backbone: 4; the
+            CPU preset: 3).
         boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
             or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
             boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each
@@ -128,6 +130,7 @@ class OddOneOut(AnomalibModule):
         feature_loss: str = "cosine",
         image_loss: str = "l2",
         feature_stop_gradient: bool = True,
+        unet_scales: int = 4,
         boxes: str = "ground_truth",
         proposal_method: str = "dbscan",
         proposal_threshold: float = 0.2,
@@ -147,7 +150,8 @@ class OddOneOut(AnomalibModule):
         self.grid = VoxelGrid(tuple(grid_shape), voxel_size, tuple(grid_center))
         self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
                                     heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights),
-                                    readout=readout, feature_stop_gradient=feature_stop_gradient)
+                                    readout=readout, feature_stop_gradient=feature_stop_gradient,
+                                    unet_scales=unet_scales)
         if feature_loss not in ("cosine", "mse"):
             msg = f"feature_loss must be 'cosine' or 'mse', got {feature_loss!r}."
             raise ValueError(msg)

@@ -1,12 +1,12 @@
 """Odd-One-Out in plain PyTorch (Bhunia et al., "Odd-One-Out: Anomaly Detection by Comparing with
-Neighbors", CVPR 2025) — the network parts. **Work in progress**: there is no anomalib
-(Lightning) module yet; see ``README.md`` for what exists and what is left.
+Neighbors", CVPR 2025) — the network parts; the anomalib module (training stages, losses, outputs) is
+``lightning_model.OddOneOut``. ``README.md`` lists the switches and the measured results.
 
 Data flow of one forward::
 
     views (B, M, 3, H, W) ──2D encoder──► stride-4 maps (B, M, C, H/4, W/4)
         ──back-projection (anomalib_3d.render.volume)──► feature volume (B, C, 16, 96, 96)
-        ──3D encoder-decoder──► F (B, d, ...) ──heads──► density σ (softplus), RGB (sigmoid), β (projection)
+        ──3D encoder-decoder (4 scales)──► F (B, d, ...) ──heads──► density σ (softplus), RGB (sigmoid), β (projection)
         ├─ render (training): emission-absorption rendering of RGB/β into the other M views
         └─ boxes (ground truth or proposals) ──crop_boxes──► per-object volumes z_n (K, d + d_β + 1, 8, 8, 8)
               ──cross-instance attention ×L (sparse top-k over the *other* instances' voxels,
@@ -221,30 +221,53 @@ class SmallEncoder2D(nn.Module):
 
 
 class VolumeNet3D(nn.Module):
-    """A small 3D encoder-decoder with skip connections (two scales; the paper uses four).
+    """A 3D encoder-decoder with skip connections (U-Net style).
 
-    ``(B, C_in, Z, Y, X) -> (B, C_out, Z, Y, X)``; ``Z, Y, X`` must be divisible by 4.
+    ``scales`` resolutions (full, 1/2, 1/4, ...; each stride-2 step rounds up): the paper's 3D backbone
+    is "a four-scale encoder-decoder 3D CNN" (Atlas, Murez et al. 2020), i.e. ``scales=4``; the CPU preset
+    uses 3. Channels: ``width`` at full resolution, ``2 * width`` below. Decoder level ``i`` takes the
+    upsampled level below concatenated with encoder level ``i`` and returns encoder level ``i - 1``'s width
+    (``out_channels`` at full resolution).
+
+    ``(B, C_in, Z, Y, X) -> (B, C_out, Z, Y, X)``; any grid size (the skips are resized to match).
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 32, width: int = 32) -> None:
+    def __init__(self, in_channels: int, out_channels: int = 32, width: int = 32, scales: int = 3) -> None:
         super().__init__()
+        if int(scales) < 2:
+            msg = f"scales must be >= 2 (one downsampling at least), got {scales!r}."
+            raise ValueError(msg)
+        if width % 4 or out_channels % 4:
+            msg = f"width ({width}) and out_channels ({out_channels}) must be multiples of 4 (GroupNorm with 4 groups)."
+            raise ValueError(msg)
+        self.scales = int(scales)
 
         def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
             return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(4, cout),
                                  nn.ReLU(inplace=True))
 
-        self.enc0 = block(in_channels, width)
-        self.enc1 = block(width, 2 * width, stride=2)
-        self.enc2 = block(2 * width, 2 * width, stride=2)
-        self.dec1 = block(4 * width, width)
-        self.dec0 = block(2 * width, out_channels)
+        channels = [width] + [2 * width] * (self.scales - 1)
+        # Registered as enc0, enc1, ..., then dec{scales-2}, ..., dec0 (creation order fixes the seeded init).
+        for level in range(self.scales):
+            cin = in_channels if level == 0 else channels[level - 1]
+            setattr(self, f"enc{level}", block(cin, channels[level], stride=1 if level == 0 else 2))
+        below = channels[-1]
+        for level in range(self.scales - 2, -1, -1):
+            cout = out_channels if level == 0 else channels[level - 1]
+            setattr(self, f"dec{level}", block(below + channels[level], cout))
+            below = cout
 
     def forward(self, volume: Tensor) -> Tensor:
-        e0 = self.enc0(volume)
-        e1 = self.enc1(e0)
-        e2 = self.enc2(e1)
-        d1 = self.dec1(torch.cat([F.interpolate(e2, size=e1.shape[2:], mode="trilinear", align_corners=False), e1], 1))
-        return self.dec0(torch.cat([F.interpolate(d1, size=e0.shape[2:], mode="trilinear", align_corners=False), e0], 1))
+        skips = []
+        x = volume
+        for level in range(self.scales):
+            x = getattr(self, f"enc{level}")(x)
+            skips.append(x)
+        for level in range(self.scales - 2, -1, -1):
+            skip = skips[level]
+            up = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            x = getattr(self, f"dec{level}")(torch.cat([up, skip], 1))
+        return x
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,6 +312,7 @@ class OddOneOutModel(nn.Module):
             ``"mean"`` (token average, then the MLP).
         feature_stop_gradient: render β with the density detached (the paper), so distillation
             shapes the features but not the geometry.
+        unet_scales: resolutions of the 3D encoder-decoder (paper: 4), see :class:`VolumeNet3D`.
     """
 
     def __init__(
@@ -306,13 +330,14 @@ class OddOneOutModel(nn.Module):
         encoder: nn.Module | None = None,
         readout: ReadoutMode = "conv",
         feature_stop_gradient: bool = True,
+        unet_scales: int = 4,
     ) -> None:
         super().__init__()
         self.grid = grid or VoxelGrid()
         self.crop_size = int(crop_size)
         self.crop_margin = float(crop_margin)
         self.encoder = encoder if encoder is not None else SmallEncoder2D(feature_dim)
-        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim)  # +1: the views-that-saw-it count
+        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim, scales=unet_scales)  # +1: the views-that-saw-it count
         self.density_head = nn.Conv3d(feature_dim, 1, 1)
         self.rgb_head = nn.Conv3d(feature_dim, 3, 1)
         self.projection_head = nn.Conv3d(feature_dim, projection_dim, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,7 +204,8 @@ def test_conv_readout_downsamples_the_crop_to_one_cell(crop: int, layers: int) -
     [({"proposal_method": "kmeans"}, "proposal_method"), ({"proposal_threshold": 1.5}, "proposal_threshold"),
      ({"proposal_threshold": 0.0}, "proposal_threshold"), ({"boxes": "predicted"}, "boxes"),
      ({"feature_loss": "l1"}, "feature_loss"), ({"image_loss": "bce"}, "image_loss"),
-     ({"lr_schedule": "step"}, "lr_schedule"), ({"gradient_clip_val": -1.0}, "gradient_clip_val")],
+     ({"lr_schedule": "step"}, "lr_schedule"), ({"gradient_clip_val": -1.0}, "gradient_clip_val"),
+     ({"unet_scales": 1}, "scales")],
 )
 def test_bad_options_fail_at_construction(option: dict, match: str) -> None:
     from anomalib_3d_plugins.odd_one_out import OddOneOut
@@ -224,3 +226,40 @@ def test_gradient_clipping_is_passed_to_the_trainer_only_when_set() -> None:
     # a --trainer.gradient_clip_val given on the command line.
     assert "gradient_clip_val" not in OddOneOut(**small).trainer_arguments
     assert OddOneOut(**small, gradient_clip_val=0.5).trainer_arguments["gradient_clip_val"] == 0.5
+
+
+@pytest.mark.parametrize("scales", [2, 3, 4])
+def test_volume_net_has_the_requested_number_of_resolutions(scales: int) -> None:
+    from anomalib_3d_plugins.odd_one_out.torch_model import VolumeNet3D
+
+    net = VolumeNet3D(5, 12, width=8, scales=scales)
+    seen: list[tuple[int, ...]] = []
+    hooks = [getattr(net, f"enc{level}").register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[2:])))
+             for level in range(scales)]
+    volume = torch.randn(1, 5, 16, 24, 20, requires_grad=True)
+    out = net(volume)
+    for hook in hooks:
+        hook.remove()
+    # Full resolution, then halved (rounded up) per scale: the paper's backbone is "four-scale" (16 x 96 x 96
+    # -> 2 x 12 x 12 at the deepest level).
+    assert seen == [tuple(-(-size // 2**level) for size in (16, 24, 20)) for level in range(scales)]
+    assert out.shape == (1, 12, 16, 24, 20)
+    # The deepest level is on the output's path (not a dead branch): its weights get gradients.
+    out.square().mean().backward()
+    deepest = getattr(net, f"enc{scales - 1}")[0].weight.grad
+    assert deepest is not None and deepest.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiples of 4"):
+        VolumeNet3D(5, 6, width=8, scales=scales)  # GroupNorm's 4 groups, said in words
+
+
+def test_unet_scales_default_is_the_paper_and_the_preset_pins_three() -> None:
+    import yaml
+
+    from anomalib_3d_plugins.odd_one_out import OddOneOut
+
+    small = {"grid_shape": (8, 8, 4), "feature_dim": 8, "projection_dim": 8, "crop_size": 2, "token_dim": 16,
+             "heads": 2, "num_blocks": 1, "visualizer": False, "evaluator": False}
+    assert OddOneOut(**small).model.volume_net.scales == 4
+    assert OddOneOut(**small, unet_scales=3).model.volume_net.scales == 3
+    preset = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "odd_one_out_synthetic.yaml"
+    assert yaml.safe_load(preset.read_text())["model"]["init_args"]["unet_scales"] == 3
