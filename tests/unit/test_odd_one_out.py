@@ -252,7 +252,7 @@ def test_volume_net_has_the_requested_number_of_resolutions(scales: int) -> None
         VolumeNet3D(5, 6, width=8, scales=scales)  # GroupNorm's 4 groups, said in words
 
 
-def test_unet_scales_default_is_the_paper_and_the_preset_pins_three() -> None:
+def test_unet_scales_default_and_the_preset_are_the_papers_four() -> None:
     import yaml
 
     from anomalib_3d_plugins.odd_one_out import OddOneOut
@@ -262,4 +262,4 @@ def test_unet_scales_default_is_the_paper_and_the_preset_pins_three() -> None:
     assert OddOneOut(**small).model.volume_net.scales == 4
     assert OddOneOut(**small, unet_scales=3).model.volume_net.scales == 3
     preset = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "odd_one_out_synthetic.yaml"
-    assert yaml.safe_load(preset.read_text())["model"]["init_args"]["unet_scales"] == 3
+    assert yaml.safe_load(preset.read_text())["model"]["init_args"]["unet_scales"] == 4
