@@ -81,8 +81,8 @@ class OddOneOut(AnomalibModule):
         image_loss: ``"l2"`` (the paper's Eq. 3: squared error of RGB and silhouette) or ``"l1_bce"``
             (L1 on RGB, binary cross-entropy on the silhouette).
         feature_stop_gradient: render β with the density detached (the paper).
-        unet_scales: resolutions of the 3D encoder-decoder (the paper's "four-scale" backbone: 4; the
-            CPU preset: 3).
+        unet_scales: resolutions of the 3D encoder-decoder (the paper's "four-scale" backbone: 4, also the
+            CPU preset; 3 is the network of the earlier presets).
         boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
             or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
             boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each

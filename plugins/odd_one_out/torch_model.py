@@ -224,15 +224,15 @@ class VolumeNet3D(nn.Module):
     """A 3D encoder-decoder with skip connections (U-Net style).
 
     ``scales`` resolutions (full, 1/2, 1/4, ...; each stride-2 step rounds up): the paper's 3D backbone
-    is "a four-scale encoder-decoder 3D CNN" (Atlas, Murez et al. 2020), i.e. ``scales=4``; the CPU preset
-    uses 3. Channels: ``width`` at full resolution, ``2 * width`` below. Decoder level ``i`` takes the
+    is "a four-scale encoder-decoder 3D CNN" (Atlas, Murez et al. 2020), i.e. ``scales=4``; ``scales=3`` is
+    the network of the earlier CPU presets (same module names, so their checkpoints load). Channels: ``width`` at full resolution, ``2 * width`` below. Decoder level ``i`` takes the
     upsampled level below concatenated with encoder level ``i`` and returns encoder level ``i - 1``'s width
     (``out_channels`` at full resolution).
 
     ``(B, C_in, Z, Y, X) -> (B, C_out, Z, Y, X)``; any grid size (the skips are resized to match).
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 32, width: int = 32, scales: int = 3) -> None:
+    def __init__(self, in_channels: int, out_channels: int = 32, width: int = 32, scales: int = 4) -> None:
         super().__init__()
         if int(scales) < 2:
             msg = f"scales must be >= 2 (one downsampling at least), got {scales!r}."

@@ -252,6 +252,19 @@ def test_volume_net_has_the_requested_number_of_resolutions(scales: int) -> None
         VolumeNet3D(5, 6, width=8, scales=scales)  # GroupNorm's 4 groups, said in words
 
 
+def test_three_scale_volume_net_keeps_the_earlier_networks_parameters() -> None:
+    from anomalib_3d_plugins.odd_one_out.torch_model import VolumeNet3D
+
+    # The network of the earlier presets, written out by hand: checkpoints trained with it must still load.
+    w, cin, cout = 8, 5, 12
+    earlier = {"enc0": (w, cin), "enc1": (2 * w, w), "enc2": (2 * w, 2 * w), "dec1": (w, 4 * w), "dec0": (cout, 2 * w)}
+    net = VolumeNet3D(cin, cout, width=w, scales=3)
+    shapes = {name: tuple(p.shape) for name, p in net.state_dict().items()}
+    assert list(shapes) == [f"{m}.{k}" for m in earlier for k in ("0.weight", "0.bias", "1.weight", "1.bias")]
+    for module, (out_channels, in_channels) in earlier.items():
+        assert shapes[f"{module}.0.weight"] == (out_channels, in_channels, 3, 3, 3)
+
+
 def test_unet_scales_default_and_the_preset_are_the_papers_four() -> None:
     import yaml
 
