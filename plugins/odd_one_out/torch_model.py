@@ -225,7 +225,8 @@ class VolumeNet3D(nn.Module):
 
     ``scales`` resolutions (full, 1/2, 1/4, ...; each stride-2 step rounds up): the paper's 3D backbone
     is "a four-scale encoder-decoder 3D CNN" (Atlas, Murez et al. 2020), i.e. ``scales=4``; ``scales=3`` is
-    the network of the earlier CPU presets (same module names, so their checkpoints load). Channels: ``width`` at full resolution, ``2 * width`` below. Decoder level ``i`` takes the
+    the network of the earlier CPU presets (same module names, so their checkpoints load). Channels:
+    ``width`` at full resolution, ``2 * width`` below. Decoder level ``i`` takes the
     upsampled level below concatenated with encoder level ``i`` and returns encoder level ``i - 1``'s width
     (``out_channels`` at full resolution).
 
