@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalib_3d.data.errors import (
+from anomalib_3d.errors import (
     CorruptFileError,
     DatasetValidationError,
     EmptyPointCloudError,
+    GroundTruthMismatchError,
     MisalignedFileError,
     PointCloudError,
 )
@@ -113,9 +114,9 @@ def _check_row_headers(row: pd.Series) -> tuple[list[PointCloudError], bool | No
             has_colors = header.has_colors
             if row.mask_path:
                 gt = Path(row.mask_path)
-                from anomalib_3d.data.io import _require_file
+                from anomalib_3d.data.io.files import require_file
 
-                _require_file(gt)
+                require_file(gt)
                 if gt.stat().st_size == 0:
                     problems.append(EmptyPointCloudError(
                         "ground-truth file is empty.", gt, "restore the GT file from the dataset archive."
@@ -128,8 +129,6 @@ def _check_row_headers(row: pd.Series) -> tuple[list[PointCloudError], bool | No
 
 
 def _size_mismatch(path: str, what: str, size: tuple[int, int], grid: tuple[int, int], cloud: str) -> MisalignedFileError:
-    from anomalib_3d.data.errors import GroundTruthMismatchError
-
     cls = GroundTruthMismatchError if what == "GT mask" else MisalignedFileError
     return cls(
         f"{what} is {size[0]}x{size[1]} (HxW) but its xyz grid {cloud} is {grid[0]}x{grid[1]}; "

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anomalib_3d.data.errors import EmptyPointCloudError, GroundTruthMismatchError, InvalidPointsError
+from anomalib_3d.errors import EmptyPointCloudError, GroundTruthMismatchError, InvalidPointsError
 from anomalib_3d.render.cameras import CameraRig, normalize_clouds, pointad_rig
 
 __all__ = [

@@ -402,6 +402,29 @@ def test_zero_shot_source_eyecandies(mvtec3d_root: Path, eyecandies_root: Path) 
     assert fit.type_masks is None and fit.image.shape[-2:] == (32, 32)
 
 
+def test_zero_shot_preflight_checks_eyecandies_rows_of_a_mixed_table(
+    mvtec3d_root: Path, eyecandies_root: Path, tmp_path: Path,
+) -> None:
+    """MVTec and Eyecandies rows in one table go through the one pre-flight path: an 8-bit
+    depth PNG of an Eyecandies test sample is found at setup, before any sample is read."""
+    root = copy_tree(eyecandies_root, tmp_path / "broken")
+    path = root / "CandyCane" / "test_public" / "data" / "01_depth.png"
+    Image.fromarray((np.asarray(Image.open(path)) // 257).astype(np.uint8)).save(path)
+    with pytest.raises(UnsupportedFormatError, match=r"01_depth.png.*bit depth 8.*original <idx>_depth.png of the archive"):
+        cross_dataset(mvtec3d_root, root).setup()
+
+
+def test_former_names_stay_importable() -> None:
+    from anomalib_3d.data.datamodules import eyecandies as module
+    from anomalib_3d.data.datasets import MultiSourceDataset
+    from anomalib_3d.data.eyecandies import scan_eyecandies as scanner
+    from anomalib_3d.data.io.eyecandies import read_depth_png as reader
+
+    assert module.EyecandiesDataset is MultiSourceDataset
+    assert module.scan_eyecandies is scanner and module.read_depth_png is reader
+    assert {"check_samples_with_eyecandies", "pose_convention_report", "decode_normals"} <= set(module.__all__)
+
+
 def test_pointad_cross_dataset_fits_on_mvtec_and_scores_eyecandies(
     mvtec3d_root: Path, eyecandies_root: Path, tmp_path: Path, one_thread: None,
 ) -> None:

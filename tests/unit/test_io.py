@@ -394,3 +394,40 @@ def test_corrupt_image_raises(tmp_path):
     assert _names_file(err, path)
     with pytest.raises(UnsupportedFormatError):
         read_rgb(tmp_path / "image.webp")
+
+
+# ----------------------------------------------------------------------------------------------
+# where the readers and the errors live
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("suffix", "write"), [(".pcd", write_pcd), (".ply", write_ply)])
+def test_header_and_cloud_readers_dispatch_by_extension_case_insensitively(tmp_path, cloud, suffix, write):
+    from anomalib_3d.data.io import read_point_cloud_header
+
+    points, colors, normals = cloud
+    path = tmp_path / f"c{suffix.upper()}"
+    write(path, points, colors, binary=True, normals=normals)
+    header = read_point_cloud_header(path)
+    assert (header.num_points, header.has_colors, header.has_normals) == (len(points), True, True)
+    np.testing.assert_array_equal(read_point_cloud(path).points, points)
+
+
+def test_error_family_lives_at_the_package_root_and_keeps_its_data_paths():
+    import subprocess
+    import sys
+
+    import anomalib_3d.data.errors as data_errors
+    import anomalib_3d.errors as root_errors
+    from anomalib_3d.data import scenes
+
+    for name in data_errors.__all__:
+        assert getattr(data_errors, name) is getattr(root_errors, name), name
+    for name in ("InvalidSceneError", "MissingViewError", "InvalidPoseError", "InvalidBoxError", "UnknownSplitError"):
+        assert getattr(scenes, name) is getattr(root_errors, name), name
+        assert issubclass(getattr(root_errors, name), root_errors.PointCloudError)
+    # the renderer and the point ops raise these errors without loading the data layer
+    code = ("import sys, anomalib_3d.render, anomalib_3d.ops; "
+            "print(sorted(m for m in sys.modules if m.startswith('anomalib_3d.data')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip().splitlines()[-1] == "[]"

@@ -14,7 +14,7 @@ from anomalib.data.datamodules.base.image import AnomalibDataModule
 from anomalib.data.utils import TestSplitMode, ValSplitMode
 
 from anomalib_3d.data.datasets import PointCloudDataset, check_category_name
-from anomalib_3d.data.errors import PointCloudError, UnknownCategoryError
+from anomalib_3d.errors import PointCloudError, UnknownCategoryError
 from anomalib_3d.data.validation import check_mode, check_samples, collect_problems, raise_if_problems
 
 logger = logging.getLogger(__name__)
