@@ -3,7 +3,9 @@
 * :mod:`~anomalib_3d.render.cameras`: :class:`CameraRig`, :func:`rotation_rig`, :func:`pointad_rig`,
   :func:`rig_from_rotations` (any axes), :func:`rig_preset` (``pointad_mvtec``, ``pointad_real3d``).
 * :mod:`~anomalib_3d.render.splat`: :func:`render_points` (shaded z-buffered splats),
-  :func:`render_mask` / :func:`render_mask_like` (ground-truth masks with the same geometry).
+  :func:`render_mask` / :func:`render_mask_like` (ground-truth masks with the same geometry);
+  :mod:`~anomalib_3d.render.zbuffer`: the z-buffer of discs and the visibility rule.
+* :mod:`~anomalib_3d.render.radius`: splat radii from a point count or from a cloud's own sampling.
 * :mod:`~anomalib_3d.render.correspondence`: :func:`gather_to_points` (per-view maps -> points).
 """
 
@@ -11,7 +13,7 @@ from anomalib_3d.render.cameras import (
     RIG_PRESETS,
     SENSOR_TO_OBJECT,
     CameraRig,
-    normalize_clouds,
+    fit_unit_sphere,
     pointad_angles,
     pointad_rig,
     rig_from_rotations,
@@ -21,15 +23,9 @@ from anomalib_3d.render.cameras import (
     view_rotations,
 )
 from anomalib_3d.render.correspondence import gather_to_points, upsample_maps
-from anomalib_3d.render.splat import (
-    RenderOutput,
-    default_depth_tolerance,
-    disc_offsets,
-    rasterize_points,
-    render_mask,
-    render_mask_like,
-    render_points,
-)
+from anomalib_3d.render.radius import cloud_radii, radius_for_point_count, radius_from_sampling
+from anomalib_3d.render.splat import RenderOutput, rasterize_points, render_mask, render_mask_like, render_points
+from anomalib_3d.render.zbuffer import default_depth_tolerance, disc_offsets
 from anomalib_3d.render.volume import (
     VolumeRender,
     VoxelGrid,
@@ -45,12 +41,15 @@ __all__ = [
     "SENSOR_TO_OBJECT",
     "CameraRig",
     "RenderOutput",
+    "cloud_radii",
     "default_depth_tolerance",
     "disc_offsets",
+    "fit_unit_sphere",
     "gather_to_points",
-    "normalize_clouds",
     "pointad_angles",
     "pointad_rig",
+    "radius_for_point_count",
+    "radius_from_sampling",
     "rasterize_points",
     "render_mask",
     "render_mask_like",

@@ -2,7 +2,7 @@
 
 Convention (shared by every module of :mod:`anomalib_3d.render`):
 
-* Each cloud is first normalised on its own (see :func:`normalize_clouds`): centred at its
+* Each cloud is first normalised on its own (see :func:`fit_unit_sphere`): centred at its
   bounding-box centre and scaled so that it fits in the unit sphere. Every view of a cloud uses
   the same normalisation, so renders of one cloud from different views are directly comparable
   and the object never leaves the frame, whatever the rotation.
@@ -65,7 +65,7 @@ __all__ = [
     "SENSOR_TO_OBJECT",
     "CameraRig",
     "Projection",
-    "normalize_clouds",
+    "fit_unit_sphere",
     "pointad_angles",
     "pointad_rig",
     "rig_from_rotations",
@@ -337,7 +337,7 @@ def pointad_rig(
     )
 
 
-def normalize_clouds(points: Tensor, batch: Tensor, num_clouds: int) -> tuple[Tensor, Tensor, Tensor]:
+def fit_unit_sphere(points: Tensor, batch: Tensor, num_clouds: int) -> tuple[Tensor, Tensor, Tensor]:
     """Centre every cloud at its bounding-box centre and scale it into the unit sphere.
 
     Args:

@@ -13,7 +13,6 @@ from anomalib_3d.visualization.visualizer import (
     DEFAULT_VIEWS_ORGANIZED,
     DEFAULT_VIEWS_UNORGANIZED,
     PointCloudVisualizer,
-    auto_point_radius,
     relative_output_path,
     view_rig,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "DEFAULT_VIEWS_UNORGANIZED",
     "PointCloudVisualizer",
     "SceneVisualizer",
-    "auto_point_radius",
     "draw_scene",
     "gt_to_rgb",
     "normalize_scores",

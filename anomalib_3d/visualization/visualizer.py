@@ -85,17 +85,6 @@ def _view_caption(view: tuple[float, float]) -> str:
     return ", ".join(parts)
 
 
-def auto_point_radius(num_points: int, image_size: tuple[int, int]) -> float:
-    """Disc radius (pixels) so a cloud of ``num_points`` covers its silhouette without holes.
-
-    About half the points face a view and the object covers roughly 40 % of the frame, so each
-    visible point owns about ``0.8 H W / N`` pixels; the disc gets 2.5 times that area (discs
-    overlap, so the surface shows no holes), clamped to ``[1.5, 4]``.
-    """
-    height, width = image_size
-    return float(min(4.0, max(1.5, math.sqrt(2.0 * height * width / (math.pi * max(num_points, 1))))))
-
-
 def _display_rgb(image: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` image as float in ``[0, 1]`` for display (ImageNet-normalised input is stretched)."""
     image = image.detach().float().cpu()
@@ -269,7 +258,7 @@ class PointCloudVisualizer(Visualizer):
             ``{"gt": (B, V, 3, H, W), "pred": (B, V, 3, H, W)}`` float in ``[0, 1]`` (keys present
             when the corresponding input is).
         """
-        from anomalib_3d.render import render_points
+        from anomalib_3d.render import radius_for_point_count, render_points
 
         keep = _strided_subset(batch_index, num_clouds, self.max_render_points)
         if keep is not None:
@@ -283,7 +272,7 @@ class PointCloudVisualizer(Visualizer):
         counts = torch.bincount(batch_index, minlength=num_clouds)
         radius = self.point_radius_px
         if radius is None:
-            radius = auto_point_radius(int(counts.max()) if counts.numel() else 1, size)
+            radius = radius_for_point_count(int(counts.max()) if counts.numel() else 1, size)
         shading = self.shading
         if shading and normals is None:
             normals = self._estimate_normals(points, batch_index, counts)
@@ -609,15 +598,10 @@ class PointCloudVisualizer(Visualizer):
         self._skipped += count
 
     def _write_ply(self, path: Path, points: torch.Tensor, scores: torch.Tensor) -> None:
+        from anomalib_3d.data.io import write_ply
+
         colors = score_to_rgb(scores.float(), *self.score_range, cmap=self.cmap)
-        try:
-            from anomalib_3d.data.io import write_ply
-        except ImportError:
-            write_ply = None
-        if write_ply is not None:
-            write_ply(path, points.numpy(), colors=colors.numpy(), scalars={"score": scores.numpy()}, binary=True)
-            return
-        _write_ply_fallback(path, points.numpy(), colors.numpy(), scores.numpy())
+        write_ply(path, points.numpy(), colors=colors.numpy(), scalars={"score": scores.numpy()}, binary=True)
 
     @staticmethod
     def _datamodule_category(trainer: Any) -> str | None:  # noqa: ANN401
@@ -703,32 +687,10 @@ def _limit(batch: Any, count: int | None) -> Any:  # noqa: ANN401
     return select_samples(batch, list(range(count)))
 
 
-def _write_ply_fallback(path: Path, points: np.ndarray, colors: np.ndarray, scores: np.ndarray) -> None:
-    """Binary little-endian PLY with colours and a ``scalar_score`` property."""
-    n = points.shape[0]
-    records = np.empty(
-        n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-                  ("scalar_score", "<f4")],
-    )
-    records["x"], records["y"], records["z"] = points[:, 0], points[:, 1], points[:, 2]
-    rgb = np.clip(np.round(colors * 255.0), 0, 255).astype(np.uint8)
-    records["red"], records["green"], records["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    records["scalar_score"] = scores
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {n}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
-        "property float scalar_score\nend_header\n"
-    )
-    path.write_bytes(header.encode("ascii") + records.tobytes())
-
-
 __all__ = [
     "DEFAULT_VIEWS_ORGANIZED",
     "DEFAULT_VIEWS_UNORGANIZED",
     "PointCloudVisualizer",
-    "auto_point_radius",
     "relative_output_path",
     "view_rig",
 ]

@@ -3,6 +3,8 @@ hybrid point/pixel prompt learning (Zhou et al., NeurIPS 2024). See ``README.md`
 
 * :class:`PointAD` — the anomalib Lightning module (``anomalib train --model PointAD``);
 * :class:`PointADModel` — the PyTorch model (render → frozen CLIP → prompts → point scores);
+* :class:`RenderSettings` — views and drawing of the clouds; :class:`FeatureCache` — frozen
+  features reused across epochs; ``scoring`` / ``rgb_fusion`` — smoothing, object score, RGB branch;
 * :class:`FrozenCLIP` — open_clip loading, value-value attention, multi-layer patch tokens;
 * :class:`PromptLearner` — object-agnostic / object-aware learnable prompts (+ deep prompts);
 * :class:`HybridLoss` — the four switchable loss terms;
@@ -25,10 +27,10 @@ _WHERE = {
     "HybridLoss": "loss",
     "HybridLossInputs": "loss",
     "PromptLearner": "prompts",
-    "FeatureCache": "torch_model",
+    "FeatureCache": "feature_cache",
     "PointADModel": "torch_model",
-    "PointADPrediction": "torch_model",
-    "RenderSettings": "torch_model",
+    "PointADPrediction": "scoring",
+    "RenderSettings": "render_settings",
 }
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from anomalib_3d.data.errors import CorruptFileError
+from anomalib_3d.errors import CorruptFileError
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
 
 logger = logging.getLogger(__name__)

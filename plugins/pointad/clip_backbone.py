@@ -21,7 +21,7 @@ blocks ("deep prompts").
 Loading: any open_clip ViT model name, with ``pretrained`` a tag (``"openai"``), a local checkpoint
 path, or ``None`` (random init, for tests). A model config dict (open_clip's ``embed_dim`` /
 ``vision_cfg`` / ``text_cfg``) or one of :data:`BUILTIN_CONFIGS` may be given instead of a name.
-Weights that cannot be found or downloaded raise :class:`~anomalib_3d.data.errors.MissingWeightsError`.
+Weights that cannot be found or downloaded raise :class:`~anomalib_3d.errors.MissingWeightsError`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from anomalib_3d.data.errors import MissingWeightsError
+from anomalib_3d.errors import MissingWeightsError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

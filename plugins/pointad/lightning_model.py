@@ -5,10 +5,12 @@ Anomalies from Points and Pixels for Zero-shot 3D Anomaly Detection", NeurIPS 20
 
 Zero-shot means the model never sees the target objects: it learns its prompts on an *auxiliary*
 annotated set (another MVTec 3D-AD category's test split, another dataset, or by default the
-built-in synthetic parts with defects) and is then evaluated on the target. In anomalib's flow
-(``anomalib train --model PointAD --data MVTec3D --data.category bagel``) the module therefore
-replaces the target datamodule's training dataloader by the auxiliary one during ``fit`` — the
-target's train split is never read — and tests on the target as usual.
+built-in synthetic parts with defects) and is then evaluated on the target. The data layer
+(:mod:`anomalib_3d.data.zero_shot`) picks and checks that set; the module states it as its own
+``train_dataloader``, and in anomalib's flow (``anomalib train --model PointAD --data MVTec3D
+--data.category bagel``) the data layer's :class:`~anomalib_3d.data.zero_shot.ModelTrainData`
+callback makes the fit read it instead of the target's train split, which is never read. The
+module then tests on the target as usual.
 
 Example:
     >>> from anomalib.engine import Engine
@@ -20,9 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,56 +30,29 @@ from anomalib import LearningType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from anomalib_3d.data.dataclasses import PointCloudBatch
-from anomalib_3d.data.errors import GroundTruthMismatchError
+from anomalib_3d.data.zero_shot import (
+    ModelTrainData,
+    auxiliary_loader,
+    auxiliary_sources,
+    foreground_mask,
+    source_dicts,
+    target_categories,
+)
+from anomalib_3d.errors import GroundTruthMismatchError
 from anomalib_3d.models import PointCloudModelMixin
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
+from anomalib_3d_plugins.pointad.feature_cache import FeatureCache
 from anomalib_3d_plugins.pointad.loss import HybridLoss
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
-from anomalib_3d_plugins.pointad.torch_model import FeatureCache, PointADModel, PointADPrediction, RenderSettings
-
-logger = logging.getLogger(__name__)
-
-_DATASOURCE_KEYS = ("dataset", "root", "categories", "split", "exclude", "options")
-DEFAULT_SYNTHETIC_ROOT = "./datasets/Synthetic3D"
-DEFAULT_SYNTHETIC_CATEGORIES = ("bottle", "cup", "gear", "bracket")
-
-
-def _source_dict(source: object) -> dict[str, Any]:
-    """A ``DataSource`` (or dict / namespace) as a plain dict with only DataSource's keys."""
-    if is_dataclass(source):
-        data = asdict(source)
-    elif isinstance(source, dict):
-        data = dict(source)
-    elif hasattr(source, "__dict__"):
-        data = {k: v for k, v in vars(source).items() if not k.startswith("_")}
-    else:
-        msg = f"an auxiliary source must be a DataSource or a dict, got {type(source).__name__}."
-        raise TypeError(msg)
-    unknown = sorted(set(data) - set(_DATASOURCE_KEYS))
-    if unknown:
-        msg = f"auxiliary source has unknown keys {unknown}; a DataSource takes {list(_DATASOURCE_KEYS)}."
-        raise ValueError(msg)
-    for key in ("dataset", "root", "categories"):
-        if key not in data:
-            msg = f"auxiliary source {data} lacks '{key}'."
-            raise ValueError(msg)
-    data["root"] = str(data["root"])
-    data["categories"] = [data["categories"]] if isinstance(data["categories"], str) else list(data["categories"])
-    return data
-
-
-def normalize_auxiliary(auxiliary: object) -> list[dict[str, Any]] | None:
-    """``None`` | source | list of sources → ``None`` | list of plain dicts (checkpoint-safe)."""
-    if auxiliary is None:
-        return None
-    if isinstance(auxiliary, (dict,)) or is_dataclass(auxiliary):
-        return [_source_dict(auxiliary)]
-    return [_source_dict(s) for s in auxiliary]
+from anomalib_3d_plugins.pointad.render_settings import RenderSettings
+from anomalib_3d_plugins.pointad.scoring import PointADPrediction, segment_max
+from anomalib_3d_plugins.pointad.torch_model import PointADModel
 
 
 def _as_views(views: list[Any] | None) -> tuple | None:
@@ -96,21 +69,6 @@ def _as_views(views: list[Any] | None) -> tuple | None:
         return spec
 
     return tuple(convert(v) for v in views)
-
-
-def _collate_mixed_paths(items: list[Any]) -> PointCloudBatch:
-    """``PointCloudBatch.collate`` for batches mixing good samples (no mask file) and defective ones.
-
-    The collate refuses a per-cloud field present in only some items; a good sample's missing
-    GT *file* is not missing data (its labels are all zero), so it becomes ``""``.
-    """
-    for name in ("mask_path", "image_path"):
-        values = [getattr(item, name, None) for item in items]
-        if any(v is not None for v in values) and any(v is None for v in values):
-            for item in items:
-                if getattr(item, name, None) is None:
-                    setattr(item, name, "")
-    return PointCloudBatch.collate(items)
 
 
 def _on_one_device(points: PointCloudBatch) -> PointCloudBatch:
@@ -237,7 +195,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         visualizer: Visualizer | bool = True,
     ) -> None:
         # Plain dicts before save_hyperparameters reads the locals: checkpoints stay weights_only-safe.
-        auxiliary = normalize_auxiliary(auxiliary)
+        auxiliary = source_dicts(auxiliary)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -308,7 +266,6 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         self.seed = seed
         # Random weights cannot be rebuilt from the hyper-parameters, so they go into checkpoints.
         self.save_backbone = pretrained is None
-        self._restore_train_dataloader: tuple[str, object, object] | None = None
 
     # ------------------------------------------------------------------------------------------
     # anomalib contract
@@ -329,7 +286,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
 
         PointAD *is* zero-shot with respect to the target, but it learns prompts on the auxiliary
         set; anomalib's Engine skips ``fit`` for ``ZERO_SHOT`` models, which would leave the prompts
-        untrained. The target's train split is never used (see :meth:`setup`).
+        untrained. The target's train split is never used (see :meth:`train_dataloader`).
         """
         return LearningType.ONE_CLASS
 
@@ -338,121 +295,42 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         return torch.optim.Adam(self.model.prompt_learner.parameters(), lr=self.learning_rate, betas=(0.5, 0.999))
 
     # ------------------------------------------------------------------------------------------
-    # auxiliary data
+    # fitting data: the auxiliary set (anomalib_3d.data.zero_shot)
+    def _target_datamodule(self) -> Any:  # noqa: ANN401
+        """The datamodule of the trainer this module is attached to (``None`` when there is none)."""
+        try:
+            return self.trainer.datamodule
+        except RuntimeError:  # not attached to a trainer
+            return None
+
     def _target_categories(self) -> list[str]:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        categories = getattr(datamodule, "categories", None)
-        if categories:
-            return list(categories)
-        category = getattr(datamodule, "category", None)
-        return [category] if isinstance(category, str) else []
+        return target_categories(self._target_datamodule())
 
     def auxiliary_sources(self) -> list[dict[str, Any]]:
-        """The auxiliary sources, in this order: the ``auxiliary`` argument; the ``fit_sources`` of a
-        :class:`~anomalib_3d.data.datamodules.ZeroShot3D` target; the built-in synthetic parts
-        (avoiding the target's categories when the target is ``Synthetic3D`` too)."""
-        if self.auxiliary is not None:
-            return self.auxiliary
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        fit_sources = getattr(datamodule, "fit_sources", None)
-        if fit_sources:
-            return [_source_dict(source) for source in fit_sources]
-        categories = list(DEFAULT_SYNTHETIC_CATEGORIES)
-        if type(datamodule).__name__ == "Synthetic3D":
-            from anomalib_3d.data.synthetic import list_categories
+        """The auxiliary sources (see :func:`anomalib_3d.data.zero_shot.auxiliary_sources`): the
+        ``auxiliary`` argument, else a ``ZeroShot3D`` target's ``fit_sources``, else synthetic parts."""
+        return auxiliary_sources(self.auxiliary, self._target_datamodule())
 
-            target = set(self._target_categories())
-            categories = [c for c in list_categories() if c not in target][:4]
-        return [{"dataset": "synthetic3d", "root": DEFAULT_SYNTHETIC_ROOT, "categories": categories, "split": "test",
-                 "exclude": [], "options": {}}]
+    def train_dataloader(self) -> DataLoader:
+        """The fitting data: the shuffled auxiliary loader, checked against the target's samples.
 
-    def auxiliary_dataloader(self) -> DataLoader:
-        """The shuffled loader of the auxiliary (annotated, fitting) samples."""
-        import pandas as pd
-
-        from anomalib_3d.data.datamodules.zero_shot import DataSource
-        from anomalib_3d.data.datasets import PointCloudDataset
-
-        sources = [DataSource(**source) for source in self.auxiliary_sources()]
-        frame = pd.concat([source.samples() for source in sources], ignore_index=True)
-        if frame.empty:
-            msg = f"the auxiliary sources {self.auxiliary_sources()} hold no samples."
-            raise ValueError(msg)
-        self._check_no_leak(frame)
-        grid = None if self.auxiliary_grid_size is None else (self.auxiliary_grid_size, self.auxiliary_grid_size)
-        dataset = PointCloudDataset(frame, split=None, remove_background=True, grid_size=grid, name="pointad_auxiliary")
-        generator = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(
-            dataset,
-            batch_size=self.auxiliary_batch_size,
-            shuffle=True,
-            num_workers=self.auxiliary_num_workers,
-            collate_fn=_collate_mixed_paths,
-            generator=generator,
-        )
-        labels = frame.label_index.astype(int)
-        logger.info(
-            "PointAD fits its prompts on the auxiliary set: %d samples (%d anomalous) from %s. "
-            "The target datamodule's own train split is NOT used (zero-shot).",
-            len(frame), int(labels.sum()), ", ".join(f"{s.dataset}:{'+'.join(s.categories)}/{s.split}" for s in sources),
-        )
-        return loader
-
-    def _check_no_leak(self, frame: object) -> None:
-        """Refuse auxiliary samples that are also target evaluation samples."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None:
-            return
-        target: set[str] = set()
-        for name in ("test_data", "val_data"):
-            samples = getattr(getattr(datamodule, name, None), "samples", None)
-            if samples is None:
-                continue
-            for column in ("image_path", "depth_path"):
-                if column in samples:
-                    target.update(str(Path(p).resolve()) for p in samples[column] if isinstance(p, str) and p)
-        aux = {str(Path(p).resolve()) for p in frame.image_path}
-        leaked = sorted(aux & target)
-        if leaked:
-            msg = (f"{len(leaked)} auxiliary samples are also target evaluation samples (e.g. {leaked[0]}): "
-                   "not zero-shot. Use another category / dataset as auxiliary.")
-            raise ValueError(msg)
-
-    def setup(self, stage: str | None = None) -> None:
-        """On ``fit``: serve the auxiliary loader instead of the target's train split.
-
-        Lightning calls this hook after the datamodule's ``setup`` and *before* the fit loop
-        requests the training dataloader, so replacing the datamodule's ``train_dataloader`` here
-        is what the fit loop uses. It is restored in :meth:`teardown`.
+        A fit through a datamodule reads it through :class:`~anomalib_3d.data.zero_shot.ModelTrainData`;
+        loaders passed straight to ``fit`` replace it (Lightning's rule).
         """
-        if stage != "fit" or self._trainer is None:
-            return
-        loader = self.auxiliary_dataloader()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            self._restore_train_dataloader = ("datamodule", datamodule, datamodule.__dict__.get("train_dataloader"))
-            datamodule.train_dataloader = lambda: loader
-            return
-        # Dataloaders passed straight to ``fit``: swap the fit loop's source (a Lightning internal).
-        source = getattr(getattr(self.trainer, "fit_loop", None), "_data_source", None)
-        if source is None or not hasattr(source, "instance"):
-            msg = "cannot install PointAD's auxiliary dataloader: the trainer exposes no train data source."
-            raise RuntimeError(msg)
-        self._restore_train_dataloader = ("source", source, source.instance)
-        source.instance = loader
+        return auxiliary_loader(
+            self.auxiliary_sources(),
+            datamodule=self._target_datamodule(),
+            batch_size=self.auxiliary_batch_size,
+            num_workers=self.auxiliary_num_workers,
+            grid_size=self.auxiliary_grid_size,
+            seed=self.seed,
+        )
 
-    def teardown(self, stage: str | None = None) -> None:
-        """Give the datamodule its own ``train_dataloader`` back after ``fit``."""
-        if self._restore_train_dataloader is None or stage != "fit":
-            return
-        kind, owner, previous = self._restore_train_dataloader
-        if kind == "source":
-            owner.instance = previous
-        elif previous is None:
-            owner.__dict__.pop("train_dataloader", None)
-        else:
-            owner.train_dataloader = previous
-        self._restore_train_dataloader = None
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """The mixin's callbacks and :class:`~anomalib_3d.data.zero_shot.ModelTrainData` (fit on the auxiliary set)."""
+        callbacks = super().configure_callbacks()
+        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+        return [*callbacks, ModelTrainData()]
 
     # ------------------------------------------------------------------------------------------
     # steps
@@ -516,7 +394,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             return list(points.category)
         name = self.class_name
         if name is None:
-            categories = self._target_categories() if self._trainer is not None else []
+            categories = self._target_categories()
             name = categories[0] if len(categories) == 1 else "object"
         return [name] * points.batch_size
 
@@ -531,7 +409,11 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             return _on_one_device(self.as_point_batch(batch)), None
         from types import SimpleNamespace
 
-        from anomalib_3d.data.adapters import channels_last, depth_batch_to_point_batch, resize_organized
+        from anomalib_3d.data.adapters import (
+            channels_last,
+            depth_batch_to_point_batch,
+            resize_organized,
+        )
 
         depth = torch.as_tensor(batch.depth_map).as_subclass(torch.Tensor)
         size = self.organized_grid_size
@@ -548,27 +430,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         points = _on_one_device(depth_batch_to_point_batch(view))
         if not self.remove_background:
             return points, None
-        return points, self._foreground(points)
-
-    @staticmethod
-    def _foreground(points: PointCloudBatch) -> Tensor:
-        """``(N,)`` bool: points off the support plane (every point if the plane cannot be found)."""
-        from anomalib_3d.data.datasets import remove_background_plane
-
-        keep = torch.ones(points.points.shape[0], dtype=torch.bool, device=points.points.device)
-        shape = points.grid_shape.reshape(-1, 2)
-        ptr = points.ptr.tolist()
-        for cloud in range(points.batch_size):
-            lo, hi = ptr[cloud], ptr[cloud + 1]
-            height, width = (int(s) for s in shape[cloud])
-            grid = torch.zeros(height * width, 3, dtype=torch.float32)
-            index = points.grid_index[lo:hi].cpu()
-            grid[index] = points.points[lo:hi].detach().float().cpu()
-            mask = torch.from_numpy(remove_background_plane(grid.view(height, width, 3).numpy()))
-            cloud_keep = mask.reshape(-1)[index].to(keep.device)
-            if int(cloud_keep.sum()) >= 16:  # a plane-only scan keeps all its points
-                keep[lo:hi] = cloud_keep
-        return keep
+        return points, foreground_mask(points)
 
     def predict_batch(self, batch: Any, *, return_views: bool = False) -> tuple[Any, PointADPrediction]:  # noqa: ANN401
         """Run PointAD on a ``PointCloudBatch`` or ``DepthBatch`` and write anomalib's outputs.
@@ -600,8 +462,6 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         )
         anomaly_map = prediction.anomaly_map
         if foreground is not None:
-            from anomalib_3d_plugins.pointad.torch_model import segment_max
-
             lowest = -segment_max(-anomaly_map, cloud_batch, points.batch_size)
             full = lowest[points.batch_index].clone()
             full[foreground] = anomaly_map
@@ -635,4 +495,4 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         return result
 
 
-__all__ = ["PointAD", "normalize_auxiliary"]
+__all__ = ["PointAD"]

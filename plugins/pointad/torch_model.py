@@ -5,268 +5,57 @@ vision layers with ``h x w`` patches:
 
 1. :func:`anomalib_3d.render.render_points` renders every cloud from the rig (shaded, z-buffered,
    with the exact pixel and visibility of every point in every view); organized (sensor-frame)
-   clouds are flipped into the authors' object frame and seen by their MVTec rig, and every cloud
-   gets a splat radius from its own sampling (never from the rest of the batch);
+   clouds are flipped into the authors' object frame and seen by their MVTec rig
+   (:class:`~anomalib_3d_plugins.pointad.render_settings.RenderSettings`), and every cloud gets a
+   splat radius from its own sampling, never from the rest of the batch
+   (:func:`anomalib_3d.render.radius.cloud_radii`);
 2. the frozen CLIP encodes the ``B * V`` renders: one global feature and ``L`` V-V patch-token maps
    per view (:class:`~anomalib_3d_plugins.pointad.clip_backbone.FrozenCLIP`);
 3. the prompt learner gives normal / abnormal text features; cosine similarities / ``tau`` give
-   per-view global logits ``(B, V, 2)`` and per-layer two-class patch maps ``(B, V, 2, h, w)``;
+   per-view global logits ``(B, V, 2)`` and per-layer two-class patch maps ``(B, V, 2, h, w)``
+   (:mod:`~anomalib_3d_plugins.pointad.scoring`);
 4. maps are upsampled bilinearly to the render size and gathered to the points through the
    render correspondence (only views where the point is visible), averaged over views: the 3D
    segmentation ``S^3d`` (:func:`anomalib_3d.render.gather_to_points`);
 5. inference: point map ``A^m = G_sigma(S^3d_a)`` (Gaussian smoothing: on the sensor grid for
-   organized clouds, on the points otherwise, :mod:`anomalib_3d.ops.graph`), object score
-   ``A^s = 1/2 (mean_v P_a^(v) + max A^m)``;
+   organized clouds, on the points otherwise), object score ``A^s = 1/2 (mean_v P_a^(v) + max A^m)``;
    with RGB (organized clouds) the image is scored by the same prompts, mapped to the points through
-   the organized grid and fused (paper §3.6, see :meth:`PointADModel.predict`).
+   the organized grid and fused (:mod:`~anomalib_3d_plugins.pointad.rgb_fusion`).
 
 Training (:meth:`PointADModel.compute_loss`) renders the point labels with the same z-buffer and
-evaluates the hybrid loss. The encoder is frozen, so the features of a sample's renders can be
-cached (:class:`FeatureCache`) and reused across epochs: only rasterisation (for the
-correspondence and masks) and the cheap text/similarity part run again.
+evaluates the hybrid loss. The encoder is frozen, so the features of a sample's renders are cached
+across epochs (:mod:`~anomalib_3d_plugins.pointad.feature_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import math
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from anomalib_3d.render.radius import cloud_radii
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
+from anomalib_3d_plugins.pointad.feature_cache import (
+    FeatureCache,
+    sample_key,
+    settings_key,
+)
 from anomalib_3d_plugins.pointad.loss import HybridLoss, HybridLossInputs
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
-
-logger = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------
-# render settings
-OBJECT_FRAMES = ("auto", "flip", "none")
-
-# Disc area = twice the area each point owns on the image: no holes on a lattice (needs
-# r >= 0.71 pitch) nor, mostly, on random samples. For a lattice of pitch p that is
-# r = sqrt(2 / pi) p; for a random (Poisson) sample whose median nearest-neighbour distance is
-# d (= sqrt(ln 2 / (pi rho))), r = sqrt(2 / ln 2) d.
-_RADIUS_PER_GRID_PITCH = math.sqrt(2.0 / math.pi)
-_RADIUS_PER_MEDIAN_NN = math.sqrt(2.0 / math.log(2.0))
-_MIN_RADIUS_PX, _MAX_RADIUS_PX = 1.0, 8.0
-_SPACING_QUERIES = 2048
+from anomalib_3d_plugins.pointad.render_settings import RenderSettings
+from anomalib_3d_plugins.pointad.rgb_fusion import fuse_point_and_rgb, score_rgb_image
+from anomalib_3d_plugins.pointad.scoring import (
+    PointADPrediction,
+    ViewScores,
+    cloud_offsets,
+    cosine_view_scores,
+    gather_point_probs,
+    object_score,
+    smooth_point_scores,
+)
 
 
-@dataclass(frozen=True)
-class RenderSettings:
-    """How clouds are turned into views.
-
-    The views, by priority: ``views`` (any rotations) > ``view_angles`` (about ``view_axis``) >
-    ``num_views`` / ``view_axis`` (the paper's Table 7 set about that axis) > ``preset`` >
-    automatic: ``pointad_mvtec`` for organized clouds, ``pointad_real3d`` for unorganized ones.
-
-    Attributes:
-        preset: rig preset name (``"pointad_mvtec"``, ``"pointad_real3d"``, see
-            :data:`anomalib_3d.render.RIG_PRESETS`), or ``None`` for the automatic choice.
-        views: explicit rotations: ``(axis, degrees)`` pairs, lists of pairs (composed) or 3x3
-            matrices (:func:`anomalib_3d.render.view_rotations`).
-        num_views: Table 7 view count (angles ``k * 2 pi / (n + 1)`` about ``view_axis``).
-        view_angles: explicit angles in radians about ``view_axis``.
-        view_axis: axis of ``view_angles`` / ``num_views`` (default X); given alone it selects the
-            9-view Table 7 set about that axis.
-        object_frame: ``"auto"`` flips organized (sensor-frame: camera at the origin looking
-            along +z, y down) clouds by pi about X before the views, as the authors do, and leaves
-            unorganized clouds as they are; ``"flip"`` flips every cloud (the authors' Real3D-AD
-            script flips too); ``"none"`` never flips.
-        projection: ``"orthographic"`` or ``"pinhole"`` (Open3D's 60 degree perspective).
-        image_size: render size; ``None`` = the backbone's input size (336 for ViT-L/14@336).
-        point_radius_px: splat radius for every cloud; ``None`` = per cloud from its own sampling:
-            the organized grid's pixel pitch, else its median nearest-neighbour distance
-            (:meth:`PointADModel.radius_for_cloud`), so a cloud renders the same in any batch.
-        shading: Lambert shading from normals (estimated when the cloud has none).
-        use_colors: render with per-point colours (off: PointAD reads geometry only, RGB has its own branch).
-        depth_tolerance: visibility tolerance of the renderer (``None`` = its default per radius).
-    """
-
-    preset: str | None = None
-    views: tuple | None = None
-    num_views: int | None = None
-    view_angles: tuple[float, ...] | None = None
-    view_axis: str | None = None
-    object_frame: str = "auto"
-    projection: str = "orthographic"
-    image_size: int | None = None
-    point_radius_px: float | None = None
-    shading: bool = True
-    use_colors: bool = False
-    depth_tolerance: float | None = None
-
-    def __post_init__(self) -> None:
-        from anomalib_3d.render import RIG_PRESETS
-
-        if self.object_frame not in OBJECT_FRAMES:
-            msg = f"object_frame must be one of {OBJECT_FRAMES}, got {self.object_frame!r}."
-            raise ValueError(msg)
-        if self.preset is not None and self.preset not in RIG_PRESETS:
-            msg = f"unknown rig preset {self.preset!r}; choose one of {sorted(RIG_PRESETS)} or null (automatic)."
-            raise ValueError(msg)
-        if self.view_axis is not None and self.view_axis.lower() not in ("x", "y", "z"):
-            msg = f"view_axis must be 'x', 'y' or 'z', got {self.view_axis!r}."
-            raise ValueError(msg)
-
-    def rig_name(self, organized: bool) -> str:
-        """Which views apply: ``"views"``, ``"angles"``, ``"table7"`` or a preset name."""
-        if self.views is not None:
-            return "views"
-        if self.view_angles is not None:
-            return "angles"
-        if self.num_views is not None or self.view_axis is not None:
-            return "table7"
-        if self.preset is not None:
-            return self.preset
-        return "pointad_mvtec" if organized else "pointad_real3d"
-
-    def flips(self, organized: bool) -> bool:
-        """Whether clouds are flipped by pi about X (sensor frame -> object frame) first."""
-        return self.object_frame == "flip" or (self.object_frame == "auto" and organized)
-
-    def camera_rig(self, image_size: tuple[int, int], organized: bool = False) -> object:
-        """The :class:`anomalib_3d.render.CameraRig` for organized / unorganized clouds at ``image_size``."""
-        from anomalib_3d.render import SENSOR_TO_OBJECT, pointad_angles, rig_from_rotations, rig_preset, rotation_rig
-
-        name = self.rig_name(organized)
-        axis = (self.view_axis or "x").lower()
-        common = {"projection": self.projection, "image_size": image_size}
-        if name == "views":
-            rig = rig_from_rotations(list(self.views), **common)
-        elif name == "angles":
-            rig = rotation_rig(list(self.view_angles), axis=axis, **common)
-        elif name == "table7":
-            rig = rotation_rig(pointad_angles(self.num_views or 9), axis=axis, **common)
-        else:
-            rig = rig_preset(name, **common)
-        if self.flips(organized):
-            rig = rig.with_pre_rotation(SENSOR_TO_OBJECT, "flip X")
-        return rig
-
-
-# ----------------------------------------------------------------------------------------------
-# feature cache
-class FeatureCache:
-    """Frozen-encoder features of rendered samples, reused across epochs.
-
-    Entries are ``(global (V, D), patches (L, V, h*w, D))`` tensors stored exactly as the encoder
-    produced them (no dtype change), so a hit returns the very same numbers. A byte budget caps the
-    memory; when full, the least recently used entries are evicted.
-
-    Args:
-        max_bytes: budget (``0`` disables the cache).
-        device: where entries live (``None`` = where they were computed).
-    """
-
-    def __init__(self, max_bytes: int = 8 * 2**30, device: str | torch.device | None = "cpu") -> None:
-        self.max_bytes = int(max_bytes)
-        self.device = None if device is None else torch.device(device)
-        self._entries: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._entries
-
-    @staticmethod
-    def _size(entry: tuple[Tensor, Tensor]) -> int:
-        return sum(t.numel() * t.element_size() for t in entry)
-
-    def get(self, key: str | None) -> tuple[Tensor, Tensor] | None:
-        """The entry of ``key`` (moved to most recently used), or ``None``."""
-        if key is None or key not in self._entries:
-            self.misses += key is not None
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        return self._entries[key]
-
-    def put(self, key: str | None, global_features: Tensor, patch_tokens: Tensor) -> bool:
-        """Store an entry; returns whether it was stored (``False`` if it alone exceeds the budget)."""
-        if key is None or self.max_bytes <= 0:
-            return False
-        entry = tuple(t.detach().to(self.device) if self.device is not None else t.detach()
-                      for t in (global_features, patch_tokens))
-        size = self._size(entry)
-        if size > self.max_bytes:
-            return False
-        if key in self._entries:
-            self.bytes -= self._size(self._entries.pop(key))
-        while self.bytes + size > self.max_bytes and self._entries:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= self._size(old)
-        self._entries[key] = entry
-        self.bytes += size
-        return True
-
-    def clear(self) -> None:
-        """Drop every entry."""
-        self._entries.clear()
-        self.bytes = 0
-
-
-# ----------------------------------------------------------------------------------------------
-# outputs
-class ViewScores(NamedTuple):
-    """Per-view scores of ``B`` clouds.
-
-    Attributes:
-        logits: ``(B, V, 2)`` global ``[normal, abnormal]`` logits (``cos / tau``).
-        patch_probs: ``L x (B, V, 2, h, w)`` two-class softmax maps of each vision layer.
-    """
-
-    logits: Tensor
-    patch_probs: list[Tensor]
-
-
-class PointADPrediction(NamedTuple):
-    """Inference outputs (``N`` points, ``B`` clouds).
-
-    Attributes:
-        anomaly_map: ``(N,)`` final point scores (multimodal when RGB was fused).
-        pred_score: ``(B,)`` final object scores.
-        point_map: ``(N,)`` point-only map ``A^m``.
-        point_score: ``(B,)`` point-only score ``A^s``.
-        view_probs: ``(B, V)`` abnormal probability of every view.
-        rgb_map: ``(N,)`` smoothed RGB map on the points, or ``None``.
-        rgb_score: ``(B,)`` RGB global probability, or ``None``.
-        view_maps: ``(B, V, H, W)`` abnormal maps of the views at render size (``return_views``).
-        renders: ``(B, V, 3, H, W)`` the renders (``return_views``).
-    """
-
-    anomaly_map: Tensor
-    pred_score: Tensor
-    point_map: Tensor
-    point_score: Tensor
-    view_probs: Tensor
-    rgb_map: Tensor | None = None
-    rgb_score: Tensor | None = None
-    view_maps: Tensor | None = None
-    renders: Tensor | None = None
-
-
-def segment_max(values: Tensor, batch: Tensor, num_clouds: int) -> Tensor:
-    """``(B,)`` maximum of ``values (N,)`` over the points of each cloud."""
-    out = values.new_full((num_clouds,), -math.inf)
-    return out.scatter_reduce(0, batch, values, reduce="amax", include_self=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# model
 class PointADModel(nn.Module):
     """PointAD: frozen CLIP + learnable prompts on multi-view renders of point clouds.
 
@@ -335,11 +124,6 @@ class PointADModel(nn.Module):
         """The camera rig of organized (sensor-frame) or unorganized clouds."""
         return self._rigs[bool(organized)]
 
-    @property
-    def rig(self) -> object:
-        """The rig of unorganized clouds (see :meth:`rig_for`)."""
-        return self._rigs[False]
-
     # -- bookkeeping ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> PointADModel:
         """Prompts follow ``mode``; the backbone stays frozen in eval; cached text features are dropped."""
@@ -355,98 +139,26 @@ class PointADModel(nn.Module):
 
     def settings_key(self, organized: bool = False) -> str:
         """Everything the frozen features of a render depend on, but the radius (part of the cache key)."""
-        b, r = self.backbone, self.render_settings
-        rig = self.rig_for(organized)
-        parts = (b.model_name, getattr(b, "weights_id", ""), b.feature_layers, b.vv_start_layer, b.precision,
-                 rig.rotations.flatten().tolist(), r.projection, self.render_size, r.shading, r.use_colors,
-                 r.depth_tolerance)
-        return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+        return settings_key(self.backbone, self.render_settings, self.rig_for(organized), self.render_size)
 
     def sample_key(self, path: str | None, points: Tensor, radius: float, organized: bool = False) -> str | None:
-        """Cache key of one cloud: its file, size, a coordinate checksum, the splat radius actually
-        used and the settings (rig included)."""
-        if path is None or self.feature_cache is None:
+        """Feature-cache key of one cloud (:func:`~anomalib_3d_plugins.pointad.feature_cache.sample_key`);
+        ``None`` without a cache or a file."""
+        if self.feature_cache is None:
             return None
-        checksum = points.detach().double().sum(dim=0).tolist()
-        coordinates = ",".join(f"{value:.9e}" for value in checksum)
-        return (f"{path}|{points.shape[0]}|{coordinates}|r={float(radius):.6g}|{self.settings_key(organized)}"
-                f"|{points.device.type}")
+        return sample_key(path, points, radius, self.settings_key(organized))
 
     # -- per-cloud geometry ----------------------------------------------------------------------
-    def _pixels_per_unit(self, organized: bool) -> float:
-        """Render pixels per normalised unit at the object centre."""
-        rig = self.rig_for(organized)
-        return rig.ortho_scale_px if rig.projection == "orthographic" else rig.focal_px / rig.camera_distance
-
-    @staticmethod
-    def _normalised(points: Tensor) -> Tensor:
-        from anomalib_3d.render import normalize_clouds
-
-        normalised, _, _ = normalize_clouds(points.detach().float(), points.new_zeros(points.shape[0], dtype=torch.long), 1)
-        return normalised
-
-    @staticmethod
-    def median_spacing(points: Tensor) -> float:
-        """Median distance of (a fixed, evenly strided subset of) the points to their nearest other point."""
-        from anomalib_3d.ops import knn
-
-        num = points.shape[0]
-        if num < 2:
-            return 0.0
-        step = max(1, num // _SPACING_QUERIES)
-        _, sq = knn(points, points[::step], 2)
-        distances = sq[:, 1].clamp(min=0).sqrt()
-        positive = distances[distances > 0]
-        return float(positive.median()) if positive.numel() else 0.0
-
-    @staticmethod
-    def grid_spacing(points: Tensor, grid_index: Tensor, grid_shape: Sequence[int]) -> float:
-        """Median 3D distance between points on horizontally / vertically adjacent grid pixels (0 if none)."""
-        height, width = (int(v) for v in grid_shape)
-        owner = torch.full((height * width,), -1, dtype=torch.long, device=points.device)
-        owner[grid_index.long()] = torch.arange(points.shape[0], device=points.device)
-        owner = owner.view(height, width)
-        pairs = [(owner[:, :-1], owner[:, 1:]), (owner[:-1, :], owner[1:, :])]
-        distances = []
-        for first, second in pairs:
-            both = (first >= 0) & (second >= 0)
-            if bool(both.any()):
-                distances.append((points[first[both]] - points[second[both]]).norm(dim=1))
-        if not distances:
-            return 0.0
-        values = torch.cat(distances)
-        values = values[values > 0]
-        return float(values.median()) if values.numel() else 0.0
-
     def radius_for_cloud(
         self,
         points: Tensor,
         grid_index: Tensor | None = None,
         grid_shape: Sequence[int] | None = None,
     ) -> float:
-        """Splat radius (pixels) of one cloud, from that cloud alone (deterministic).
-
-        The explicit ``point_radius_px`` when set; else a disc of twice the image area each point
-        owns: ``sqrt(2 / pi) * pitch`` for organized clouds (``pitch``: the median 3D distance of
-        grid neighbours, in render pixels), ``sqrt(2 / ln 2) * d`` for unorganized ones (``d``:
-        the median nearest-neighbour distance in render pixels); clamped to ``[1, 8]``.
-        """
-        if self.render_settings.point_radius_px is not None:
-            return float(self.render_settings.point_radius_px)
-        organized = grid_index is not None and grid_shape is not None
-        normalised = self._normalised(points)
-        pixels = self._pixels_per_unit(organized)
-        spacing = self.grid_spacing(normalised, grid_index, grid_shape) if organized else 0.0
-        factor = _RADIUS_PER_GRID_PITCH
-        if spacing <= 0:
-            spacing, factor = self.median_spacing(normalised), _RADIUS_PER_MEDIAN_NN
-        radius = factor * spacing * pixels
-        # Rounded so tiny float differences cannot change the disc (and the cache key).
-        return float(min(_MAX_RADIUS_PX, max(_MIN_RADIUS_PX, round(radius, 3))))
-
-    @staticmethod
-    def _ptr(batch: Tensor, num_clouds: int) -> list[int]:
-        return torch.cat([batch.new_zeros(1), torch.bincount(batch, minlength=num_clouds).cumsum(0)]).tolist()
+        """Splat radius (pixels) of one cloud: the explicit ``point_radius_px`` when set, else from
+        the cloud's own sampling (:func:`anomalib_3d.render.radius.radius_from_sampling`)."""
+        return self.cloud_radii(points, points.new_zeros(points.shape[0], dtype=torch.long), 1, grid_index,
+                                grid_shape)[0]
 
     @staticmethod
     def _grid_shape(grid_shape: Tensor | Sequence[int] | None) -> tuple[int, int] | None:
@@ -466,18 +178,13 @@ class PointADModel(nn.Module):
         grid_index: Tensor | None = None,
         grid_shape: Tensor | Sequence[int] | None = None,
     ) -> list[float]:
-        """:meth:`radius_for_cloud` of every cloud."""
+        """:meth:`radius_for_cloud` of every cloud (without an explicit radius, an empty cloud gets the smallest)."""
+        if self.render_settings.point_radius_px is not None:
+            return [float(self.render_settings.point_radius_px)] * num_clouds
         shape = self._grid_shape(grid_shape)
-        ptr = self._ptr(batch, num_clouds)
-        radii = []
-        for cloud in range(num_clouds):
-            lo, hi = ptr[cloud], ptr[cloud + 1]
-            if hi - lo == 0:
-                radii.append(_MIN_RADIUS_PX)
-                continue
-            index = None if grid_index is None or shape is None else grid_index[lo:hi]
-            radii.append(self.radius_for_cloud(points[lo:hi], index, shape if index is not None else None))
-        return radii
+        organized = grid_index is not None and shape is not None
+        return cloud_radii(points, batch, num_clouds, self.rig_for(organized), grid_index if organized else None,
+                           shape)
 
     # -- stages --------------------------------------------------------------------------------
     def render(
@@ -558,23 +265,14 @@ class PointADModel(nn.Module):
         return features[index]
 
     def score_views(self, global_features: Tensor, patch_tokens: Tensor, text: Tensor) -> ViewScores:
-        """Cosine scores of views against the prompts.
+        """Cosine scores of views against the prompts (:func:`~anomalib_3d_plugins.pointad.scoring.cosine_view_scores`).
 
         Args:
             global_features: ``(B, V, D)``.
             patch_tokens: ``(L, B, V, h*w, D)``.
             text: ``(B, 2, D)`` normalised text features of each cloud.
         """
-        text = text.float()
-        glob = F.normalize(global_features.float(), dim=-1)
-        logits = torch.einsum("bvd,bcd->bvc", glob, text) / self.temperature
-        height, width = self.backbone.grid_size
-        maps = []
-        for tokens in patch_tokens:
-            tokens = F.normalize(tokens.float(), dim=-1)
-            probs = (torch.einsum("bvnd,bcd->bvnc", tokens, text) / self.temperature).softmax(dim=-1)
-            maps.append(probs.permute(0, 1, 3, 2).reshape(*probs.shape[:2], 2, height, width))
-        return ViewScores(logits, maps)
+        return cosine_view_scores(global_features, patch_tokens, text, self.temperature, self.backbone.grid_size)
 
     def smooth(
         self,
@@ -586,57 +284,15 @@ class PointADModel(nn.Module):
         grid_index: Tensor | None = None,
         grid_shape: Tensor | Sequence[int] | None = None,
     ) -> Tensor:
-        """Gaussian smoothing ``G_sigma`` of per-point scores ``(N,)`` or ``(N, C)``, cloud by cloud.
-
-        Organized clouds: ``scipy.ndimage.gaussian_filter(sigma)`` of the score image on the grid
-        (0 where the grid has no point), as the authors. Unorganized: a Gaussian of
-        ``sigma * median spacing`` over every neighbour within ``smoothing_truncate`` sigmas
-        (or the ``smoothing_k`` nearest when set).
-        """
-        if self.smoothing_sigma <= 0:
-            return scores
-        from anomalib_3d.ops.graph import smooth_grid_scores, smooth_scores
-
-        if self.smoothing_on_grid and grid_index is not None and grid_shape is not None:
-            return smooth_grid_scores(scores, grid_index, self._grid_shape(grid_shape), batch,
-                                      sigma=self.smoothing_sigma, num_clouds=num_clouds)
-        out = torch.empty_like(scores)
-        ptr = self._ptr(batch, num_clouds)
-        for cloud in range(num_clouds):
-            lo, hi = ptr[cloud], ptr[cloud + 1]
-            spacing = self.median_spacing(points[lo:hi].detach()) if hi - lo >= 2 else 0.0
-            if spacing <= 0:
-                out[lo:hi] = scores[lo:hi]
-                continue
-            cloud_points = points[lo:hi].detach()
-            sigma = self.smoothing_sigma * spacing
-            if self.smoothing_k is not None:
-                out[lo:hi] = smooth_scores(cloud_points, scores[lo:hi], k=min(self.smoothing_k, hi - lo), sigma=sigma)
-            else:
-                out[lo:hi] = smooth_scores(cloud_points, scores[lo:hi], radius=self.smoothing_truncate * sigma,
-                                           sigma=sigma)
-        return out
-
-    @staticmethod
-    def gather_point_probs(pixel_probs: Sequence[Tensor], output: object) -> tuple[list[Tensor], Tensor]:
-        """The 3D segmentation ``S^3d`` of every layer: per-view maps read at each point's pixel,
-        averaged over the views in which the point is *visible* (occluded views do not count).
-
-        Args:
-            pixel_probs: ``L x (B, V, 2, H', W')`` two-class maps (upsampled bilinearly when not at
-                the render size).
-            output: the ``RenderOutput`` the maps come from.
-
-        Returns:
-            ``(L x (N, 2), valid (N,) bool)``: ``valid`` marks points visible in at least one view
-            (the others get 0 and must be ignored).
-        """
-        from anomalib_3d.render import gather_to_points
-
-        layers = len(pixel_probs)
-        stacked = torch.cat(list(pixel_probs), dim=2)  # (B, V, 2L, H, W): one gather for all layers
-        gathered = gather_to_points(stacked, output, fallback="zero")
-        return list(gathered.view(-1, layers, 2).unbind(dim=1)), output.visible.any(dim=1)
+        """Gaussian smoothing ``G_sigma`` of per-point scores ``(N,)`` or ``(N, C)``, cloud by cloud
+        (:func:`~anomalib_3d_plugins.pointad.scoring.smooth_point_scores`): on the grid for
+        organized clouds (unless ``smoothing_on_grid`` is off), on the points otherwise."""
+        on_grid = self.smoothing_on_grid and grid_index is not None and grid_shape is not None
+        return smooth_point_scores(
+            points, scores, batch, num_clouds,
+            sigma=self.smoothing_sigma, k=self.smoothing_k, truncate=self.smoothing_truncate,
+            grid_index=grid_index if on_grid else None, grid_shape=self._grid_shape(grid_shape) if on_grid else None,
+        )
 
     # -- training ------------------------------------------------------------------------------
     def _features_for(
@@ -652,7 +308,7 @@ class PointADModel(nn.Module):
     ) -> tuple[object, Tensor, Tensor]:
         """Render output and ``(global (B, V, D), patches (L, B, V, hw, D))``, using the cache."""
         organized = grid_index is not None and grid_shape is not None
-        ptr = self._ptr(batch, num_clouds)
+        ptr = cloud_offsets(batch, num_clouds)
         radii = self.cloud_radii(points, batch, num_clouds, grid_index, grid_shape)
         keys = [self.sample_key(paths[b] if paths else None, points[ptr[b] : ptr[b + 1]], radii[b], organized)
                 for b in range(num_clouds)]
@@ -721,7 +377,7 @@ class PointADModel(nn.Module):
             pixel_probs = [upsample_maps(p, self.render_size) for p in scores.patch_probs]
             inputs.pixel_probs = pixel_probs
             if self.loss.enabled["local_3d"]:
-                inputs.point_probs, inputs.point_valid = self.gather_point_probs(pixel_probs, output)
+                inputs.point_probs, inputs.point_valid = gather_point_probs(pixel_probs, output)
                 inputs.point_labels = point_labels
                 inputs.batch = batch
         return self.loss(inputs)
@@ -735,28 +391,13 @@ class PointADModel(nn.Module):
         batch: Tensor,
         text: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        """Score RGB images with the prompts and read the map at every point's grid pixel.
-
-        Args:
-            images: ``(B, 3, H', W')`` RGB in ``[0, 1]``.
-            grid_index: ``(N,)`` flat pixel ``row * W + col`` of each point on its organized grid.
-            grid_shape: ``(H, W)`` of the grid (or ``(B, 2)``, all equal).
-            batch: ``(N,)`` cloud of each point.
-            text: ``(B, 2, D)`` text features.
+        """RGB images scored by the prompts, read at every point's grid pixel
+        (:func:`~anomalib_3d_plugins.pointad.rgb_fusion.score_rgb_image`).
 
         Returns:
             ``(global abnormal probability (B,), per-point RGB abnormal map (N,))`` (map not smoothed).
         """
-        shape = torch.as_tensor(grid_shape).reshape(-1, 2)[0].tolist()
-        features = self.backbone.encode_image(self.backbone.prepare_images(images))
-        glob = features.global_features.unsqueeze(1)
-        patch = torch.stack(features.patch_tokens).unsqueeze(2)
-        scores = self.score_views(glob, patch, text)
-        probability = scores.logits.softmax(dim=-1)[:, 0, 1]
-        abnormal = torch.stack([p[:, 0, 1] for p in scores.patch_probs]).mean(dim=0)  # (B, h, w)
-        on_grid = F.interpolate(abnormal.unsqueeze(1), size=(int(shape[0]), int(shape[1])), mode="bilinear",
-                                align_corners=False)[:, 0]
-        return probability, on_grid.flatten(1)[batch, grid_index]
+        return score_rgb_image(self.backbone, images, text, self.temperature, grid_index, grid_shape, batch)
 
     @torch.no_grad()
     def predict(
@@ -795,19 +436,15 @@ class PointADModel(nn.Module):
         mean_maps = torch.stack([p[:, :, 1] for p in scores.patch_probs]).mean(dim=0)  # (B, V, h, w)
         point_raw = gather_to_points(mean_maps, output, fallback="nearest")
         rgb_map = rgb_score = None
-        fuse = rgb is not None and bool(grid)
-        if not fuse:
+        if rgb is None or not grid:
             point_map = self.smooth(points, point_raw, batch, num_clouds, **grid)
-            point_score = 0.5 * (view_probs.mean(dim=1) + segment_max(point_map, batch, num_clouds))
+            point_score = object_score(view_probs, point_map, batch, num_clouds)
             anomaly_map, pred_score = point_map, point_score
         else:
             rgb_score, rgb_raw = self.rgb_scores(rgb, grid_index, grid_shape, batch, text)
-            # One pass for both maps: smooth them as two channels.
-            both = self.smooth(points, torch.stack([point_raw, rgb_raw], dim=1), batch, num_clouds, **grid)
-            point_map, rgb_map = both.unbind(1)
-            point_score = 0.5 * (view_probs.mean(dim=1) + segment_max(point_map, batch, num_clouds))
-            anomaly_map = 0.5 * self.smooth(points, point_map + rgb_map, batch, num_clouds, **grid)
-            pred_score = 0.5 * (0.5 * (rgb_score + point_score) + segment_max(anomaly_map, batch, num_clouds))
+            fused = fuse_point_and_rgb(point_raw, rgb_raw, rgb_score, view_probs, batch, num_clouds,
+                                       lambda scores: self.smooth(points, scores, batch, num_clouds, **grid))
+            anomaly_map, pred_score, point_map, point_score, rgb_map = fused
         view_maps = upsample_maps(mean_maps, self.render_size) if return_views else None
         return PointADPrediction(
             anomaly_map=anomaly_map,
@@ -826,11 +463,4 @@ class PointADModel(nn.Module):
         return self.predict(points, batch, num_clouds, **kwargs)
 
 
-__all__ = [
-    "FeatureCache",
-    "PointADModel",
-    "PointADPrediction",
-    "RenderSettings",
-    "ViewScores",
-    "segment_max",
-]
+__all__ = ["PointADModel"]

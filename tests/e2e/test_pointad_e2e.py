@@ -212,7 +212,7 @@ def test_save_load_gives_identical_predictions(tmp_path: Path, pretrained: str, 
 
 
 def test_target_train_split_is_never_read(tmp_path: Path, one_thread: None) -> None:
-    """Lightning asks for the training loader after the model's ``setup``: the auxiliary one is used."""
+    """A fit through the target datamodule reads the auxiliary loader (ModelTrainData), never its train split."""
     from anomalib.data import MVTec3D
     from anomalib.engine import Engine
 
@@ -246,7 +246,7 @@ def test_separable_case_beats_chance(tmp_path: Path, one_thread: None) -> None:
     from anomalib.data import MVTec3D
     from anomalib.engine import Engine
 
-    from anomalib_3d_plugins.pointad.testing import BlueCueBackbone, FixedPrompts
+    from doubles.pointad import BlueCueBackbone, FixedPrompts
     from anomalib_3d_plugins.pointad.torch_model import PointADModel
 
     root = write_mvtec3d_folder(tmp_path / "MVTec3D", size=48)

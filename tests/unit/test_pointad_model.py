@@ -10,9 +10,12 @@ import torch
 
 from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
+from anomalib_3d_plugins.pointad.feature_cache import FeatureCache
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
-from anomalib_3d_plugins.pointad.testing import BlueCueBackbone, FixedPrompts
-from anomalib_3d_plugins.pointad.torch_model import FeatureCache, PointADModel, RenderSettings
+from anomalib_3d_plugins.pointad.render_settings import RenderSettings
+from anomalib_3d_plugins.pointad.scoring import gather_point_probs
+from anomalib_3d_plugins.pointad.torch_model import PointADModel
+from doubles.pointad import BlueCueBackbone, FixedPrompts
 
 TINY = "pointad-tiny-vit"
 
@@ -96,7 +99,7 @@ def test_point_gather_ignores_occluded_views(backbone: FrozenCLIP) -> None:
     output = model.render(points, batch, 1, with_images=False)
     abnormal = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1, 1).expand(1, 2, 1, 64, 64)
     maps = torch.cat([1 - abnormal, abnormal], dim=2)  # view 0 says "anomalous", view 1 "normal"
-    (probs,), valid = model.gather_point_probs([maps], output)
+    (probs,), valid = gather_point_probs([maps], output)
     n = front.shape[0]
     assert bool(output.visible[:n, 0].all()) and not bool(output.visible[:n, 1].any())
     assert bool(valid.all())

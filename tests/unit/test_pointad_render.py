@@ -12,7 +12,8 @@ from scipy.spatial.transform import Rotation
 
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
-from anomalib_3d_plugins.pointad.torch_model import PointADModel, RenderSettings
+from anomalib_3d_plugins.pointad.render_settings import RenderSettings
+from anomalib_3d_plugins.pointad.torch_model import PointADModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from anomalib_3d.render import CameraRig, normalize_clouds, pointad_angles, pointad_rig, rotation_matrices, rotation_rig
+from anomalib_3d.render import CameraRig, fit_unit_sphere, pointad_angles, pointad_rig, rotation_matrices, rotation_rig
 
 PI = math.pi
 
@@ -85,13 +85,13 @@ def test_bad_view_counts_raise() -> None:
         rotation_matrices([0.0], axis="w")
 
 
-def test_normalize_clouds_fits_each_cloud_in_unit_sphere() -> None:
+def test_fit_unit_sphere_fits_each_cloud_in_unit_sphere() -> None:
     generator = torch.Generator().manual_seed(0)
     first = torch.rand(50, 3, generator=generator) * 10 + 100
     second = torch.rand(30, 3, generator=generator) * 0.01 - 5
     points = torch.cat([first, second])
     batch = torch.cat([torch.zeros(50, dtype=torch.long), torch.ones(30, dtype=torch.long)])
-    normalised, centre, scale = normalize_clouds(points, batch, 2)
+    normalised, centre, scale = fit_unit_sphere(points, batch, 2)
     for cloud, raw in enumerate((first, second)):
         mine = normalised[batch == cloud]
         # Independent: bounding-box centre and max radius computed directly.
@@ -100,7 +100,7 @@ def test_normalize_clouds_fits_each_cloud_in_unit_sphere() -> None:
         assert mine.norm(dim=1).max().item() == pytest.approx(1.0, abs=1e-5)
         torch.testing.assert_close(mine * scale[cloud] + centre[cloud], raw, atol=1e-4, rtol=0)
     # The single-cloud fast path agrees with the general one.
-    alone, centre_alone, scale_alone = normalize_clouds(first, torch.zeros(50, dtype=torch.long), 1)
+    alone, centre_alone, scale_alone = fit_unit_sphere(first, torch.zeros(50, dtype=torch.long), 1)
     torch.testing.assert_close(alone, normalised[:50])
     torch.testing.assert_close(scale_alone, scale[:1])
 

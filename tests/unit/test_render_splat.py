@@ -352,12 +352,12 @@ def test_cuda_matches_cpu() -> None:
 
 
 def test_arithmetic_key_packing_matches_in_place_packing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from anomalib_3d.render import splat
+    from anomalib_3d.render import zbuffer
 
     points = _random_cloud(300, 15)
     rig = pointad_rig(3, image_size=32)
     in_place = rasterize_points(points, rig=rig)
-    monkeypatch.setattr(splat, "_LITTLE_ENDIAN", False)  # the portable shift/or path
+    monkeypatch.setattr(zbuffer, "_LITTLE_ENDIAN", False)  # the portable shift/or path
     portable = rasterize_points(points, rig=rig)
     assert torch.equal(in_place.pixel_to_point, portable.pixel_to_point)
     assert torch.equal(in_place.depth, portable.depth)

@@ -7,20 +7,28 @@ task-irrelevant categories that exclude the test category. Both are a list of *f
 a list of *test sources*; this datamodule takes exactly that, so a YAML config expresses each
 protocol (see ``configs/experiments/``).
 
-A sample file may never be in both the fit and the test data (checked): that is the zero-shot
-guarantee.
+A source is a :class:`DataSource` (one slice of one dataset), given as a dataclass, a dict or a
+namespace (:func:`source_dict` turns each into a checkpoint-safe dict) and read by our datamodules'
+scanners (:meth:`DataSource.samples`). :func:`check_zero_shot` is **the** leak check of the
+project: no fitting sample may be a target sample (by file) nor, where the protocol asks for it,
+hold a target category. :class:`ZeroShot3D`, PointAD's auxiliary set and 3DzAL's task-irrelevant
+samples (:mod:`anomalib_3d.data.zero_shot`) all pass it: that is the zero-shot guarantee.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from anomalib_3d.data.datamodules.base import PointCloudDataModule, as_category_list
-from anomalib_3d.data.datasets import PointCloudDataset, SCANNERS
+from anomalib_3d.data.datasets import SCANNERS, MultiSourceDataset
+
+#: Fields of a :class:`DataSource`, in order.
+SOURCE_KEYS = ("dataset", "root", "categories", "split", "exclude", "options")
 
 
 @dataclass
@@ -47,8 +55,13 @@ class DataSource:
     exclude: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
 
+    def kept_categories(self) -> list[str]:
+        """``categories`` without ``exclude``, in order."""
+        return [c for c in as_category_list(self.categories) if c not in set(self.exclude)]
+
     def samples(self) -> pd.DataFrame:
-        categories = [c for c in as_category_list(self.categories) if c not in set(self.exclude)]
+        """The samples table of this slice (a ``source`` column names the dataset)."""
+        categories = self.kept_categories()
         if not categories:
             msg = f"source {self.dataset}:{self.categories} has no category left after exclude={self.exclude}."
             raise ValueError(msg)
@@ -83,6 +96,109 @@ class DataSource:
         return frame.reset_index(drop=True)
 
 
+# ----------------------------------------------------------------------------------------------
+# any spelling of a source -> checkpoint-safe dicts -> DataSource -> samples
+def source_dict(source: object) -> dict[str, Any]:
+    """A :class:`DataSource`, dict or namespace as a plain dict with only DataSource's keys.
+
+    Raises:
+        TypeError: ``source`` is none of those.
+        ValueError: unknown keys, or ``dataset`` / ``root`` / ``categories`` missing.
+    """
+    if is_dataclass(source) and not isinstance(source, type):
+        data = asdict(source)
+    elif isinstance(source, dict):
+        data = dict(source)
+    elif hasattr(source, "__dict__"):
+        data = {k: v for k, v in vars(source).items() if not k.startswith("_")}
+    else:
+        msg = f"a data source must be a DataSource or a dict, got {type(source).__name__}."
+        raise TypeError(msg)
+    unknown = sorted(set(data) - set(SOURCE_KEYS))
+    if unknown:
+        msg = f"data source has unknown keys {unknown}; a DataSource takes {list(SOURCE_KEYS)}."
+        raise ValueError(msg)
+    for key in ("dataset", "root", "categories"):
+        if key not in data:
+            msg = f"data source {data} lacks '{key}'."
+            raise ValueError(msg)
+    data["root"] = str(data["root"])
+    data["categories"] = [data["categories"]] if isinstance(data["categories"], str) else list(data["categories"])
+    return data
+
+
+def source_dicts(sources: object) -> list[dict[str, Any]] | None:
+    """``None`` | one source | a list of sources → ``None`` | plain dicts (safe as hyper-parameters)."""
+    if sources is None:
+        return None
+    if isinstance(sources, dict) or (is_dataclass(sources) and not isinstance(sources, type)):
+        return [source_dict(sources)]
+    return [source_dict(s) for s in sources]
+
+
+def as_sources(sources: Iterable[object]) -> list[DataSource]:
+    """Every source as a :class:`DataSource`."""
+    return [s if isinstance(s, DataSource) else DataSource(**source_dict(s)) for s in sources]
+
+
+def read_sources(sources: Iterable[object]) -> pd.DataFrame:
+    """The samples tables of ``sources``, concatenated (empty when there is none)."""
+    frames = [source.samples() for source in as_sources(sources)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------------------------
+# the one leak check
+def _sample_files(frame: pd.DataFrame) -> set[str]:
+    """Resolved paths of a samples table's cloud / image files (``image_path``, ``depth_path``)."""
+    files: set[str] = set()
+    for column in ("image_path", "depth_path"):
+        if column in frame:
+            files.update(str(Path(p).resolve()) for p in frame[column] if isinstance(p, str) and p)
+    return files
+
+
+def check_zero_shot(
+    fitting: pd.DataFrame | Sequence[DataSource],
+    target: pd.DataFrame | None = None,
+    *,
+    target_categories: Iterable[str] = (),
+    role: str = "fitting",
+) -> None:
+    """Refuse fitting data that overlaps the target: the zero-shot guarantee.
+
+    Args:
+        fitting: the fitting samples table, or (before reading any file) its sources, which are
+            then checked by category only.
+        target: the target's samples table: no fitting sample may be one of its files (paths
+            compared after resolving; ``image_path`` and ``depth_path`` on both sides, so
+            anomalib's depth tables compare with ours).
+        target_categories: categories the fitting data may not hold (empty: not checked).
+        role: what the fitting data is, for the message (``fitting``, ``auxiliary``, ``task-irrelevant``).
+
+    Raises:
+        ValueError: the fitting data holds a target category or a target file ("not zero-shot").
+    """
+    forbidden = set(target_categories)
+    if isinstance(fitting, pd.DataFrame):
+        categories = set(fitting.category) if "category" in fitting and len(fitting) else set()
+    else:
+        categories = {c for source in fitting for c in source.kept_categories()}
+    shared = sorted(categories & forbidden)
+    if shared:
+        msg = (f"the {role} data holds the target categories {shared}: not zero-shot. "
+               f"Exclude them from the {role} sources (their exclude list) or choose other categories.")
+        raise ValueError(msg)
+    if target is None or not isinstance(fitting, pd.DataFrame) or not len(fitting):
+        return
+    leaked = sorted(_sample_files(fitting) & _sample_files(target))
+    if leaked:
+        msg = (f"{len(leaked)} {role} samples are also target samples (e.g. {leaked[0]}): not zero-shot. "
+               f"Use another split, category or dataset as {role} data.")
+        raise ValueError(msg)
+
+
+
 class ZeroShot3D(PointCloudDataModule):
     """Fit on ``fit_sources`` (labels kept: anomalies in them are training signal), test on
     ``test_sources``; optionally draw material from ``task_irrelevant_sources`` (3DzAL's
@@ -110,11 +226,9 @@ class ZeroShot3D(PointCloudDataModule):
         grid_size: tuple[int, int] | None = (224, 224),
         **kwargs,
     ) -> None:
-        self.fit_sources = [s if isinstance(s, DataSource) else DataSource(**s) for s in fit_sources]
-        self.test_sources = [s if isinstance(s, DataSource) else DataSource(**s) for s in test_sources]
-        self.task_irrelevant_sources = [
-            s if isinstance(s, DataSource) else DataSource(**s) for s in task_irrelevant_sources
-        ]
+        self.fit_sources = as_sources(fit_sources)
+        self.test_sources = as_sources(test_sources)
+        self.task_irrelevant_sources = as_sources(task_irrelevant_sources)
         if not self.fit_sources or not self.test_sources:
             msg = "ZeroShot3D needs at least one fit source and one test source."
             raise ValueError(msg)
@@ -128,63 +242,40 @@ class ZeroShot3D(PointCloudDataModule):
         """Categories of the test sources (after their ``exclude``)."""
         return {c for s in self.test_sources for c in s.categories if c not in s.exclude}
 
-    def _check_categories(self, sources: Sequence[DataSource], role: str) -> None:
-        shared = sorted({c for s in sources for c in s.categories if c not in s.exclude} & self.test_categories())
-        if shared:
-            msg = (f"the {role} sources contain the test categories {shared}: not zero-shot. "
-                   f"Add them to the {role} sources' exclude list.")
-            raise ValueError(msg)
-
     def task_irrelevant_samples(self) -> pd.DataFrame:
         """The samples table of the task-irrelevant sources (never overlapping the test data)."""
         if not self.task_irrelevant_sources:
             return pd.DataFrame()
-        self._check_categories(self.task_irrelevant_sources, "task-irrelevant")
-        frame = pd.concat([s.samples() for s in self.task_irrelevant_sources], ignore_index=True)
-        test = pd.concat([s.samples() for s in self.test_sources], ignore_index=True)
-        leaked = sorted(set(frame.image_path) & set(test.image_path))
-        if leaked:
-            msg = f"{len(leaked)} task-irrelevant samples are test samples (e.g. {leaked[0]}): not zero-shot."
-            raise ValueError(msg)
+        check_zero_shot(self.task_irrelevant_sources, target_categories=self.test_categories(), role="task-irrelevant")
+        frame = read_sources(self.task_irrelevant_sources)
+        check_zero_shot(frame, read_sources(self.test_sources), role="task-irrelevant")
         return frame
 
-    def task_irrelevant_dataset(self, grid_size: tuple[int, int] | None = None) -> PointCloudDataset:
+    def task_irrelevant_dataset(self, grid_size: tuple[int, int] | None = None) -> MultiSourceDataset:
         """The task-irrelevant samples as a dataset (background removed, grids resized like the fit data)."""
         return self._dataset(self.task_irrelevant_samples(), None, "task_irrelevant", grid_size or self.grid_size)
 
     def scan(self) -> pd.DataFrame:
         if self.task_irrelevant_sources:
             # 3DzAL's protocol: the fitting category must not be a test category either.
-            self._check_categories(self.fit_sources, "fit")
-            self._check_categories(self.task_irrelevant_sources, "task-irrelevant")
-        fit = pd.concat([s.samples() for s in self.fit_sources], ignore_index=True)
-        test = pd.concat([s.samples() for s in self.test_sources], ignore_index=True)
-        leaked = sorted(set(fit.image_path) & set(test.image_path))
-        if leaked:
-            msg = (f"{len(leaked)} samples are both fitting and test data (e.g. {leaked[0]}): not zero-shot. "
-                   "Use another split or exclude the test categories from the fit sources.")
-            raise ValueError(msg)
+            for sources, role in ((self.fit_sources, "fit"), (self.task_irrelevant_sources, "task-irrelevant")):
+                check_zero_shot(sources, target_categories=self.test_categories(), role=role)
+        fit = read_sources(self.fit_sources)
+        test = read_sources(self.test_sources)
+        check_zero_shot(fit, test, role="fit")
         fit = fit.assign(split="train")
         test = test.assign(split="test")
         return pd.concat([fit, test], ignore_index=True)
 
-    def check_data(self, validate: str | None = None) -> list:
-        """Scan and pre-flight check; Eyecandies rows get their own header check."""
-        from anomalib_3d.data.datamodules.eyecandies import check_datamodule_data
-
-        return check_datamodule_data(self, validate)
-
-    def make_dataset(self, samples: pd.DataFrame, split: str) -> PointCloudDataset:
+    def make_dataset(self, samples: pd.DataFrame, split: str) -> MultiSourceDataset:
         return self._dataset(samples, split, self.name, self.grid_size)
 
     def _dataset(
         self, samples: pd.DataFrame, split: str | None, name: str, grid_size: tuple[int, int] | None
-    ) -> PointCloudDataset:
-        from anomalib_3d.data.datamodules.eyecandies import EyecandiesDataset
-
+    ) -> MultiSourceDataset:
         # reads every kind of row (Eyecandies rows included); collates to a PointCloudBatch
         # subclass that also carries Eyecandies' per-type masks when all clouds have them
-        return EyecandiesDataset(
+        return MultiSourceDataset(
             samples,
             split,
             remove_background=self.remove_background,
@@ -192,3 +283,15 @@ class ZeroShot3D(PointCloudDataModule):
             name=name,
             columns=getattr(self, "columns", None),
         )
+
+
+__all__ = [
+    "SOURCE_KEYS",
+    "DataSource",
+    "ZeroShot3D",
+    "as_sources",
+    "check_zero_shot",
+    "read_sources",
+    "source_dict",
+    "source_dicts",
+]
