@@ -4,8 +4,8 @@ Each row is fitted and tested per category with anomalib's ``Engine`` (the model
 arguments; validation skipped during fitting), scored by the project's evaluator: object I-AUROC
 and AP, point P-AUROC and AUPRO. Costs per row: ``fit s`` (mean over categories, wall clock),
 ``test s/sample`` (prediction plus the evaluator's metric updates, per test cloud; an untimed
-warm-up run goes first) and ``peak MB`` (largest resident-memory increase over the process's level
-before the run, sampled every 20 ms).
+warm-up run goes first) and ``peak MB`` (resident-set high-water mark of fit + test above the
+process's level before the row: :class:`_common.PeakMemory`).
 
 Rows (``--models``, default all):
 
@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 import yaml
 
+from _common import PeakMemory
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 METRICS = ("image_AUROC", "image_AP", "point_AUROC", "point_AUPRO")
 HEADERS = ("I-AUROC", "AP", "P-AUROC", "AUPRO")
@@ -116,32 +114,6 @@ ROWS: dict[str, tuple[Callable[[], Any], int | None]] = {
 }
 
 
-class PeakMemory:
-    """Largest resident-set increase (MB) of this process while the context is open."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak = 0.0
-
-    def __enter__(self) -> PeakMemory:
-        self._process = psutil.Process()
-        self._base = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, (self._process.memory_info().rss - self._base) / 2**20)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, (self._process.memory_info().rss - self._base) / 2**20)
-
-
 def _datamodule(root: Path, category: str, args: argparse.Namespace) -> Any:  # noqa: ANN401
     from anomalib_3d.data.datamodules.synthetic import Synthetic3D
 
@@ -204,7 +176,7 @@ def _skip_reason(name: str, args: argparse.Namespace) -> str | None:
         if args.layout != "mvtec3d":
             return "needs RGB images: organized layout only (--layout mvtec3d)"
         try:
-            from anomalib_3d.features import RGBBackbone
+            from anomalib_3d.nn import RGBBackbone
 
             RGBBackbone()
         except Exception as exc:  # noqa: BLE001 - the message is the reason shown

@@ -21,18 +21,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import time_call
 
-from anomalib_3d.ops import available_backends, farthest_point_sample, group_patches, knn  # noqa: E402
-from anomalib_3d.ops.backend import resolve_backend  # noqa: E402
+from anomalib_3d.ops import available_backends, farthest_point_sample, group_patches, knn
+from anomalib_3d.ops.backend import resolve_backend
 
 NUM_SAMPLES = 1024
 NUM_NEIGHBORS = 32
@@ -50,21 +47,6 @@ def _cloud(num: int, device: torch.device) -> torch.Tensor:
     points = torch.randn(num, 3, generator=gen)
     points = points / points.norm(dim=1, keepdim=True) * (1 + 0.01 * torch.randn(num, 1, generator=gen))
     return points.to(device)
-
-
-def _time(fn: Callable[[], object], repeats: int, device: torch.device, *, warmup: bool = True) -> float:
-    def run() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    if warmup:
-        run()  # allocations, lazy imports, CUDA context
-    return min((run() for _ in range(repeats)), default=float("inf"))
 
 
 def _contenders(points: torch.Tensor, queries: torch.Tensor, device: torch.device, dense_budget: float):
@@ -161,13 +143,13 @@ def run(sizes: list[int], device: torch.device, repeats: int, dense_budget: floa
         best = [float("inf")] * len(contenders)
         for _, _, fn in contenders:
             if fn is not None:
-                _time(fn, 0, device)  # warm-up: lazy imports, allocations, CUDA context
+                time_call(fn, 0, device)  # warm-up only: lazy imports, allocations, CUDA context
         # Round-robin repeats so a burst of load on a shared machine hits every contender alike;
         # each keeps its best run.
         for _ in range(repeats):
             for i, (_, _, fn) in enumerate(contenders):
                 if fn is not None:
-                    best[i] = min(best[i], _time(fn, 1, device, warmup=False))
+                    best[i] = min(best[i], time_call(fn, 1, device, warmup=False)[0].wall)
         ours = {op: best[i] for i, (op, name, _) in enumerate(contenders) if name.startswith("ours auto")}
         for i, (op, name, fn) in enumerate(contenders):
             if fn is None:

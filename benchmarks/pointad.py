@@ -24,9 +24,9 @@ Each configuration runs in its own process, so the peak resident memory (CPU) is
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/pointad.py                                   # CPU: tiny + ViT-B-16
-    PYTHONPATH=. python benchmarks/pointad.py --device cuda --backbones ViT-L-14-336
-    PYTHONPATH=. python benchmarks/pointad.py --input unorganized --points 20000 --repeats 3 --threads 2
+    python benchmarks/pointad.py                                   # CPU: tiny + ViT-B-16
+    python benchmarks/pointad.py --device cuda --backbones ViT-L-14-336
+    python benchmarks/pointad.py --input unorganized --points 20000 --repeats 3 --threads 2
 """
 
 from __future__ import annotations
@@ -39,17 +39,11 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import synchronize
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER_SECONDS = 0.40
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _cloud(num_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -76,10 +70,10 @@ def _scan(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def run_one(args: argparse.Namespace) -> dict:
     """Time one backbone in this process; returns a JSON-able row."""
-    sys.path.insert(0, str(REPO))
     from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
     from anomalib_3d_plugins.pointad.prompts import PromptLearner
-    from anomalib_3d_plugins.pointad.torch_model import FeatureCache, PointADModel, RenderSettings, segment_max
+    from anomalib_3d_plugins.pointad import FeatureCache, PointADModel, RenderSettings
+    from anomalib_3d_plugins.pointad.scoring import segment_max
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -100,13 +94,13 @@ def run_one(args: argparse.Namespace) -> dict:
             points = points.to(device)
             grid = {"grid_index": grid_index.to(device), "grid_shape": grid_shape} if organized else {}
             batch = torch.zeros(points.shape[0], dtype=torch.long, device=device)
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             output = model.render(points, batch, 1, **grid)
-            _sync(device)
+            synchronize(device)
             t1 = time.perf_counter()
             glob, patch = model.encode_views(output.images)
-            _sync(device)
+            synchronize(device)
             t2 = time.perf_counter()
             text = model._per_cloud_text(None, 1)  # noqa: SLF001
             scores = model.score_views(glob, patch, text)
@@ -115,12 +109,12 @@ def run_one(args: argparse.Namespace) -> dict:
             point_map = model.smooth(points, gather_to_points(maps, output, fallback="nearest"), batch, 1, **grid)
             score = 0.5 * (view_probs.mean(1) + segment_max(point_map, batch, 1))
             float(score[0])
-            _sync(device)
+            synchronize(device)
             t3 = time.perf_counter()
             flat = backbone.prepare_images(output.images.flatten(0, 1))
             with backbone._autocast(device):  # noqa: SLF001 - same precision as ours
                 backbone.clip.encode_image(flat)
-            _sync(device)
+            synchronize(device)
             t4 = time.perf_counter()
             if index == 0:
                 continue  # warm-up (allocator, kernels, text cache)
@@ -140,11 +134,11 @@ def run_one(args: argparse.Namespace) -> dict:
     model.train()
     step = {}
     for name in ("cold", "warm"):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         loss = model.compute_loss(points, batch, object_labels, labels, paths=paths, **grid)["loss"]
         loss.backward()
-        _sync(device)
+        synchronize(device)
         step[name] = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -190,7 +184,7 @@ def main() -> None:
         command += ["--views", str(args.views)] if args.views is not None else []
         command += ["--smoothing-k", str(args.smoothing_k)] if args.smoothing_k is not None else []
         out = subprocess.run(command, capture_output=True, text=True, check=False,
-                             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)})
+                             env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode or not lines:
             print(f"{name}: failed\n{out.stderr[-2000:]}")

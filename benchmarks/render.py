@@ -12,8 +12,8 @@ per-view visibility that PointAD needs to project 2D scores back to 3D.
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/render.py              # timing table
-    PYTHONPATH=. python benchmarks/render.py --save-png   # also docs/images/render_9views.png
+    python benchmarks/render.py              # timing table
+    python benchmarks/render.py --save-png   # also docs/images/render_9views.png
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import time_call
 
-from anomalib_3d.render import (  # noqa: E402
+from anomalib_3d.render import (
     gather_to_points,
     pointad_rig,
     rasterize_points,
@@ -146,29 +146,6 @@ def make_gear(num_points: int = 200_000, seed: int = 0) -> tuple[torch.Tensor, t
     order = rng.permutation(num_points)  # no spatial order, like a generic unorganised cloud
     as_tensor = lambda a, dtype: torch.as_tensor(a[order], dtype=dtype)  # noqa: E731
     return as_tensor(points, torch.float32), as_tensor(normals, torch.float32), as_tensor(labels, torch.long)
-
-
-# ---------------------------------------------------------------------------------------------
-# timing helpers
-
-
-def _time(fn, repeats: int, device: torch.device) -> list[tuple[float, float]]:
-    """``(wall seconds, process CPU seconds)`` of ``repeats`` calls after one warm-up call.
-
-    CPU time (all threads of this process) is reported next to wall time because on a shared,
-    oversubscribed machine wall time mostly measures waiting for a core.
-    """
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start, time.process_time() - start_cpu))
-    return times
 
 
 _OPEN3D_WORKER = r"""
@@ -350,18 +327,18 @@ def main() -> None:
     for device in devices:
         p, n = points.to(device), normals.to(device)
         rows.append(("ours: render_points (shaded, given normals)", device.type,
-                     _time(lambda: render_points(p, rig=rig, normals=n), args.repeats, device)))
+                     time_call(lambda: render_points(p, rig=rig, normals=n), args.repeats, device)))
         rows.append(("ours: rasterize_points (z-buffer + correspondence only)", device.type,
-                     _time(lambda: rasterize_points(p, rig=rig), args.repeats, device)))
+                     time_call(lambda: rasterize_points(p, rig=rig), args.repeats, device)))
         out = rasterize_points(p, rig=rig)
         maps = torch.rand(1, args.views, 24, 24, device=device)  # CLIP-like patch maps
         rows.append(("ours: gather_to_points (24x24 maps -> points)", device.type,
-                     _time(lambda: gather_to_points(maps, out), args.repeats, device)))
+                     time_call(lambda: gather_to_points(maps, out), args.repeats, device)))
         try:
             from anomalib_3d.ops import estimate_normals
 
             rows.append(("ours: render_points + estimate_normals(k=30)", device.type,
-                         _time(lambda: render_points(p, rig=rig), max(1, args.repeats // 2), device)))
+                         time_call(lambda: render_points(p, rig=rig), max(1, args.repeats // 2), device)))
             del estimate_normals
         except ImportError:
             pass

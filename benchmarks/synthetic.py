@@ -19,19 +19,17 @@ also renders the gallery image, e.g. ``docs/images/synthetic_gallery.png``).
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import cpu_seconds
 
-from anomalib_3d.data.io import read_gt_txt, read_mask_png, read_organized_xyz  # noqa: E402
-from anomalib_3d.data.synthetic import (  # noqa: E402
+from anomalib_3d.data.io import read_gt_txt, read_mask_png, read_organized_xyz
+from anomalib_3d.data.synthetic import (
     DEFECT_TYPES,
     default_camera,
     generate_synthetic_dataset,
@@ -39,16 +37,10 @@ from anomalib_3d.data.synthetic import (  # noqa: E402
     make_mesh,
     make_sample,
 )
-from anomalib_3d.data.synthetic.generator import SCENE_SCALE  # noqa: E402
-from anomalib_3d.data.synthetic.scanner import raycast  # noqa: E402
+from anomalib_3d.data.synthetic.generator import SCENE_SCALE
+from anomalib_3d.data.synthetic.scanner import raycast
 
 TARGET_SECONDS = 60.0
-
-
-def _cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timing_table(work: Path, quick: bool) -> dict[str, Path]:
@@ -64,10 +56,10 @@ def timing_table(work: Path, quick: bool) -> dict[str, Path]:
         for workers in (0, None):
             root = work / f"{layout}_{count}_{workers}"
             shutil.rmtree(root, ignore_errors=True)
-            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            cpu0, wall0 = cpu_seconds(), time.perf_counter()
             generate_synthetic_dataset(root, categories=categories[:count], layout=layout, progress=False, num_workers=workers)
             wall = time.perf_counter() - wall0
-            cpu = _cpu_seconds() - cpu0
+            cpu = cpu_seconds() - cpu0
             samples = 40 * count + (2 * count if layout == "mvtec3d" else 0)
             label = "serial" if workers == 0 else "auto"
             print(

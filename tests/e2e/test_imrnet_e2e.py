@@ -1,7 +1,7 @@
 """IMRNet end to end with anomalib's Engine on Synthetic3D.
 
-Fast tests use a tiny dataset and network; ``slow`` ones run the README main configuration
-(IMRNet must beat the nearest-training-point baseline) and the notebook.
+Fast tests use a tiny dataset and network; the ``slow`` one runs the README main configuration
+(IMRNet must beat the nearest-training-point baseline). The notebook runs in ``test_notebooks.py``.
 """
 
 from __future__ import annotations
@@ -220,14 +220,6 @@ def test_imrnet_beats_nearest_point_baseline_on_synthetic3d(tmp_path: Path) -> N
         print("IMRNet", imrnet["mean"], f"nearest point ({normalization})", baseline["mean"])
         assert imrnet["mean"][0] > baseline["mean"][0], f"object I-AUROC vs nearest point ({normalization})"
         assert imrnet["mean"][1] > baseline["mean"][1], f"point P-AUROC vs nearest point ({normalization})"
-
-
-@pytest.mark.slow
-def test_notebook_runs_headless(run_notebook, tmp_path: Path) -> None:  # noqa: ANN001
-    outputs = run_notebook("imrnet_synthetic.ipynb", timeout=300, IMRNET_NOTEBOOK_TINY="1",
-                           IMRNET_NOTEBOOK_ROOT=str(tmp_path))
-    assert "I-AUROC" in "".join(o.get("text", "") for o in outputs)
-    assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
 def _anomaly_shapenet_copy(real3d_category: Path, target_root: Path, category: str) -> Path:

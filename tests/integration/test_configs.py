@@ -25,3 +25,66 @@ def test_data_configs_parse(config: Path, print_config) -> None:  # noqa: ANN001
 def test_model_configs_parse(config: Path, print_config, tmp_path: Path) -> None:  # noqa: ANN001
     out = print_config(["train", "--config", str(config), "--data", "Real3DAD", "--data.root", str(tmp_path)])
     assert "anomalib_3d_plugins" in out
+
+
+def _model_class(class_path: str) -> type:
+    """The class a config's ``class_path`` names: ``package.module.Class`` or a plugin's short name."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    if "." in class_path:
+        module, name = class_path.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+    (entry_point,) = [ep for ep in entry_points(group="anomalib_3d.models") if ep.name == class_path]
+    return entry_point.load()
+
+
+def _plain(value: object) -> object:
+    """Tuples as lists (YAML has only lists), recursively, so equal settings compare equal."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _constructor_arguments(cls: type, given: dict) -> dict:
+    """Every ``__init__`` argument of ``cls``: the given values over the signature's defaults."""
+    import inspect
+
+    bound = inspect.signature(cls).bind(**given)
+    bound.apply_defaults()
+    return _plain(dict(bound.arguments))
+
+
+@pytest.mark.parametrize("config", sorted((CONFIGS / "models").glob("*_small.yaml")), ids=lambda p: p.stem)
+def test_small_config_matches_small_preset(config: Path) -> None:
+    """``configs/models/<name>_small.yaml`` and ``<Model>.small()`` build the same model: the two
+    are separate sources of truth for the CPU preset and must not drift apart."""
+    from unittest import mock
+
+    import yaml
+
+    model = yaml.safe_load(config.read_text())["model"]
+    cls = _model_class(model["class_path"])
+    assert hasattr(cls, "small"), f"{cls.__name__} has a *_small.yaml but no small() preset"
+    from_yaml = _constructor_arguments(cls, model.get("init_args", {}))
+    with mock.patch.object(cls, "__init__", autospec=True, return_value=None) as init:
+        cls.small()
+    _, *positional = init.call_args.args
+    assert not positional, "small() should pass its preset by keyword"
+    from_preset = _constructor_arguments(cls, init.call_args.kwargs)
+    differing = {k: (from_yaml[k], from_preset[k]) for k in from_yaml if from_yaml[k] != from_preset[k]}
+    assert not differing, f"{config.name} (yaml, small()) differ: {differing}"
+
+
+def test_small_preset_check_catches_a_drift() -> None:
+    """The comparison above fails on a one-value difference (it is not vacuous)."""
+    import yaml
+
+    from anomalib_3d_plugins.imrnet import IMRNet
+
+    model = yaml.safe_load((CONFIGS / "models" / "imrnet_small.yaml").read_text())["model"]
+    drifted = {**model["init_args"], "num_groups": model["init_args"]["num_groups"] + 1}
+    assert _constructor_arguments(IMRNet, drifted) != _constructor_arguments(IMRNet, model["init_args"])
+    assert _constructor_arguments(IMRNet, {"feature_layers": (1, 2)})["feature_layers"] == [1, 2]
