@@ -2,7 +2,10 @@
 
 * :class:`ThreeDzAL` — the anomalib Lightning module (``anomalib train --model ThreeDzAL``);
 * :class:`ThreeDzALModel` — the PyTorch model (branches, pseudo-anomaly losses, bank, scores);
-* :mod:`.pseudo_anomaly` — random-CNN points of interest, adding / removing pseudo-anomalies.
+* :mod:`.grid_defects` — pseudo-defects made on the whole organized grid (attach, bulge, dent, hole);
+* :mod:`.pseudo_anomaly` — random-CNN points of interest, the paper's per-cell adding / removing,
+  count-matched positives;
+* :mod:`.cells` — organized clouds cut into cells (the patches every part scores).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ _WHERE = {
     "GeneratorCNN": "pseudo_anomaly",
     "add_points": "pseudo_anomaly",
     "remove_points": "pseudo_anomaly",
+    "match_counts": "pseudo_anomaly",
+    "synthesise_defect": "grid_defects",
+    "interest_centre": "grid_defects",
+    "cut_cells": "cells",
 }
 
 

@@ -28,6 +28,7 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.dataclasses import PointCloudBatch
+from anomalib_3d.data.zero_shot import foreground_mask, read_organized_scans, source_dicts, task_irrelevant_dataset
 from anomalib_3d.models import PointCloudModelMixin
 
 from .torch_model import OrganizedCloud, ThreeDzALModel, ThreeDzALPrediction
@@ -35,7 +36,8 @@ from .torch_model import OrganizedCloud, ThreeDzALModel, ThreeDzALPrediction
 logger = logging.getLogger(__name__)
 
 #: CPU preset (``configs/models/threedzal_small.yaml``): 128² grid, 8-pixel patches (16 x 16 patches),
-#: 16-d f_theta, tiny PointNet++, small random generator CNN, no RGB, FPFH radius for ~10 cm parts.
+#: 16-d f_theta, tiny PointNet++, small random generator CNN, no RGB, FPFH radius for ~10 cm parts,
+#: whole-grid pseudo-defects with count-matched positives.
 SMALL_PRESET: dict[str, Any] = {
     "grid_size": 128,
     "patch_size": 8,
@@ -49,6 +51,8 @@ SMALL_PRESET: dict[str, Any] = {
     "generator_backbone": "small",
     "top_fraction": 0.01,
     "region_size": 24,
+    "pseudo_anomalies": "grid",
+    "count_matched": True,
     "positives_per_sample": 32,
     "blur_sigma": 2.0,
     # chosen on the validation held-out categories knob and ring (README, table V):
@@ -59,25 +63,6 @@ SMALL_PRESET: dict[str, Any] = {
     "learning_rate": 2e-3,
     "max_task_irrelevant": 24,
 }
-
-DEFAULT_SYNTHETIC_ROOT = "./datasets/Synthetic3D"
-
-
-def _source_dicts(sources: Any) -> list[dict[str, Any]] | None:  # noqa: ANN401
-    """``None`` | source | list of sources → plain dicts (checkpoint-safe hyper-parameters)."""
-    from dataclasses import asdict, is_dataclass
-
-    if sources is None:
-        return None
-    if isinstance(sources, dict) or is_dataclass(sources):
-        sources = [sources]
-    out = []
-    for source in sources:
-        data = asdict(source) if is_dataclass(source) else dict(source)
-        data["root"] = str(data["root"])
-        data["categories"] = [data["categories"]] if isinstance(data["categories"], str) else list(data["categories"])
-        out.append(data)
-    return out
 
 
 class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
@@ -107,13 +92,23 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         adding_scale: added region's size relative to the patch.
         removal: ``"hole"`` (contiguous: the points nearest a random patch point) or ``"random"``.
         negative_patch: ``"cell"`` (the anchor's grid cell ∪ added points) or ``"knn"`` (paper's kNN).
+        pseudo_anomalies: ``"grid"`` (pseudo-defects made on the whole organized grid, then cut into
+            cells: one surface per pixel) or ``"paper"`` (the paper's per-cell adding / removing).
+        pseudo_kinds: grid kinds used (``attach``, ``bulge``, ``dent``, ``hole``); defect_cells:
+            range of a defect's diameter in cells; defect_height: range of a bump's / attachment's
+            height as a fraction of its radius; min_affected: pixels of a cell a defect must touch
+            for the cell to be pseudo-anomalous.
+        count_matched: positives drawn with exactly the negatives' point-count distribution.
         positives_per_sample: normal patches drawn per training cloud and step.
         min_patch_points: cells with fewer points are never anchors / positives.
         rotation_augment: random rotations about the view axis of every training patch.
         irrelevant_positives: extension, 0 (paper) = off: per step, this many task-irrelevant scans
             also give normal (positive) patches and pseudo-anomalies.
         contrastive_loss, disentanglement_loss: loss switches; lambda_contrastive (1),
-            lambda_disentanglement (100), temperature (0.07), disentanglement_mode.
+            lambda_disentanglement (100), temperature (0.07), disentanglement_mode (``squared``:
+            mean squared cosine; ``signed``: the literal mean cosine).
+        denoising_loss: self-supervised f_theta (a control): rebuild jittered normal patches
+            (noise ``denoising_noise`` in patch units), weight ``lambda_denoising``.
         perturbation: input perturbation before g_phi; epsilon (0.1); perturbation_direction.
         coreset_ratio: kept share of the bank (0.1); coreset_projection_dim (128).
         num_neighbors: support of the object-score re-weighting (3).
@@ -130,6 +125,8 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         remove_background: drop the support plane of raw ``DepthBatch`` inputs (anomalib's MVTec3D).
         seed: seeds everything random in the model.
     """
+
+    requires_organized = True  # scores organized grids only; predict refuses unorganized clouds by name
 
     def __init__(
         self,
@@ -158,6 +155,12 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         adding_scale: float = 1.0,
         removal: str = "hole",
         negative_patch: str = "cell",
+        pseudo_anomalies: str = "grid",
+        pseudo_kinds: list[str] | tuple[str, ...] = ("attach", "bulge", "dent", "hole"),
+        defect_cells: tuple[float, float] = (0.5, 2.0),
+        defect_height: tuple[float, float] = (0.1, 0.4),
+        min_affected: int = 8,
+        count_matched: bool = True,
         positives_per_sample: int = 64,
         min_patch_points: int = 4,
         rotation_augment: bool = True,
@@ -168,6 +171,9 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         lambda_disentanglement: float = 100.0,
         temperature: float = 0.07,
         disentanglement_mode: str = "squared",
+        denoising_loss: bool = False,
+        lambda_denoising: float = 1.0,
+        denoising_noise: float = 0.1,
         perturbation: bool = True,
         epsilon: float = 0.1,
         perturbation_direction: str = "paper",
@@ -192,7 +198,7 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         evaluator: Any = True,  # noqa: ANN401
         visualizer: Any = True,  # noqa: ANN401
     ) -> None:
-        task_irrelevant = _source_dicts(task_irrelevant)
+        task_irrelevant = source_dicts(task_irrelevant)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
                          visualizer=visualizer)
         self.model = ThreeDzALModel(
@@ -203,12 +209,15 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
             interest_source=interest_source, generator_backbone=generator_backbone,
             generator_pretrained=generator_pretrained, top_fraction=top_fraction, region_size=region_size,
             adding_ratio=adding_ratio, negative_ratio=negative_ratio, drop_fraction=tuple(drop_fraction),
-            adding_scale=adding_scale, removal=removal, negative_patch=negative_patch, positives_per_sample=positives_per_sample,
+            adding_scale=adding_scale, removal=removal, negative_patch=negative_patch, pseudo_anomalies=pseudo_anomalies,
+            pseudo_kinds=tuple(pseudo_kinds), defect_cells=tuple(defect_cells), defect_height=tuple(defect_height),
+            min_affected=min_affected, count_matched=count_matched, positives_per_sample=positives_per_sample,
             min_patch_points=min_patch_points, rotation_augment=rotation_augment,
             irrelevant_positives=irrelevant_positives, contrastive_loss=contrastive_loss,
             disentanglement_loss=disentanglement_loss, lambda_contrastive=lambda_contrastive,
             lambda_disentanglement=lambda_disentanglement, temperature=temperature,
-            disentanglement_mode=disentanglement_mode, perturbation=perturbation, epsilon=epsilon,
+            disentanglement_mode=disentanglement_mode, denoising_loss=denoising_loss, lambda_denoising=lambda_denoising,
+            denoising_noise=denoising_noise, perturbation=perturbation, epsilon=epsilon,
             perturbation_direction=perturbation_direction, coreset_ratio=coreset_ratio,
             coreset_projection_dim=coreset_projection_dim, num_neighbors=num_neighbors, blur_sigma=blur_sigma,
             alpha=alpha, beta=beta, learned_weight=learned_weight, map_centering=map_centering,
@@ -253,77 +262,32 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
     # ------------------------------------------------------------------------------------------
     # data
     def _datamodule(self) -> Any:  # noqa: ANN401
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-
-    def _target_categories(self) -> set[str]:
-        datamodule = self._datamodule()
-        if datamodule is None:
-            return set()
-        if hasattr(datamodule, "test_categories"):
-            return set(datamodule.test_categories())
-        categories = getattr(datamodule, "categories", None)
-        if categories:
-            return set(categories)
-        category = getattr(datamodule, "category", None)
-        return {category} if isinstance(category, str) else set()
+        """The datamodule of the trainer this module is attached to (``None`` when there is none)."""
+        try:
+            return self.trainer.datamodule
+        except RuntimeError:  # not attached to a trainer
+            return None
 
     def task_irrelevant_dataset(self) -> Any:  # noqa: ANN401
-        """The task-irrelevant samples (see the module docstring for where they come from)."""
-        import pandas as pd
-
-        from anomalib_3d.data.datamodules.zero_shot import DataSource
-        from anomalib_3d.data.datasets import PointCloudDataset
-
-        grid = (self.model.grid_size, self.model.grid_size)
-        datamodule = self._datamodule()
-        if self.task_irrelevant is None and getattr(datamodule, "task_irrelevant_sources", None):
-            return datamodule.task_irrelevant_dataset(grid)
-        sources = self.task_irrelevant
-        if sources is None:
-            from anomalib_3d.data.synthetic import list_categories
-
-            target = self._target_categories()
-            fit = set(getattr(datamodule, "categories", []) or [])
-            categories = [c for c in list_categories() if c not in target | fit][:4]
-            sources = [{"dataset": "synthetic3d", "root": DEFAULT_SYNTHETIC_ROOT, "categories": categories,
-                        "split": "train", "options": {"layout": "mvtec3d", "num_train": 6, "image_size": list(grid)}}]
-        frame = pd.concat([DataSource(**s).samples() for s in sources], ignore_index=True)
-        leaked = sorted(set(frame.category) & self._target_categories())
-        if leaked:
-            msg = f"task-irrelevant data contains the target categories {leaked}: not zero-shot. Exclude them."
-            raise ValueError(msg)
-        return PointCloudDataset(frame, None, remove_background=True, grid_size=grid, name="task_irrelevant")
+        """The task-irrelevant samples (see :func:`anomalib_3d.data.zero_shot.task_irrelevant_dataset`)."""
+        return task_irrelevant_dataset(self.task_irrelevant, self._datamodule(), self.model.grid_size)
 
     def load_task_irrelevant(self) -> int:
         """Read (at most ``max_task_irrelevant``) task-irrelevant samples and compute their interest regions."""
         dataset = self.task_irrelevant_dataset()
-        total = len(dataset)
-        if total == 0:
+        scans = read_organized_scans(dataset, self.max_task_irrelevant, self.model.grid_size)
+        if not scans:
             msg = "no task-irrelevant sample found; give task_irrelevant sources or set adding_ratio: 0."
             raise ValueError(msg)
-        count = min(total, self.max_task_irrelevant)
-        chosen = torch.linspace(0, total - 1, count).round().long().unique().tolist()
-        samples = []
-        for index in chosen:
-            item = dataset[index]
-            self.fit_paths.append(str(item.point_path))
-            g = self.model.grid_size
-            xyz = torch.zeros(int(item.grid_shape[0]) * int(item.grid_shape[1]), 3)
-            xyz[item.grid_index] = item.points.float()
-            xyz = xyz.view(int(item.grid_shape[0]), int(item.grid_shape[1]), 3)
-            if tuple(xyz.shape[:2]) != (g, g):
-                from anomalib_3d.data.adapters import resize_organized
-
-                xyz = resize_organized(xyz, (g, g))
-            samples.append((xyz, (xyz != 0).any(-1)))
-        found = self.model.set_task_irrelevant(samples)
+        self.fit_paths.extend(scan.path for scan in scans)
+        found = self.model.set_task_irrelevant([(scan.xyz, scan.valid) for scan in scans])
         logger.info("3DzAL: %d interest regions from %d task-irrelevant samples (categories: %s).",
-                    found, len(samples), ", ".join(sorted(set(dataset.samples.category))))
+                    found, len(scans), ", ".join(sorted(set(dataset.samples.category))))
         return found
 
     def setup(self, stage: str | None = None) -> None:
-        """On ``fit``: compute the task-irrelevant interest regions (adding-point material)."""
-        if stage == "fit" and self.model.needs_pseudo_anomalies and self.model.adding_ratio > 0 and not self.model.regions:
+        """On ``fit``: compute the task-irrelevant interest regions (adding / attach material)."""
+        if stage == "fit" and self.model.uses_task_irrelevant and not self.model.regions:
             self.load_task_irrelevant()
 
     # ------------------------------------------------------------------------------------------
@@ -340,7 +304,7 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         grid_index = points.grid_index.to(device)
         foreground = None
         if getattr(batch, "depth_map", None) is not None and self.remove_background:
-            foreground = self._foreground(points).to(device)
+            foreground = foreground_mask(points).to(device)
         keys = None
         if keyed and points.point_path is not None:
             keys = [str(p) for p in points.point_path]
@@ -348,26 +312,6 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         clouds = self.model.organize(points.points, batch_index, grid_index, points.grid_shape, points.batch_size,
                                      image=image, foreground=foreground, keys=keys)
         return points, clouds
-
-    @staticmethod
-    def _foreground(points: PointCloudBatch) -> torch.Tensor:
-        """``(N,)`` bool: points off the support plane (BTF's plane removal on each grid)."""
-        from anomalib_3d.data.datasets import remove_background_plane
-
-        keep = torch.ones(points.points.shape[0], dtype=torch.bool)
-        shape = points.grid_shape.reshape(-1, 2)
-        ptr = points.ptr.tolist()
-        for cloud in range(points.batch_size):
-            lo, hi = ptr[cloud], ptr[cloud + 1]
-            height, width = (int(s) for s in shape[cloud])
-            grid = torch.zeros(height * width, 3)
-            index = points.grid_index[lo:hi].cpu()
-            grid[index] = points.points[lo:hi].detach().float().cpu()
-            mask = torch.from_numpy(remove_background_plane(grid.view(height, width, 3).numpy()))
-            cloud_keep = mask.reshape(-1)[index]
-            if int(cloud_keep.sum()) >= 16:  # a plane-only scan keeps all its points
-                keep[lo:hi] = cloud_keep
-        return keep
 
     # ------------------------------------------------------------------------------------------
     # steps

@@ -15,6 +15,10 @@ The paper's PDF lost the symbols of Eq. 1-2; the forms below are our reading of 
   random projection to d dims first; the loss is the mean *squared* cosine similarity (driving the
   features orthogonal — minimising the signed cosine would make f_theta an anti-copy of FPFH,
   which is just as redundant). ``mode="signed"`` gives the literal minimised cosine.
+
+A self-supervised alternative for f_theta (a control, not in the paper): **denoising** — f_theta
+encodes a jittered normal patch, a small decoder rebuilds the clean patch, scored by the Chamfer
+distance (:func:`patch_denoising_loss`). It needs no pseudo-anomalies.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+
+from anomalib_3d.ops import chamfer_distance
 
 
 def patch_contrastive_loss(positives: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
@@ -53,6 +59,18 @@ def patch_contrastive_loss(positives: torch.Tensor, negatives: torch.Tensor, tem
     return -(log_prob.sum(dim=1) / (num - 1)).mean()
 
 
+def patch_denoising_loss(reconstruction: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean squared-L2 Chamfer distance between rebuilt and clean patches.
+
+    Args:
+        reconstruction: ``(P, m, 3)`` decoded points; clean: ``(P, n, 3)`` the unjittered patches.
+
+    Returns:
+        scalar loss.
+    """
+    return chamfer_distance(reconstruction, clean.to(reconstruction.dtype))[0]
+
+
 class DisentanglementLoss(nn.Module):
     """Eq. 2: cosine similarity between f_theta and (randomly projected) FPFH, minimised.
 
@@ -79,7 +97,7 @@ class DisentanglementLoss(nn.Module):
 
 
 class ThreeDzALLoss(nn.Module):
-    """lambda1 * L_con + lambda2 * L_dis (f_theta) + L_cls (g_phi); every term switchable.
+    """lambda1 * L_con + lambda2 * L_dis (f_theta) + L_cls (g_phi) [+ lambda_den * L_den]; every term switchable.
 
     Args:
         contrastive: use Eq. 1.
@@ -89,17 +107,21 @@ class ThreeDzALLoss(nn.Module):
         temperature: ``tau`` of Eq. 1.
         feature_dim: width of f_theta (for the FPFH projection).
         disentanglement_mode: see :class:`DisentanglementLoss`.
+        denoising, lambda_denoising: the self-supervised denoising term and its weight.
     """
 
-    TERMS = ("contrastive", "disentanglement", "classification")
+    TERMS = ("contrastive", "disentanglement", "classification", "denoising")
 
     def __init__(self, contrastive: bool = True, disentanglement: bool = True, classification: bool = True,
                  lambda_contrastive: float = 1.0, lambda_disentanglement: float = 100.0, temperature: float = 0.07,
-                 feature_dim: int = 32, disentanglement_mode: str = "squared") -> None:
+                 feature_dim: int = 32, disentanglement_mode: str = "squared", denoising: bool = False,
+                 lambda_denoising: float = 1.0) -> None:
         super().__init__()
         self.use_contrastive = contrastive
         self.use_disentanglement = disentanglement
         self.use_classification = classification
+        self.use_denoising = denoising
+        self.lambda_denoising = float(lambda_denoising)
         self.lambda_contrastive = float(lambda_contrastive)
         self.lambda_disentanglement = float(lambda_disentanglement)
         self.temperature = float(temperature)
@@ -112,9 +134,11 @@ class ThreeDzALLoss(nn.Module):
         positive_fpfh: torch.Tensor | None,
         logits: torch.Tensor | None,
         labels: torch.Tensor | None,
+        denoising: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Args: f_theta of normal ``(P, d)`` / pseudo-anomalous ``(Q, d)`` patches, FPFH of the normal
-        ones ``(P, 33)``, g_phi logits ``(P+Q, 2)`` and labels ``(P+Q,)`` (1 = pseudo-anomalous).
+        ones ``(P, 33)``, g_phi logits ``(P+Q, 2)`` and labels ``(P+Q,)`` (1 = pseudo-anomalous), the
+        :func:`patch_denoising_loss` value (or None).
 
         Returns: ``{"loss", and each active term}``.
         """
@@ -125,11 +149,13 @@ class ThreeDzALLoss(nn.Module):
             terms["disentanglement"] = self.disentanglement(positive_features, positive_fpfh)
         if self.use_classification and logits is not None and labels is not None:
             terms["classification"] = F.cross_entropy(logits, labels.long())
+        if self.use_denoising and denoising is not None:
+            terms["denoising"] = denoising
         weights = {"contrastive": self.lambda_contrastive, "disentanglement": self.lambda_disentanglement,
-                   "classification": 1.0}
+                   "classification": 1.0, "denoising": self.lambda_denoising}
         if terms:
             terms["loss"] = sum(weights[name] * value for name, value in terms.items())
         return terms
 
 
-__all__ = ["DisentanglementLoss", "ThreeDzALLoss", "patch_contrastive_loss"]
+__all__ = ["DisentanglementLoss", "ThreeDzALLoss", "patch_contrastive_loss", "patch_denoising_loss"]

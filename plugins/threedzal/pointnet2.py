@@ -93,4 +93,21 @@ class PatchPointNet2(nn.Module):
         return self.head(pooled)
 
 
-__all__ = ["PatchPointNet2", "patch_centroids", "shared_mlp"]
+class PatchDecoder(nn.Module):
+    """Feature ``(P, d)`` → ``(P, num_points, 3)`` patch: the decoder of the denoising control.
+
+    Args:
+        in_dim: feature width d; num_points: points rebuilt per patch; hidden: hidden width.
+    """
+
+    def __init__(self, in_dim: int, num_points: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.num_points = int(num_points)
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3 * self.num_points))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Args: features ``(P, d)``. Returns ``(P, num_points, 3)``."""
+        return self.net(features).view(features.shape[0], self.num_points, 3)
+
+
+__all__ = ["PatchDecoder", "PatchPointNet2", "patch_centroids", "shared_mlp"]

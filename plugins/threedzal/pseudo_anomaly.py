@@ -1,20 +1,23 @@
-"""Pseudo-anomaly synthesis from task-irrelevant data (3DzAL Sec. 3.2).
+"""Pseudo-anomaly material and the paper's per-cell generator (3DzAL Sec. 3.2).
 
 1. **Points of interest**: an *untrained*, He-initialised (seeded) ResNet-50 reads a task-irrelevant
    sample's organized xyz as a 3-channel image; the channel sums of its last three stages
    (layer4, layer3, layer2 — the paper's "reciprocal 2nd/3rd/4th" layers) are min-max normalised,
    resized to layer2's size, averaged and upsampled to the grid: the soft mask. Its top
    ``top_fraction`` valid pixels are the points of interest; the *interest region* is the
-   ``region_size`` points nearest to their centroid (the paper's "plus some surrounding points").
-2. **Adding-point** pseudo-anomaly: the region, centred and scaled to the target patch's size, is
-   attached to a normal cloud at an anchor; the pseudo-anomalous patch is the anchor's kNN over the
-   union (or a given set of cloud points, e.g. the anchor's grid cell, plus the added points).
-3. **Removing-point** pseudo-anomaly: a random anchor on the normal surface, its patch, and a random
-   fraction of that patch's points dropped.
+   ``region_size`` points nearest to the heart of their strongest cluster (the paper's "plus some
+   surrounding points").
+2. **Adding-point** pseudo-anomaly (:func:`add_points`): the region, centred and scaled to the target
+   patch's size, is attached to a normal cloud at an anchor; the pseudo-anomalous patch is the
+   anchor's kNN over the union (or a given set of cloud points, e.g. the anchor's grid cell, plus the
+   added points).
+3. **Removing-point** pseudo-anomaly (:func:`remove_points`): a random anchor on the normal surface,
+   its patch, and a random fraction of that patch's points dropped.
 
-In organized (depth-map) data an attached region should also hide the surface behind it:
-:func:`camera_visible` keeps one point per pixel ray (the ``depth_consistent`` switch; not in the
-paper).
+:func:`paper_cell_negatives` makes them one cell at a time, as the paper does. That leaves cues no
+real defect has (two surfaces on the rays of an attached region — :func:`camera_visible` keeps one
+point per ray bin, but the uncovered rays keep the surface — and point counts that differ from normal
+cells); the default generator is :mod:`.grid_defects`, with positives drawn by :func:`match_counts`.
 
 Labels are exact: added points are anomalous; for removals, the patch points that remain around
 the hole are anomalous; nothing else is.
@@ -32,6 +35,9 @@ from torch import nn
 from anomalib_3d.data.errors import MissingWeightsError
 from anomalib_3d.features import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 from anomalib_3d.ops import knn
+
+from .cells import CellPatches, fit_patch_size
+from .grid_defects import interest_centre
 
 GENERATORS = ("resnet50", "resnet18", "small")
 
@@ -155,21 +161,22 @@ def interest_region(
 ) -> torch.Tensor:
     """The points of interest of a task-irrelevant sample and their surroundings.
 
+    The region is centred on the strongest *cluster* of points of interest
+    (:func:`~.grid_defects.interest_centre`), not on the centroid of all of them: seeds spread over
+    several edges have a centroid that can lie on nothing of interest.
+
     Args:
         xyz: ``(H, W, 3)``; valid: ``(H, W)`` bool; soft_map: ``(H, W)`` from :func:`soft_interest_map`.
         top_fraction: fraction of the *valid* pixels taken as points of interest (at least 1).
-        region_size: points returned (the seeds' centroid's nearest valid points; capped by the
+        region_size: points returned (the cluster centre's nearest valid points; capped by the
             number of valid points).
 
     Returns:
         ``(R, 3)`` region points (in the sample's own coordinates).
     """
     points = xyz[valid]
-    scores = soft_map[valid]
-    num_seeds = max(1, round(top_fraction * points.shape[0]))
-    seeds = points[scores.topk(num_seeds).indices]
-    centre = seeds.mean(dim=0, keepdim=True)
-    index, _ = knn(points, centre, min(region_size, points.shape[0]))
+    row, col = interest_centre(valid, soft_map, top_fraction)
+    index, _ = knn(points, xyz[row, col][None], min(region_size, points.shape[0]))
     return points[index[0]]
 
 
@@ -291,6 +298,104 @@ def remove_points(
     return PseudoAnomaly(cloud[keep], labels, patch, "removing")
 
 
+def paper_cell_negatives(
+    points: torch.Tensor,
+    patches: CellPatches,
+    count: int,
+    regions: list[torch.Tensor],
+    generator: torch.Generator,
+    *,
+    min_patch_points: int = 4,
+    adding_ratio: float = 0.5,
+    negative_patch: str = "cell",
+    adding_scale: float = 1.0,
+    depth_consistent: bool = False,
+    drop_fraction: tuple[float, float] = (0.3, 0.7),
+    removal: str = "hole",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's generator, one cell at a time: ``count`` pseudo-anomalous patches, the first
+    ``round(adding_ratio * count)`` adding points (when ``regions`` exist), the rest removing them.
+
+    Args:
+        points: ``(N, 3)`` the cloud's valid points (row-major, as ``patches.point_index`` counts).
+        patches: the cloud's cells; anchors are drawn in cells with ``>= min_patch_points`` points.
+        count: patches to make; regions: ``(R, 3)`` interest regions (:func:`interest_region`).
+        generator: random source.
+        negative_patch: ``"cell"`` (the anchor's cell ∪ added points) or ``"knn"`` (the literal kNN).
+        adding_scale: see :func:`add_points`; drop_fraction, removal: see :func:`remove_points`.
+        depth_consistent: keep only the camera-visible points of an adding cell (:func:`camera_visible`).
+
+    Returns:
+        ``(patches (count, n, 3) centred on their distinct points' mean, counts (count,) long)``
+        with ``n = patches.points.shape[1]`` and counts = distinct points (at most n).
+    """
+    n = patches.points.shape[1]
+    candidates = (patches.counts >= min_patch_points).nonzero().squeeze(1)
+    if candidates.numel() == 0:
+        candidates = torch.arange(patches.counts.numel(), device=points.device)
+    num_adding = round(adding_ratio * count) if regions else 0
+    out, counts = [], []
+    for i in range(count):
+        cell = int(candidates[torch.randint(candidates.numel(), (1,), generator=generator)])
+        members = patches.point_index[cell, : int(patches.counts[cell])].unique()
+        anchor = int(members[torch.randint(members.numel(), (1,), generator=generator)])
+        given = members if negative_patch == "cell" else None
+        if i < num_adding:
+            region = regions[int(torch.randint(len(regions), (1,), generator=generator))].to(points)
+            made = add_points(points, region, anchor, n, patch_index=given, scale=adding_scale)
+            if depth_consistent and given is not None:
+                # Only the points nearest the camera on each pixel ray survive (no layer hidden
+                # under the added points); the uncovered rays keep the surface.
+                keep = camera_visible(made.points[made.patch_index], points[given])
+                if int(keep.sum()) >= min_patch_points:
+                    made = PseudoAnomaly(made.points, made.labels, made.patch_index[keep], made.kind)
+        else:
+            lo, hi = drop_fraction
+            fraction = lo + (hi - lo) * float(torch.rand((), generator=generator))
+            made = remove_points(points, anchor, n, fraction, patch_index=given, generator=generator, mode=removal)
+        patch = made.points[made.patch_index]
+        fitted = fit_patch_size(patch, n, generator)
+        # Centre on the mean of the distinct points, exactly as normal and test cells are: the
+        # mean of a cycled (padded) patch is shifted towards the repeated points, a cue that
+        # would mark every padded pseudo-anomaly and exists in no real cell.
+        centre = (patch if patch.shape[0] < n else fitted).mean(dim=0, keepdim=True)
+        out.append(fitted - centre)
+        counts.append(min(patch.shape[0], n))
+    if not out:
+        return points.new_zeros((0, n, 3)), torch.zeros(0, dtype=torch.long, device=points.device)
+    return torch.stack(out), torch.tensor(counts, dtype=torch.long, device=points.device)
+
+
+def match_counts(negative_counts: torch.Tensor, pool_counts: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal cells drawn with exactly the pseudo-anomalous cells' point-count distribution.
+
+    A cell's point count is not a defect cue (silhouette cells are sparse, real bulges are full), so
+    positives and negatives must not differ in it. Each negative gets a pool cell with the same
+    count — without repetition while the pool's cells of that count last, then cycling; negatives
+    whose count no pool cell has are dropped.
+
+    Args:
+        negative_counts: ``(Q,) long`` points per pseudo-anomalous cell.
+        pool_counts: ``(M,) long`` points per normal cell available as a positive.
+        generator: random source.
+
+    Returns:
+        ``(kept (Q,) bool, chosen (Q',) long)``: which negatives keep a partner, and the partners'
+        pool indices in the order of the kept negatives (``Q' = kept.sum()``).
+    """
+    partner = torch.full_like(negative_counts, -1)
+    for count in negative_counts.unique().tolist():
+        wanted = (negative_counts == count).nonzero().squeeze(1)
+        available = (pool_counts == count).nonzero().squeeze(1)
+        if available.numel() == 0:
+            continue
+        shuffled = available[torch.randperm(available.numel(), generator=generator).to(available.device)]
+        partner[wanted] = shuffled[torch.arange(wanted.numel(), device=wanted.device) % shuffled.numel()]
+    kept = partner >= 0
+    return kept, partner[kept]
+
+
 def camera_visible(points: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Which of ``points`` a depth camera at the origin (looking along +z) would see inside the
     pixel footprint of ``reference`` — what an organized (depth-map) scan of the modified surface
@@ -343,6 +448,8 @@ __all__ = [
     "add_points",
     "camera_visible",
     "interest_region",
+    "match_counts",
+    "paper_cell_negatives",
     "remove_points",
     "soft_interest_map",
     "xyz_image",

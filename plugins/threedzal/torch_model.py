@@ -13,6 +13,10 @@ Data walk of one organized cloud (points + ``grid_index`` into an (H, W) grid):
 5. classification score: g_phi's anomalous probability per patch after the input perturbation;
 6. final map ``alpha * distance + beta * classification`` per patch → bilinear to the grid →
    Gaussian blur (sigma in model-grid pixels) → bilinear to the input grid → read at every point.
+
+Training: negatives are pseudo-anomalous cells — by default cells of whole-grid pseudo-defects
+(:mod:`.grid_defects`), else the paper's per-cell adding / removing (:mod:`.pseudo_anomaly`);
+positives are normal cells, drawn with the negatives' point counts when ``count_matched``.
 """
 
 from __future__ import annotations
@@ -29,54 +33,15 @@ from anomalib_3d.data.adapters import resize_organized
 from anomalib_3d.ops import fpfh
 from anomalib_3d.ops.memory_bank import MemoryBank
 
-from .loss import ThreeDzALLoss
-from .pointnet2 import PatchPointNet2
-from .pseudo_anomaly import (
-    GeneratorCNN,
-    add_points,
-    camera_visible,
-    interest_region,
-    remove_points,
-    soft_interest_map,
-)
+from .cells import CellPatches, OrganizedCloud, cell_sums, cut_cells, fit_patch_size
+from .grid_defects import KINDS, angular_pitch, interest_centre, synthesise_defect
+from .loss import ThreeDzALLoss, patch_denoising_loss
+from .pointnet2 import PatchDecoder, PatchPointNet2
+from .pseudo_anomaly import GeneratorCNN, interest_region, match_counts, paper_cell_negatives, soft_interest_map
+
+PSEUDO_ANOMALIES = ("grid", "paper")
 
 FPFH_DIM = 33
-
-
-@dataclass
-class OrganizedCloud:
-    """One cloud on the model grid.
-
-    Attributes:
-        xyz: ``(G, G, 3)``; valid: ``(G, G)`` bool (points used by the model);
-        rgb: ``(3, G, G)`` in [0, 1] or None; source_shape: (H, W) of the input grid;
-        grid_index: ``(N,) long`` input points' pixels in the input grid; key: cache key (path).
-    """
-
-    xyz: torch.Tensor
-    valid: torch.Tensor
-    rgb: torch.Tensor | None
-    source_shape: tuple[int, int]
-    grid_index: torch.Tensor
-    key: str | None = None
-
-
-@dataclass
-class CellPatches:
-    """The non-empty cells of one cloud as fixed-size point patches.
-
-    Attributes:
-        points: ``(P, n, 3)`` raw coordinates (padded by cycling through the cell's points).
-        centers: ``(P, 3)`` mean of each cell's points.
-        counts: ``(P,) long`` points per cell; cells: ``(P,) long`` flat cell index (row * w + col);
-        point_index: ``(P, n) long`` index of each slot into the cloud ``xyz[valid]`` (row-major).
-    """
-
-    points: torch.Tensor
-    centers: torch.Tensor
-    counts: torch.Tensor
-    cells: torch.Tensor
-    point_index: torch.Tensor
 
 
 @dataclass
@@ -94,6 +59,23 @@ class ThreeDzALPrediction:
     distance_maps: torch.Tensor
     classification_maps: torch.Tensor
     valid: torch.Tensor
+
+
+@dataclass
+class CellScores:
+    """Scores of one cloud's non-empty cells (:meth:`ThreeDzALModel.cell_scores`).
+
+    Attributes:
+        cells: ``(P,) long`` flat cell index; counts: ``(P,) long`` points per cell;
+        distance: ``(P,)`` nearest-bank distance / training scale; object_distance: ``()`` the
+        re-weighted object score; probability: ``(P,)`` g_phi's anomalous probability or None.
+    """
+
+    cells: torch.Tensor
+    counts: torch.Tensor
+    distance: torch.Tensor
+    object_distance: torch.Tensor
+    probability: torch.Tensor | None
 
 
 def perturb_patches(classifier: nn.Module, patches: torch.Tensor, epsilon: float, direction: str = "paper") -> torch.Tensor:
@@ -125,16 +107,6 @@ def perturb_patches(classifier: nn.Module, patches: torch.Tensor, epsilon: float
         (gradient,) = torch.autograd.grad(loss, x)
     sign = 1.0 if direction == "paper" else -1.0
     return (patches.detach() + sign * epsilon * gradient.sign()).detach()
-
-
-def fit_patch_size(points: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(k, 3)`` → ``(size, 3)``: a random subset when ``k > size``, cycled repetition when ``k < size``."""
-    k = points.shape[0]
-    if k >= size:
-        if k == size:
-            return points
-        return points[torch.randperm(k, generator=generator)[:size].to(points.device)]
-    return points[torch.arange(size, device=points.device) % k]
 
 
 class ThreeDzALModel(nn.Module):
@@ -170,6 +142,12 @@ class ThreeDzALModel(nn.Module):
         adding_scale: float = 1.0,
         removal: str = "hole",
         negative_patch: str = "cell",
+        pseudo_anomalies: str = "grid",
+        pseudo_kinds: tuple[str, ...] = KINDS,
+        defect_cells: tuple[float, float] = (0.5, 2.0),
+        defect_height: tuple[float, float] = (0.1, 0.4),
+        min_affected: int = 8,
+        count_matched: bool = True,
         positives_per_sample: int = 64,
         min_patch_points: int = 4,
         rotation_augment: bool = True,
@@ -180,6 +158,9 @@ class ThreeDzALModel(nn.Module):
         lambda_disentanglement: float = 100.0,
         temperature: float = 0.07,
         disentanglement_mode: str = "squared",
+        denoising_loss: bool = False,
+        lambda_denoising: float = 1.0,
+        denoising_noise: float = 0.1,
         perturbation: bool = True,
         epsilon: float = 0.1,
         perturbation_direction: str = "paper",
@@ -208,6 +189,16 @@ class ThreeDzALModel(nn.Module):
         if negative_patch not in {"cell", "knn"}:
             msg = f"negative_patch must be 'cell' or 'knn', got {negative_patch!r}."
             raise ValueError(msg)
+        if pseudo_anomalies not in PSEUDO_ANOMALIES:
+            msg = f"pseudo_anomalies must be one of {PSEUDO_ANOMALIES}, got {pseudo_anomalies!r}."
+            raise ValueError(msg)
+        unknown = sorted(set(pseudo_kinds) - set(KINDS))
+        if unknown or not pseudo_kinds:
+            msg = f"pseudo_kinds must be a non-empty subset of {KINDS}, got {list(pseudo_kinds)!r}."
+            raise ValueError(msg)
+        if denoising_loss and not learned_branch:
+            msg = "denoising_loss trains f_theta: it needs learned_branch: true."
+            raise ValueError(msg)
         if not 0 <= adding_ratio <= 1:
             msg = f"adding_ratio must be in [0, 1], got {adding_ratio}."
             raise ValueError(msg)
@@ -227,6 +218,8 @@ class ThreeDzALModel(nn.Module):
 
             self.rgb = RGBBackbone(weights=rgb_weights, pretrained=True)
         self.feature_net = PatchPointNet2(feature_dim, pointnet_centroids, pointnet_group_size, pointnet_widths) if learned_branch else None
+        self.denoiser = PatchDecoder(feature_dim, self.points_per_patch) if denoising_loss else None
+        self.denoising_noise = float(denoising_noise)
         self.classifier = PatchPointNet2(2, pointnet_centroids, pointnet_group_size, pointnet_widths) if classifier else None
         self.interest_source = interest_source
         self.generator_backbone = generator_backbone
@@ -237,6 +230,12 @@ class ThreeDzALModel(nn.Module):
         self.adding_scale = float(adding_scale)
         self.removal = removal
         self.negative_patch = negative_patch
+        self.pseudo_anomalies = pseudo_anomalies
+        self.pseudo_kinds = tuple(pseudo_kinds)
+        self.defect_cells = (float(defect_cells[0]), float(defect_cells[1]))
+        self.defect_height = (float(defect_height[0]), float(defect_height[1]))
+        self.min_affected = int(min_affected)
+        self.count_matched = count_matched
         self.positives_per_sample = int(positives_per_sample)
         self.min_patch_points = int(min_patch_points)
         self.rotation_augment = rotation_augment
@@ -250,6 +249,8 @@ class ThreeDzALModel(nn.Module):
             temperature=temperature,
             feature_dim=feature_dim,
             disentanglement_mode=disentanglement_mode,
+            denoising=denoising_loss,
+            lambda_denoising=lambda_denoising,
         )
         self.perturbation = perturbation
         self.epsilon = float(epsilon)
@@ -269,6 +270,7 @@ class ThreeDzALModel(nn.Module):
         self.register_buffer("distance_scale", torch.ones(()))
         # Task-irrelevant interest regions: fitting-time data, never saved.
         self.regions: list[torch.Tensor] = []
+        self.interest_sources: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]] = []
         self.irrelevant_clouds: list[OrganizedCloud] = []
         self._fpfh_cache: dict[str, torch.Tensor] = {}
         self._generator: torch.Generator = torch.Generator().manual_seed(seed)
@@ -284,6 +286,15 @@ class ThreeDzALModel(nn.Module):
     def needs_pseudo_anomalies(self) -> bool:
         """Whether training needs negatives (contrastive loss or classifier)."""
         return self.loss.use_contrastive or self.loss.use_classification
+
+    @property
+    def uses_task_irrelevant(self) -> bool:
+        """Whether training reads task-irrelevant samples (adding / attach pseudo-anomalies)."""
+        if not self.needs_pseudo_anomalies:
+            return False
+        if self.pseudo_anomalies == "grid":
+            return "attach" in self.pseudo_kinds
+        return self.adding_ratio > 0
 
     # ------------------------------------------------------------------------------------------
     # organized input
@@ -324,24 +335,8 @@ class ThreeDzALModel(nn.Module):
         return clouds
 
     def cell_patches(self, cloud: OrganizedCloud) -> CellPatches:
-        """The cloud's non-empty ``patch_size`` cells as ``(P, n, 3)`` patches."""
-        p, h = self.patch_size, self.cells_per_side
-        n = self.points_per_patch
-        point_id = torch.cumsum(cloud.valid.reshape(-1).long(), 0) - 1
-        def by_cell(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(h, p, h, p, *t.shape[2:]).transpose(1, 2).reshape(h * h, n, *t.shape[2:])
-        xyz = by_cell(cloud.xyz)
-        valid = by_cell(cloud.valid)
-        ids = by_cell(point_id.view(self.grid_size, self.grid_size))
-        counts = valid.sum(dim=1)
-        cells = (counts > 0).nonzero().squeeze(1)
-        xyz, valid, ids, counts = xyz[cells], valid[cells], ids[cells], counts[cells]
-        # valid slots first (stable), then cycle through them to fill the patch.
-        order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
-        slots = order.gather(1, torch.arange(n, device=xyz.device)[None] % counts[:, None])
-        patches = xyz.gather(1, slots[..., None].expand(-1, -1, 3))
-        centers = (xyz * valid[..., None]).sum(1) / counts[:, None].clamp_min(1)
-        return CellPatches(patches, centers, counts, cells, ids.gather(1, slots))
+        """The cloud's non-empty ``patch_size`` cells as ``(P, n, 3)`` patches (:func:`~.cells.cut_cells`)."""
+        return cut_cells(cloud.xyz, cloud.valid, self.patch_size)
 
     def normalise_patches(self, patches: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """Centre each patch on its points' mean and divide by the fitted ``patch_scale``."""
@@ -394,20 +389,20 @@ class ThreeDzALModel(nn.Module):
     # ------------------------------------------------------------------------------------------
     # pseudo-anomalies
     def set_task_irrelevant(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
-        """Compute the interest regions of the task-irrelevant samples.
+        """Compute the interest maps and regions of the task-irrelevant samples.
 
         Args:
             samples: ``(xyz (G', G', 3), valid (G', G') bool)`` organized grids.
 
         Returns:
-            number of regions.
+            number of usable samples.
         """
         generator = None
         if self.interest_source == "cnn":
             generator = GeneratorCNN(self.generator_backbone, self.generator_pretrained, seed=self.seed)
         rng = torch.Generator().manual_seed(self.seed + 1)
-        regions = []
-        for xyz, valid in samples:
+        self.regions, self.interest_sources, self.irrelevant_clouds = [], [], []
+        for i, (xyz, valid) in enumerate(samples):
             if int(valid.sum()) < 4:
                 continue
             if generator is not None:
@@ -415,57 +410,110 @@ class ThreeDzALModel(nn.Module):
             else:
                 soft = torch.zeros(xyz.shape[:2])
                 soft[valid] = torch.rand(int(valid.sum()), generator=rng)
-            regions.append(interest_region(xyz, valid, soft, self.top_fraction, self.region_size).cpu())
-        self.regions = regions
-        self.irrelevant_clouds = [
-            OrganizedCloud(xyz, valid, None, tuple(xyz.shape[:2]), torch.empty(0, dtype=torch.long), f"task-irrelevant:{i}")
-            for i, (xyz, valid) in enumerate(samples) if int(valid.sum()) >= 4
-        ]
-        return len(regions)
+            soft = soft.cpu()
+            self.interest_sources.append((xyz.cpu(), valid.cpu(), soft, interest_centre(valid.cpu(), soft, self.top_fraction)))
+            self.regions.append(interest_region(xyz, valid, soft.to(xyz.device), self.top_fraction, self.region_size).cpu())
+            self.irrelevant_clouds.append(
+                OrganizedCloud(xyz, valid, None, tuple(xyz.shape[:2]), torch.empty(0, dtype=torch.long), f"task-irrelevant:{i}"))
+        return len(self.regions)
 
-    def pseudo_anomalous_patches(self, cloud: OrganizedCloud, patches: CellPatches, count: int) -> torch.Tensor:
-        """``count`` pseudo-anomalous patches (adding then removing) of a normal cloud: ``(count, n, 3)`` normalised."""
-        n = self.points_per_patch
-        points = cloud.xyz[cloud.valid]
-        candidates = (patches.counts >= self.min_patch_points).nonzero().squeeze(1)
-        if candidates.numel() == 0:
-            candidates = torch.arange(patches.counts.numel(), device=points.device)
-        num_adding = round(self.adding_ratio * count) if self.regions else 0
-        out = []
+    def grid_negatives(self, cloud: OrganizedCloud, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """About ``count`` pseudo-anomalous cells of a normal cloud from whole-grid pseudo-defects.
+
+        Each defect (:func:`~.grid_defects.synthesise_defect`, kinds drawn uniformly from
+        ``pseudo_kinds``) is made on a copy of the grid, which is then cut into cells exactly as a
+        test scan is; the cells with at least ``min_affected`` affected pixels (and a point left) are
+        the negatives.
+
+        Returns:
+            ``(patches (Q, n, 3) normalised, counts (Q,) long)``.
+        """
+        kinds = [k for k in self.pseudo_kinds if k != "attach" or self.interest_sources]
         g = self._generator
-        for i in range(count):
-            cell = int(candidates[torch.randint(candidates.numel(), (1,), generator=g)])
-            members = patches.point_index[cell, : int(patches.counts[cell])].unique()
-            anchor = int(members[torch.randint(members.numel(), (1,), generator=g)])
-            given = members if self.negative_patch == "cell" else None
-            if i < num_adding:
-                region = self.regions[int(torch.randint(len(self.regions), (1,), generator=g))].to(points)
-                made = add_points(points, region, anchor, n, patch_index=given, scale=self.adding_scale)
-                if self.depth_consistent and given is not None:
-                    # An organized scan of a surface with something attached keeps one point per
-                    # pixel ray (the nearest): no second layer under the added points.
-                    union = made.points[made.patch_index]
-                    keep = camera_visible(union, points[given])
-                    if int(keep.sum()) >= self.min_patch_points:
-                        made = type(made)(made.points, made.labels, made.patch_index[keep], made.kind)
-            else:
-                lo, hi = self.drop_fraction
-                fraction = lo + (hi - lo) * float(torch.rand((), generator=g))
-                made = remove_points(points, anchor, n, fraction, patch_index=given, generator=g, mode=self.removal)
-            patch = made.points[made.patch_index]
-            fitted = fit_patch_size(patch, n, g)
-            # Centre on the mean of the distinct points, exactly as normal and test cells are: the
-            # mean of a cycled (padded) patch is shifted towards the repeated points, a cue that
-            # would mark every padded pseudo-anomaly and exists in no real cell.
-            centre = (patch if patch.shape[0] < n else fitted).mean(dim=0, keepdim=True)
-            out.append(fitted - centre)
-        scale = self.patch_scale if float(self.patch_scale) > 0 else points.new_ones(())
-        return torch.stack(out) / scale if out else points.new_zeros((0, n, 3))
+        pitch = angular_pitch(cloud.xyz, cloud.valid)
+        made, counts, total = [], [], 0
+        for _ in range(4 * count):
+            if total >= count or not kinds:
+                break
+            kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
+            defect = synthesise_defect(cloud.xyz, cloud.valid, kind, g, patch_size=self.patch_size,
+                                       diameter_cells=self.defect_cells, height_fraction=self.defect_height,
+                                       sources=self.interest_sources, pitch=pitch)
+            if defect is None:
+                continue
+            edited = OrganizedCloud(defect.xyz, defect.valid, None, cloud.source_shape, cloud.grid_index)
+            patches = self.cell_patches(edited)
+            hit = (cell_sums(defect.affected.to(torch.long), self.patch_size)[patches.cells] >= self.min_affected).nonzero().squeeze(1)
+            made.append(self.normalise_patches(patches.points[hit], patches.centers[hit]))
+            counts.append(patches.counts[hit])
+            total += hit.numel()
+        n = self.points_per_patch
+        if not made:
+            return cloud.xyz.new_zeros((0, n, 3)), torch.zeros(0, dtype=torch.long, device=cloud.xyz.device)
+        return torch.cat(made)[:count], torch.cat(counts)[:count]
+
+    def pseudo_anomalous_patches(self, cloud: OrganizedCloud, patches: CellPatches, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The paper's per-cell generator (:func:`~.pseudo_anomaly.paper_cell_negatives`).
+
+        Returns:
+            ``(patches (count, n, 3) normalised, counts (count,) long)``.
+        """
+        made, counts = paper_cell_negatives(
+            cloud.xyz[cloud.valid], patches, count, self.regions, self._generator, min_patch_points=self.min_patch_points,
+            adding_ratio=self.adding_ratio, negative_patch=self.negative_patch, adding_scale=self.adding_scale,
+            depth_consistent=self.depth_consistent, drop_fraction=self.drop_fraction, removal=self.removal)
+        scale = self.patch_scale if float(self.patch_scale) > 0 else made.new_ones(())
+        return made / scale, counts
 
     # ------------------------------------------------------------------------------------------
     # training
+    def training_patches(self, per_cloud: list[tuple[OrganizedCloud, CellPatches]]) -> tuple[
+            torch.Tensor, torch.Tensor | None, list[tuple[int, torch.Tensor]]]:
+        """Positive (normal) and negative (pseudo-anomalous) training patches of one step.
+
+        Returns:
+            ``(positives (P, n, 3), negatives (Q, n, 3) or None, sources)``, all normalised;
+            ``sources`` lists ``(cloud position, cells)`` of the positives in order (for their FPFH).
+        """
+        g = self._generator
+        negatives, negative_counts = [], []
+        if self.needs_pseudo_anomalies:
+            wanted = max(1, round(self.negative_ratio * self.positives_per_sample))
+            for cloud, patches in per_cloud:
+                made = (self.grid_negatives(cloud, wanted) if self.pseudo_anomalies == "grid"
+                        else self.pseudo_anomalous_patches(cloud, patches, wanted))
+                negatives.append(made[0])
+                negative_counts.append(made[1])
+        if self.count_matched and negatives:
+            # Positives drawn to the negatives' point counts (one per negative, from every cell of
+            # the step's clouds): how many points a cell holds must not tell the label.
+            neg, counts = torch.cat(negatives), torch.cat(negative_counts)
+            pool_counts = torch.cat([patches.counts for _, patches in per_cloud])
+            owner = torch.cat([torch.full_like(patches.counts, i) for i, (_, patches) in enumerate(per_cloud)])
+            kept, chosen = match_counts(counts, pool_counts, g)
+            neg = neg[kept]
+            offsets = [0]
+            for _, patches in per_cloud:
+                offsets.append(offsets[-1] + patches.counts.numel())
+            positives, sources = [], []
+            for i, (_, patches) in enumerate(per_cloud):
+                local = chosen[owner[chosen] == i] - offsets[i]
+                positives.append(self.normalise_patches(patches.points[local], patches.centers[local]))
+                sources.append((i, patches.cells[local]))
+            return torch.cat(positives), neg, sources
+        positives, sources = [], []
+        for i, (_, patches) in enumerate(per_cloud):
+            usable = (patches.counts >= self.min_patch_points).nonzero().squeeze(1)
+            chosen = usable[torch.randperm(usable.numel(), generator=g)[: self.positives_per_sample].to(usable.device)]
+            positives.append(self.normalise_patches(patches.points[chosen], patches.centers[chosen]))
+            sources.append((i, patches.cells[chosen]))
+        if not negatives:
+            return torch.cat(positives), None, sources
+        return torch.cat(positives), torch.cat(negatives), sources
+
     def training_losses(self, clouds: list[OrganizedCloud]) -> dict[str, torch.Tensor]:
-        """Contrastive + disentanglement (f_theta) and classification (g_phi) losses of normal clouds."""
+        """Contrastive + disentanglement (+ denoising) for f_theta and classification for g_phi, on
+        normal clouds and their pseudo-anomalies."""
         per_cloud = [(cloud, self.cell_patches(cloud)) for cloud in clouds]
         if float(self.patch_scale) == 0:
             radii = torch.cat([self._cell_rms(p) for _, p in per_cloud])
@@ -476,35 +524,30 @@ class ThreeDzALModel(nn.Module):
             picks = torch.randperm(len(self.irrelevant_clouds), generator=self._generator)[: self.irrelevant_positives]
             extra = [self.irrelevant_clouds[int(i)] for i in picks]
             per_cloud += [(cloud, self.cell_patches(cloud)) for cloud in extra]
-        positives, negatives, pos_fpfh = [], [], []
-        g = self._generator
-        for cloud, patches in per_cloud:
-            usable = (patches.counts >= self.min_patch_points).nonzero().squeeze(1)
-            if usable.numel() == 0:
-                continue
-            chosen = usable[torch.randperm(usable.numel(), generator=g)[: self.positives_per_sample].to(usable.device)]
-            positives.append(self.normalise_patches(patches.points[chosen], patches.centers[chosen]))
-            if self.loss.use_disentanglement:
-                pos_fpfh.append(self.fpfh_cells(cloud, patches.cells[chosen]))
-            if self.needs_pseudo_anomalies:
-                negatives.append(self.pseudo_anomalous_patches(cloud, patches, max(1, round(self.negative_ratio * chosen.numel()))))
-        if not positives:
-            msg = "no training cloud has a patch with enough points; lower min_patch_points or check the data."
+        pos, neg, sources = self.training_patches(per_cloud)
+        if pos.shape[0] < 2:
+            msg = "no training cloud has enough usable patches; lower min_patch_points or check the data."
             raise ValueError(msg)
-        pos = torch.cat(positives)
-        neg = torch.cat(negatives) if negatives else None
+        pos_fpfh = None
+        if self.loss.use_disentanglement:
+            pos_fpfh = torch.cat([self.fpfh_cells(per_cloud[i][0], cells) for i, cells in sources])
         if self.rotation_augment:
             pos = self._rotate_about_view_axis(pos)
-            neg = None if neg is None else self._rotate_about_view_axis(neg)
-        pos_feat = neg_feat = logits = labels = None
+            neg = None if neg is None or neg.shape[0] == 0 else self._rotate_about_view_axis(neg)
+        if neg is not None and neg.shape[0] == 0:
+            neg = None
+        pos_feat = neg_feat = logits = labels = denoising = None
         if self.feature_net is not None:
             both = pos if neg is None else torch.cat([pos, neg])
             feats = self.feature_net(both)
             pos_feat, neg_feat = feats[: pos.shape[0]], (None if neg is None else feats[pos.shape[0]:])
+        if self.denoiser is not None:
+            noise = torch.randn(pos.shape, generator=self._generator).to(pos)
+            denoising = patch_denoising_loss(self.denoiser(self.feature_net(pos + self.denoising_noise * noise)), pos)
         if self.classifier is not None and neg is not None:
             logits = self.classifier(torch.cat([pos, neg]))
             labels = torch.cat([torch.zeros(pos.shape[0]), torch.ones(neg.shape[0])]).long().to(pos.device)
-        return self.loss(pos_feat, neg_feat, torch.cat(pos_fpfh) if pos_fpfh else None, logits, labels)
+        return self.loss(pos_feat, neg_feat, pos_fpfh, logits, labels, denoising)
 
     def _rotate_about_view_axis(self, patches: torch.Tensor) -> torch.Tensor:
         """Random in-plane rotations (about z, the camera axis) of training patches: local shape
@@ -568,6 +611,22 @@ class ThreeDzALModel(nn.Module):
             full = GaussianBlur2d(sigma=self.blur_sigma, channels=1, kernel_size=2 * radius + 1).to(full.device)(full)
         return full[0, 0]
 
+    def cell_scores(self, cloud: OrganizedCloud) -> CellScores:
+        """Per-cell scores of one organized cloud: bank distance and g_phi's anomalous probability."""
+        patches = self.cell_patches(cloud)
+        features = self.combine(self.branch_features(cloud, patches))
+        distances, index = self.memory_bank.query(features, k=1)
+        object_distance = self.memory_bank.object_score(
+            distances[:, 0], features, index[:, 0], num_neighbors=self.num_neighbors,
+        )[0] / self.distance_scale
+        probability = None
+        if self.classifier is not None:
+            inputs = self.normalise_patches(patches.points, patches.centers)
+            if self.perturbation:
+                inputs = perturb_patches(self.classifier, inputs, self.epsilon, self.perturbation_direction)
+            probability = torch.softmax(self.classifier(inputs), dim=-1)[:, 1]
+        return CellScores(patches.cells, patches.counts, distances[:, 0] / self.distance_scale, object_distance, probability)
+
     def predict_clouds(self, clouds: list[OrganizedCloud]) -> ThreeDzALPrediction:
         """Scores of organized clouds (see the module docstring)."""
         if not self.memory_bank.is_fitted:
@@ -575,32 +634,23 @@ class ThreeDzALModel(nn.Module):
             raise RuntimeError(msg)
         maps, scores, dist_maps, cls_maps, valids = [], [], [], [], []
         for cloud in clouds:
-            patches = self.cell_patches(cloud)
-            features = self.combine(self.branch_features(cloud, patches))
-            distances, index = self.memory_bank.query(features, k=1)
-            patch_distance = distances[:, 0] / self.distance_scale
-            object_distance = self.memory_bank.object_score(
-                distances[:, 0], features, index[:, 0], num_neighbors=self.num_neighbors,
-            )[0] / self.distance_scale
+            cell = self.cell_scores(cloud)
+            patch_distance = cell.distance
             if self.map_centering:
                 patch_distance = (patch_distance - patch_distance.median()).clamp_min(0)
-            distance_map = self._to_map(patch_distance, patches.cells)
+            distance_map = self._to_map(patch_distance, cell.cells)
             score_map = self.alpha * distance_map
-            object_score = self.alpha * object_distance
+            object_score = self.alpha * cell.object_distance
             cls_map = torch.zeros_like(distance_map)
-            if self.classifier is not None:
-                inputs = self.normalise_patches(patches.points, patches.centers)
-                if self.perturbation:
-                    inputs = perturb_patches(self.classifier, inputs, self.epsilon, self.perturbation_direction)
-                probability = torch.softmax(self.classifier(inputs), dim=-1)[:, 1]
-                patch_map = probability
+            if cell.probability is not None:
+                patch_map = cell.probability
                 if self.map_centering:
                     # Anomalies are rare within one object: what the classifier finds anomalous
                     # everywhere on an unseen category is category shift, not a defect.
-                    patch_map = (probability - probability.median()).clamp_min(0)
-                cls_map = self._to_map(patch_map, patches.cells)
+                    patch_map = (patch_map - patch_map.median()).clamp_min(0)
+                cls_map = self._to_map(patch_map, cell.cells)
                 score_map = score_map + self.beta * cls_map
-                object_score = object_score + self.beta * probability.max()
+                object_score = object_score + self.beta * cell.probability.max()
             source = F.interpolate(score_map[None, None], size=cloud.source_shape, mode="bilinear", align_corners=False)
             maps.append(source.reshape(-1)[cloud.grid_index])
             scores.append(object_score)
@@ -628,6 +678,7 @@ def describe_switches(model: ThreeDzALModel) -> dict[str, Any]:
 
 __all__ = [
     "CellPatches",
+    "CellScores",
     "OrganizedCloud",
     "ThreeDzALModel",
     "ThreeDzALPrediction",

@@ -80,7 +80,7 @@ def test_cli_on_anomalib_mvtec3d(tmp_path: Path) -> None:
     root = write_dome_mvtec3d(tmp_path / "MVTec3D")
     out = run_cli(
         [
-            "--model", "ThreeDzAL", *TINY_MODEL_ARGS,
+            "--model", "ThreeDzAL", *TINY_MODEL_ARGS, "--model.rgb_backbone", "null",
             "--model.task_irrelevant", yaml.safe_dump(_task_irrelevant(tmp_path / "synthetic"), default_flow_style=True),
             "--data", "MVTec3D", "--data.root", str(root), "--data.category", "bagel",
             "--data.num_workers", "0", "--data.train_batch_size", "2", "--data.eval_batch_size", "2",

@@ -323,7 +323,8 @@ def test_pseudo_anomalous_patches_are_centred_like_real_cells() -> None:
     cloud = OrganizedCloud(xyz, valid, None, (16, 16), torch.arange(256))
     patches = model.cell_patches(cloud)
     model.patch_scale.fill_(1.0)
-    made = model.pseudo_anomalous_patches(cloud, patches, 6)
+    made, counts = model.pseudo_anomalous_patches(cloud, patches, 6)
+    assert counts.shape == (6,) and (counts < 64).all()
     for patch in made:
         distinct = torch.unique(patch, dim=0)
         assert distinct.shape[0] < 64  # padded
