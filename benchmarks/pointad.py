@@ -13,6 +13,9 @@ For each backbone (random weights: timing does not depend on their values) one c
 ``--input organized`` (default) scores a 336 x 336 sensor-frame scan (a dome on the grid, ~50 000
 points like an MVTec 3D-AD scan after background removal) with the authors' MVTec rig;
 ``--input unorganized`` scores a synthetic part of ``--points`` points with the Real3D-AD rig.
+``--render-style official`` renders the authors' pictures instead (Open3D's camera per view, square
+points in a 1024 / 1036 px window resized to the backbone's size, Open3D's lighting; unorganized
+clouds resampled to 112,896 points first).
 
 References in the table: ``encode / CLIP`` compares our encoder with open_clip's plain
 ``encode_image`` on the same renders (the cost of the parallel V-V stream and the extra tokens);
@@ -27,6 +30,7 @@ Usage::
     python benchmarks/pointad.py                                   # CPU: tiny + ViT-B-16
     python benchmarks/pointad.py --device cuda --backbones ViT-L-14-336
     python benchmarks/pointad.py --input unorganized --points 20000 --repeats 3 --threads 2
+    python benchmarks/pointad.py --render-style official --backbones pointad-tiny-vit
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def run_one(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     backbone = FrozenCLIP(args.backbone, None).to(device)
-    model = PointADModel(backbone, PromptLearner(backbone).to(device), render=RenderSettings(num_views=args.views),
+    render = RenderSettings(num_views=args.views, style=args.render_style)
+    model = PointADModel(backbone, PromptLearner(backbone).to(device), render=render,
                          smoothing_k=args.smoothing_k, feature_cache=FeatureCache()).to(device).eval()
     organized = args.input == "organized"
     clouds = [_scan(args.grid, seed) if organized else _cloud(args.points, seed) for seed in range(args.repeats + 1)]
@@ -96,6 +101,9 @@ def run_one(args: argparse.Namespace) -> dict:
             batch = torch.zeros(points.shape[0], dtype=torch.long, device=device)
             synchronize(device)
             t0 = time.perf_counter()
+            resampled = model.resample_official(points, batch, 1, organized)
+            if resampled is not None:
+                points, batch = resampled[:2]
             output = model.render(points, batch, 1, **grid)
             synchronize(device)
             t1 = time.perf_counter()
@@ -169,6 +177,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoothing-k", type=int, default=None, help="kNN smoothing (default: radius Gaussian)")
+    parser.add_argument("--render-style", choices=("ours", "official"), default="ours",
+                        help="our pictures or the authors' (Open3D's) pictures")
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -180,7 +190,7 @@ def main() -> None:
     for name in backbones:
         command = [sys.executable, __file__, "--single", name, "--device", args.device, "--points", str(args.points),
                    "--input", args.input, "--grid", str(args.grid), "--repeats", str(args.repeats),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--render-style", args.render_style]
         command += ["--views", str(args.views)] if args.views is not None else []
         command += ["--smoothing-k", str(args.smoothing_k)] if args.smoothing_k is not None else []
         out = subprocess.run(command, capture_output=True, text=True, check=False,
@@ -192,7 +202,8 @@ def main() -> None:
         rows.append(json.loads(lines[-1]))
     if rows:
         print(f"\nPointAD inference per sample (batch 1, {args.input} input, {rows[0]['points']} points, "
-              f"{rows[0]['views']} views), median of {args.repeats}, device {args.device}, {args.threads} threads\n")
+              f"{rows[0]['views']} views, {args.render_style} render style), median of {args.repeats}, "
+              f"device {args.device}, {args.threads} threads\n")
     header = ("| backbone | px | render s | encode s | score s | total s | encode / CLIP | total / paper 0.40 s "
               "| peak MB | train step cold s | warm s | cold / warm |")
     print(header)

@@ -1,32 +1,31 @@
-"""Benchmark: our torch point-splat renderer vs the Open3D Visualizer pipeline PointAD uses.
+"""Benchmark: our torch point-splat renderer vs the Open3D pipeline of PointAD's authors.
 
-PointAD (Appendix B) renders each cloud with Open3D at 336 x 336 from 9 rotations about X. The
-reference here reproduces that pipeline: rotate the cloud, open an offscreen
-``open3d.visualization.Visualizer`` window per view, ``capture_screen_float_buffer``. A second
-Open3D variant reuses one window for all views (cheaper; not what a per-view script does). Open3D
-needs an X display: if ``DISPLAY`` is unset we start ``Xvfb :99`` and stop it afterwards. Open3D
-runs in a child process so a crash there cannot take the benchmark down.
+PointAD's authors render each cloud with Open3D (``multi_view/*.py``): normals estimated by
+Open3D, then per view the rotated cloud in an offscreen ``open3d.visualization.Visualizer``
+window (1024 px, square points), ``capture_screen_float_buffer``, a PIL bicubic resize to 336 px,
+and the point -> pixel correspondence and visibility computed from Open3D's camera. The reference
+here is that pipeline (:func:`anomalib_3d.render.open3d_reference.render_like_pointad`), on the
+paper's 9 rotations about X. Open3D needs an X display: without ``DISPLAY`` an ``Xvfb`` is started
+for the run (``apt-get install xvfb libgl1-mesa-dri``).
 
-Note that Open3D gives images only; our renderer also returns the exact point <-> pixel map and
-per-view visibility that PointAD needs to project 2D scores back to 3D.
+Ours, two ways: the default style (one bounding sphere per cloud, discs, Lambert, straight at
+336 px) and PointAD's official style (the authors' pictures: Open3D's camera per view, 7 px
+squares in a 1024 px window resized to 336, Open3D's lighting with normals from 50 neighbours,
+nearest-point visibility), which does the same work as the reference. Both return the exact point
+<-> pixel map and the visibility with the images.
 
 Usage::
 
-    python benchmarks/render.py              # timing table
-    python benchmarks/render.py --save-png   # also docs/images/render_9views.png
+    python benchmarks/render.py                 # timing table and the speed ratios
+    python benchmarks/render.py --save-png      # also docs/images/render_9views.png
+    python benchmarks/render.py --parity-png    # also docs/images/pointad_open3d_parity.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -148,118 +147,25 @@ def make_gear(num_points: int = 200_000, seed: int = 0) -> tuple[torch.Tensor, t
     return as_tensor(points, torch.float32), as_tensor(normals, torch.float32), as_tensor(labels, torch.long)
 
 
-_OPEN3D_WORKER = r"""
-import json, sys, time
-import numpy as np
-import open3d as o3d
-
-data = np.load(sys.argv[1])
-angles = [float(a) for a in sys.argv[2].split(",")]
-size, repeats = int(sys.argv[3]), int(sys.argv[4])
-cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(data["points"].astype(np.float64)))
-cloud.normals = o3d.utility.Vector3dVector(data["normals"].astype(np.float64))
-
-def render(rotated):
-    vis = o3d.visualization.Visualizer()
-    if not vis.create_window(width=size, height=size, visible=False):
-        raise RuntimeError("open3d could not create a window")
-    vis.add_geometry(rotated)
-    vis.poll_events()
-    vis.update_renderer()
-    image = np.asarray(vis.capture_screen_float_buffer(do_render=True))
-    vis.destroy_window()
-    return image
-
-def window_per_view():
-    images = []
-    for angle in angles:
-        rotated = o3d.geometry.PointCloud(cloud)
-        rotated.rotate(o3d.geometry.get_rotation_matrix_from_xyz((angle, 0.0, 0.0)), center=(0, 0, 0))
-        images.append(render(rotated))
-    return images
-
-def one_window():
-    vis = o3d.visualization.Visualizer()
-    if not vis.create_window(width=size, height=size, visible=False):
-        raise RuntimeError("open3d could not create a window")
-    rotated = o3d.geometry.PointCloud(cloud)
-    vis.add_geometry(rotated)
-    images, current = [], np.eye(3)
-    for angle in angles:
-        target = o3d.geometry.get_rotation_matrix_from_xyz((angle, 0.0, 0.0))
-        rotated.rotate(target @ current.T, center=(0, 0, 0))
-        current = target
-        vis.update_geometry(rotated)
-        vis.poll_events()
-        vis.update_renderer()
-        images.append(np.asarray(vis.capture_screen_float_buffer(do_render=True)))
-    vis.destroy_window()
-    return images
-
-result = {}
-for name, fn in (("window_per_view", window_per_view), ("one_window", one_window)):
-    images = fn()  # warm-up and sanity check
-    times = []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append((time.perf_counter() - start, time.process_time() - start_cpu))
-    result[name] = {"times": times, "shape": list(images[0].shape), "mean_pixel": float(np.mean(images[0]))}
-print("RESULT " + json.dumps(result))
-"""
-
-
-def _start_display() -> subprocess.Popen | None:
-    """Start ``Xvfb :99`` when no display is set; returns the process we started (or None)."""
-    if os.environ.get("DISPLAY"):
-        return None
-    if shutil.which("Xvfb") is None:
-        return None
-    xvfb = subprocess.Popen(
-        ["Xvfb", ":99", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.5)
-    if xvfb.poll() is not None:
-        return None
-    os.environ["DISPLAY"] = ":99"
-    return xvfb
-
-
-def time_open3d(points: torch.Tensor, normals: torch.Tensor, angles: list[float], size: int, repeats: int):
-    """Seconds per 9-view render for both Open3D variants, or the reason it could not run."""
+def time_open3d(points: torch.Tensor, normals: torch.Tensor, rotations: torch.Tensor, repeats: int, window: int,
+                point_size: float) -> tuple[dict | None, str | None]:
+    """Timings of the authors' Open3D pipeline on ``points`` (see the module docstring), with the
+    given normals and with Open3D's own normal estimate, or the reason it could not run."""
     try:
-        import open3d  # noqa: F401
+        from anomalib_3d.render.open3d_reference import headless_display, render_like_pointad
     except ImportError as error:
         return None, f"open3d is not importable ({error})"
-    xvfb = _start_display()
-    if not os.environ.get("DISPLAY"):
-        return None, "no X display and Xvfb could not be started"
+    cloud, views, given = points.double().numpy(), rotations.double().numpy(), normals.double().numpy()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            cloud_file = Path(tmp) / "cloud.npz"
-            np.savez(cloud_file, points=points.numpy(), normals=normals.numpy())
-            script = Path(tmp) / "o3d_worker.py"
-            script.write_text(_OPEN3D_WORKER)
-            env = {**os.environ, "XDG_RUNTIME_DIR": tmp}
-            run = subprocess.run(
-                [sys.executable, str(script), str(cloud_file), ",".join(map(repr, angles)), str(size), str(repeats)],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                env=env,
-            )
-        lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-        if run.returncode != 0 or not lines:
-            return None, f"open3d worker failed (exit {run.returncode}): {run.stderr.strip()[-400:]}"
-        return json.loads(lines[-1][len("RESULT ") :]), None
-    except subprocess.TimeoutExpired:
-        return None, "open3d worker timed out"
-    finally:
-        if xvfb is not None:
-            xvfb.terminate()
-            xvfb.wait(timeout=10)
+        with headless_display():
+            return {
+                "given": time_call(lambda: render_like_pointad(cloud, views, window=window, point_size=point_size,
+                                                               normals=given), repeats),
+                "estimated": time_call(lambda: render_like_pointad(cloud, views, window=window,
+                                                                   point_size=point_size), repeats),
+            }, None
+    except RuntimeError as error:
+        return None, str(error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +207,56 @@ def save_png(path: Path, points: torch.Tensor, normals: torch.Tensor, labels: to
 # ---------------------------------------------------------------------------------------------
 
 
+def save_parity_png(path: Path) -> None:
+    """Ours (official style) beside Open3D (the authors' way), every view of each dataset preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from anomalib_3d.data.adapters import resize_organized
+    from anomalib_3d.data.background import clean_organized_scan
+    from anomalib_3d.data.synthetic.generator import make_sample, make_scan
+    from anomalib_3d.render.open3d_reference import headless_display
+    from anomalib_3d_plugins.pointad import PointAD
+    from anomalib_3d_plugins.pointad.official import compare_with_open3d
+
+    scan = make_scan("gear", seed=3, image_size=(400, 400))
+    keep = clean_organized_scan(scan.xyz, largest_cluster=True)
+    grid = resize_organized(torch.from_numpy(np.where(keep[..., None], scan.xyz, 0.0)).float(), (336, 336))
+    grid_index = (grid != 0).any(-1).reshape(-1).nonzero().squeeze(1)
+    organized = {"points": grid.reshape(-1, 3)[grid_index], "grid_index": grid_index, "grid_shape": (336, 336)}
+    unorganized = {"points": torch.as_tensor(make_sample("vase", seed=2, num_points=40000).points).float()}
+    cases = [("pointad_mvtec", organized, "cookie"), ("pointad_eyecandies", organized, None),
+             ("pointad_real3d", unorganized, None)]
+    fig, axes = plt.subplots(2 * len(cases), 9, figsize=(18, 4.4 * len(cases)))
+    with headless_display():
+        for row, (preset, cloud, category) in enumerate(cases):
+            torch.manual_seed(0)
+            model = PointAD(backbone="pointad-tiny-vit", pretrained=None, render_style="official", render_size=336,
+                            rig=None if preset == "pointad_real3d" else preset, evaluator=False, visualizer=False).model
+            parity = compare_with_open3d(model, **cloud, category=category)
+            for view in range(9):
+                for offset, (images, who) in enumerate(((parity.ours, "ours"), (parity.theirs, "Open3D"))):
+                    axis = axes[2 * row + offset, view]
+                    axis.imshow(images[view].numpy())
+                    axis.set_xticks([])
+                    axis.set_yticks([])
+                    title = f"{who} v{view}" + (f"  IoU {parity.iou[view]:.3f}" if offset else "")
+                    axis.set_title(title, fontsize=8)
+            axes[2 * row, 0].set_ylabel(preset, fontsize=9)
+            print(f"{preset}: silhouette IoU min {parity.iou.min():.4f}, box within "
+                  f"{(parity.extent_ratio - 1).abs().max():.2%}, "
+                  f"grey difference max {parity.grey_difference.max():.4f}")
+    fig.suptitle("PointAD official style (ours, rows 1/3/5) vs Open3D the authors' way (rows 2/4/6): "
+                 "synthetic gear scan (MVTec and Eyecandies presets), synthetic vase (Real3D-AD preset)", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    print(f"saved {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=200_000)
@@ -308,21 +264,33 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--open3d-repeats", type=int, default=2)
+    parser.add_argument("--window", type=int, default=1024, help="Open3D window of the official pipeline")
+    parser.add_argument("--point-size", type=float, default=7.0, help="square points of the official pipeline")
     parser.add_argument("--skip-open3d", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--save-png", action="store_true", help="write docs/images/render_9views.png")
+    parser.add_argument("--parity-png", action="store_true", help="write docs/images/pointad_open3d_parity.png")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     points, normals, labels = make_gear(args.points)
     rig = pointad_rig(args.views, image_size=args.size)
-    print(f"cloud: {args.points} points; {args.views} views at {args.size}x{args.size}; "
-          f"torch threads {torch.get_num_threads()}")
+    official = rig.like_open3d(window_size=args.window)
+    print(f"cloud: {args.points} points; {args.views} views at {args.size}x{args.size} (official style: "
+          f"{args.window} px window, {args.point_size:g} px squares); torch threads {torch.get_num_threads()}")
     if args.save_png:
         save_png(REPO / "docs/images/render_9views.png", points, normals, labels)
+    if args.parity_png:
+        save_parity_png(REPO / "docs/images/pointad_open3d_parity.png")
 
-    rows = []  # (name, device, seconds per 9 views)
+    official_args = {"point_radius_px": args.point_size / 2, "point_shape": "square", "visibility": "nearest",
+                     "lighting": "open3d", "base_color": (0.7, 0.7, 0.7), "normal_k": 50}
+    # (row name, the Open3D variant it is compared with)
+    compared = {"ours: render_points (shaded, given normals)": "given",
+                "ours: official style (given normals)": "given",
+                "ours: official style + estimate_normals(k=50)": "estimated"}
+    rows = []  # (name, device, timings)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         p, n = points.to(device), normals.to(device)
@@ -334,27 +302,25 @@ def main() -> None:
         maps = torch.rand(1, args.views, 24, 24, device=device)  # CLIP-like patch maps
         rows.append(("ours: gather_to_points (24x24 maps -> points)", device.type,
                      time_call(lambda: gather_to_points(maps, out), args.repeats, device)))
-        try:
-            from anomalib_3d.ops import estimate_normals
+        rows.append(("ours: render_points + estimate_normals(k=30)", device.type,
+                     time_call(lambda: render_points(p, rig=rig), max(1, args.repeats // 2), device)))
+        rows.append(("ours: official style (given normals)", device.type,
+                     time_call(lambda: render_points(p, rig=official, normals=n, **official_args), args.repeats,
+                               device)))
+        rows.append(("ours: official style + estimate_normals(k=50)", device.type,
+                     time_call(lambda: render_points(p, rig=official, **official_args), max(1, args.repeats // 2),
+                               device)))
 
-            rows.append(("ours: render_points + estimate_normals(k=30)", device.type,
-                         time_call(lambda: render_points(p, rig=rig), max(1, args.repeats // 2), device)))
-            del estimate_normals
-        except ImportError:
-            pass
-
-    open3d_result, why = (None, "skipped") if args.skip_open3d else time_open3d(
-        points, normals, pointad_rig(args.views).angles, args.size, args.open3d_repeats
-    )
-    if open3d_result is not None:
-        per_view, one_window = open3d_result["window_per_view"]["times"], open3d_result["one_window"]["times"]
-        rows.append(("open3d: Visualizer window per view (PointAD-style)", "cpu/llvmpipe", per_view))
-        rows.append(("open3d: one Visualizer window, 9 captures", "cpu/llvmpipe", one_window))
+    open3d_times, why = (None, "skipped") if args.skip_open3d else time_open3d(
+        points, normals, rig.rotations, args.open3d_repeats, args.window, args.point_size)
+    if open3d_times is not None:
+        rows.append(("open3d: the authors' pipeline, given normals", "cpu/llvmpipe", open3d_times["given"]))
+        rows.append(("open3d: the authors' pipeline, Open3D's normals", "cpu/llvmpipe", open3d_times["estimated"]))
     else:
         print(f"Open3D reference not run: {why}")
 
     def medians(times):
-        return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+        return statistics.median(t.wall for t in times), statistics.median(t.cpu for t in times)
 
     ours_wall, ours_cpu = medians(rows[0][2])
     print()
@@ -363,15 +329,14 @@ def main() -> None:
         wall, cpu = medians(times)
         print(f"{name:58s} {device:13s} {wall * 1e3:9.1f} {cpu * 1e3:9.1f} "
               f"{wall / ours_wall:10.2f} {cpu / ours_cpu:9.2f}")
-    print("(medians; cpu = process CPU time over all threads; Open3D's excludes the X server)")
-    if open3d_result is not None:
-        ref_wall, ref_cpu = medians(open3d_result["window_per_view"]["times"])
-        print(f"\nspeed-up of ours (cpu, shaded) over Open3D window-per-view: "
-              f"{ref_wall / ours_wall:.1f}x wall, {ref_cpu / ours_cpu:.1f}x CPU time")
+    print("(medians; cpu = process CPU time over all threads, Open3D's software OpenGL included; Xvfb excluded)")
+    if open3d_times is not None:
         for name, device, times in rows:
-            if device == "cuda" and name.startswith("ours: render_points (shaded"):
-                speed_up = ref_wall / medians(times)[0]
-                print(f"speed-up of ours (cuda, shaded) over Open3D window-per-view: {speed_up:.1f}x wall")
+            if name in compared:
+                ref_wall, ref_cpu = medians(open3d_times[compared[name]])
+                wall, cpu = medians(times)
+                print(f"speed-up of {name[6:]} ({device}) over the Open3D pipeline ({compared[name]} normals): "
+                      f"{ref_wall / wall:.1f}x wall, {ref_cpu / cpu:.1f}x CPU time")
     try:
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     except OSError:

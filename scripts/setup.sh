@@ -9,7 +9,8 @@
 #                     the backend-parity tests run; ~15 min on 2 cores the first time, then
 #                     seconds from pip's wheel cache)
 #
-# Steps: Debian libusb-1.0-0 (open3d 0.20 needs it) -> venv -> torch + torchvision ->
+# Steps: Debian libusb-1.0-0 (open3d 0.20 needs it), xvfb + libgl1-mesa-dri (Open3D's windows on a
+# machine without a screen: the PointAD parity test against Open3D) -> venv -> torch + torchvision ->
 # anomalib-3d editable with its dev extras (ordinary isolated builds: fpsample arrives as a source
 # distribution whose build backend pip fetches itself) -> optionally torch-cluster, the only
 # package built with --no-build-isolation because it compiles against the installed torch.
@@ -30,7 +31,7 @@ done
 BASE_PY=${PYTHON:-python3}
 start=$(date +%s)
 
-apt_packages=(libusb-1.0-0)
+apt_packages=(libusb-1.0-0 xvfb libgl1-mesa-dri)
 [ "$TORCH_CLUSTER" = 1 ] && apt_packages+=(ninja-build)
 if command -v apt-get >/dev/null 2>&1; then
   missing=()

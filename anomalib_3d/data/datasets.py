@@ -31,7 +31,7 @@ import torch
 from anomalib.data.datasets.base.image import AnomalibDataset
 
 from anomalib_3d.data.adapters import organized_to_item, resize_organized
-from anomalib_3d.data.background import remove_background_plane
+from anomalib_3d.data.background import clean_organized_scan, remove_background_plane
 from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
 from anomalib_3d.data.eyecandies import EyecandiesBatch, check_eyecandies_row, read_eyecandies_item
 from anomalib_3d.data.layouts import (
@@ -59,6 +59,10 @@ class PointCloudDataset(AnomalibDataset):
         split: keep only rows of this split (``None`` keeps all).
         remove_background: organized samples: drop the support plane (BTF preprocessing).
         background_threshold: distance to the plane under which a point is background.
+        keep_largest_cluster: organized samples with ``remove_background``: also drop every
+            fragment outside the largest DBSCAN cluster (eps 6 mm, 30 points), plane and clusters
+            found at the native resolution before any resizing, as the PointAD authors clean
+            MVTec 3D-AD (:func:`~anomalib_3d.data.background.clean_organized_scan`).
         grid_size: organized samples: nearest-resize the xyz grid (and RGB/GT) to (H, W) first;
             ``None`` keeps the native resolution.
         align_gt: unorganized samples: when the GT file's coordinates are a permutation of the
@@ -80,6 +84,7 @@ class PointCloudDataset(AnomalibDataset):
         *,
         remove_background: bool = False,
         background_threshold: float = 0.005,
+        keep_largest_cluster: bool = False,
         grid_size: tuple[int, int] | None = None,
         align_gt: bool = True,
         name: str = "point_cloud",
@@ -93,6 +98,7 @@ class PointCloudDataset(AnomalibDataset):
         self.samples = samples
         self.remove_background = remove_background
         self.background_threshold = background_threshold
+        self.keep_largest_cluster = keep_largest_cluster
         self.grid_size = tuple(grid_size) if grid_size is not None else None
         self.align_gt = align_gt
         self.columns = columns
@@ -213,6 +219,12 @@ class PointCloudDataset(AnomalibDataset):
         xyz_t = torch.from_numpy(np.ascontiguousarray(xyz, dtype=np.float32))
         rgb_t = None if rgb is None else torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float() / 255.0
         gt_t = torch.from_numpy(gt.astype(bool))
+        cleaned = self.remove_background and self.keep_largest_cluster
+        if cleaned:
+            # Plane and fragments at the native resolution, then the resize sees only the object.
+            on_object = clean_organized_scan(xyz_t.numpy(), distance_threshold=self.background_threshold,
+                                             largest_cluster=True)
+            xyz_t = torch.where(torch.from_numpy(on_object).unsqueeze(-1), xyz_t, torch.zeros_like(xyz_t))
         if self.grid_size is not None:
             from anomalib_3d.data.adapters import resize_nearest
 
@@ -220,7 +232,7 @@ class PointCloudDataset(AnomalibDataset):
             rgb_t = None if rgb_t is None else resize_nearest(rgb_t, self.grid_size)
             gt_t = resize_nearest(gt_t, self.grid_size)
         keep = None
-        if self.remove_background:
+        if self.remove_background and not cleaned:
             keep = torch.from_numpy(
                 remove_background_plane(xyz_t.numpy(), distance_threshold=self.background_threshold),
             )

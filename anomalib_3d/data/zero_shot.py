@@ -51,7 +51,8 @@ from torch.utils.data import DataLoader
 
 from anomalib_3d.data.dataclasses import PointCloudBatch
 from anomalib_3d.data.datamodules.zero_shot import as_sources, check_zero_shot, read_sources, source_dict, source_dicts
-from anomalib_3d.data.datasets import PointCloudDataset, remove_background_plane
+from anomalib_3d.data.background import clean_organized_scan
+from anomalib_3d.data.datasets import PointCloudDataset
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def auxiliary_loader(
     num_workers: int = 0,
     grid_size: int | None = None,
     seed: int = 0,
+    keep_largest_cluster: bool = False,
 ) -> DataLoader:
     """The shuffled loader of the auxiliary (annotated, fitting) samples.
 
@@ -128,6 +130,8 @@ def auxiliary_loader(
         batch_size, num_workers: of the loader.
         grid_size: organized sources are nearest-resized to ``grid_size`` x ``grid_size`` (``None`` keeps them).
         seed: seed of the loader's own shuffling generator (the global RNG is not touched).
+        keep_largest_cluster: organized sources keep only their largest DBSCAN cluster after the
+            plane is removed (:func:`~anomalib_3d.data.background.clean_organized_scan`).
 
     Raises:
         ValueError: the sources hold no sample, or an auxiliary sample is a target sample.
@@ -139,7 +143,8 @@ def auxiliary_loader(
         raise ValueError(msg)
     check_zero_shot(frame, target_samples(datamodule), role="auxiliary")
     grid = None if grid_size is None else (grid_size, grid_size)
-    dataset = PointCloudDataset(frame, split=None, remove_background=True, grid_size=grid, name="auxiliary")
+    dataset = PointCloudDataset(frame, split=None, remove_background=True, keep_largest_cluster=keep_largest_cluster,
+                                grid_size=grid, name="auxiliary")
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -272,14 +277,16 @@ def read_organized_scans(dataset: Any, max_samples: int, grid_size: int) -> list
 
 # ----------------------------------------------------------------------------------------------
 # foreground of organized scans
-def foreground_mask(points: PointCloudBatch) -> Tensor:
+def foreground_mask(points: PointCloudBatch, *, largest_cluster: bool = False) -> Tensor:
     """``(N,)`` bool on the points' device: points off the support plane of their organized grid.
 
-    The plane is found per cloud with :func:`~anomalib_3d.data.datasets.remove_background_plane`
+    The plane is found per cloud with :func:`~anomalib_3d.data.background.remove_background_plane`
     (BTF's RANSAC on the border); a cloud where (almost) nothing is left keeps every point.
 
     Args:
         points: an organized batch (``grid_index`` and ``grid_shape`` set).
+        largest_cluster: also drop every fragment outside the largest DBSCAN cluster
+            (:func:`~anomalib_3d.data.background.clean_organized_scan`, the PointAD authors' cleaning).
     """
     keep = torch.ones(points.points.shape[0], dtype=torch.bool, device=points.points.device)
     shape = points.grid_shape.reshape(-1, 2)
@@ -290,7 +297,8 @@ def foreground_mask(points: PointCloudBatch) -> Tensor:
         grid = torch.zeros(height * width, 3, dtype=torch.float32)
         index = points.grid_index[lo:hi].cpu()
         grid[index] = points.points[lo:hi].detach().float().cpu()
-        mask = torch.from_numpy(remove_background_plane(grid.view(height, width, 3).numpy()))
+        mask = clean_organized_scan(grid.view(height, width, 3).numpy(), largest_cluster=largest_cluster)
+        mask = torch.from_numpy(mask)
         cloud_keep = mask.reshape(-1)[index].to(keep.device)
         if int(cloud_keep.sum()) >= _MIN_FOREGROUND_POINTS:
             keep[lo:hi] = cloud_keep

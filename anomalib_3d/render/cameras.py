@@ -37,14 +37,29 @@ Rigs are not limited to one axis: :func:`rig_from_rotations` takes any list of r
 ``(axis, degrees)`` pair (e.g. ``("y", -30)``), a sequence of such pairs applied left to right, or
 a ``3 x 3`` matrix. Named presets (:data:`RIG_PRESETS`, :func:`rig_preset`):
 
-* ``"pointad_mvtec"``: the authors' MVTec 3D-AD / Eyecandies rig (``multiview_mvtec.py``): X at
+* ``"pointad_mvtec"``: the authors' MVTec 3D-AD rig (``multiview_mvtec.py``): X at
   -45, -15, 0, 15, 45 degrees, then Y at -30, -15, 15, 30 degrees (9 views);
-* ``"pointad_real3d"``: the paper's 9 X-angles (Table 7, ``k * 36`` degrees), the authors' Real3D-AD rig.
+* ``"pointad_real3d"``: the paper's 9 X-angles (Table 7, ``k * 36`` degrees), the authors' Real3D-AD rig;
+* ``"pointad_eyecandies"``: the authors' Eyecandies rig (``multiview_eyecandies.py``): X at -30,
+  -15, 0, 10, 20 degrees, then Y at -30, -15, 15, 30 degrees (9 views).
 
 Organized scans (MVTec 3D-AD xyz) are in the *sensor frame*: camera at the origin looking along
 +z, image rows along +y (y down). The authors flip such clouds by pi about X before rendering
 (:data:`SENSOR_TO_OBJECT`), which puts the sensor-facing side towards our camera (+Z) with the
-image upright; :meth:`CameraRig.with_pre_rotation` composes that flip into a rig.
+image upright; :meth:`CameraRig.with_pre_rotation` composes that flip into a rig. Their Eyecandies
+script turns sensor-frame clouds by 3/4 pi about X instead (:data:`EYECANDIES_SENSOR_TO_OBJECT`).
+
+Framing. ``framing="sphere"`` (the default) fits each cloud's bounding sphere, with ``margin``, in
+every view: one scale for all views of a cloud. ``framing="view_box"`` is Open3D's default camera
+refitted to each rotated view, as the authors' per-view ``Visualizer`` windows do (their scripts
+rotate the cloud and open a fresh window per view): the camera looks at the centre of the rotated
+cloud's axis-aligned box from ``zoom * longest side / tan(fov / 2)`` away (Open3D: zoom 0.7,
+60 degrees), so the longest side spans ``1 / (2 zoom)`` (71 %) of the frame at the box centre;
+``recede_step`` then backs the camera off in steps of that many input units until every point is
+in frame (at least one step), as their Eyecandies script does. ``window_size`` renders at the size
+of their Open3D window (1024 or 1036 px, point sizes in its pixels) and resizes the images to
+``image_size`` with an antialiased bicubic filter, as their PIL resize does
+(:meth:`CameraRig.like_open3d` sets all of it).
 """
 
 from __future__ import annotations
@@ -59,8 +74,14 @@ import torch
 from torch import Tensor
 
 Projection = Literal["orthographic", "pinhole"]
+Framing = Literal["sphere", "view_box"]
+FRAMINGS = ("sphere", "view_box")
+#: Open3D's default camera (``ViewControl``): 60 degree field of view, zoom 0.7.
+OPEN3D_FOV_DEG, OPEN3D_ZOOM = 60.0, 0.7
 
 __all__ = [
+    "EYECANDIES_SENSOR_TO_OBJECT",
+    "FRAMINGS",
     "RIG_PRESETS",
     "SENSOR_TO_OBJECT",
     "CameraRig",
@@ -104,6 +125,14 @@ class CameraRig:
         angles: the rotation angles (radians) the rig was built from, for captions; may be empty.
         axis: the rotation axis the angles refer to (``"x"``, ``"y"``, ``"z"``) or ``None``.
         labels: one caption per view (rigs mixing axes); overrides ``angles`` / ``axis`` in :meth:`captions`.
+        framing: ``"sphere"`` (one bounding sphere per cloud for all views, ``margin``) or
+            ``"view_box"`` (Open3D's camera refitted to each rotated view's box, ``zoom``).
+        zoom: ``view_box``: half the frame at the box centre spans ``zoom`` times the box's longest side.
+        recede_step: ``view_box``: back the camera off in steps of this many *input* units until
+            every point projects into the frame (0 = never).
+        window_size: ``(H, W)`` to rasterise at before the images are resized to ``image_size``
+            (antialiased bicubic), or ``None`` to rasterise at ``image_size``; point sizes are in
+            window pixels.
     """
 
     rotations: Tensor
@@ -114,6 +143,10 @@ class CameraRig:
     angles: tuple[float, ...] = field(default=())
     axis: str | None = None
     labels: tuple[str, ...] = field(default=())
+    framing: Framing = "sphere"
+    zoom: float = OPEN3D_ZOOM
+    recede_step: float = 0.0
+    window_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         rotations = self.rotations
@@ -137,6 +170,17 @@ class CameraRig:
             msg = f"margin must lie in [0, 1), got {self.margin}."
             raise ValueError(msg)
         object.__setattr__(self, "image_size", _as_hw(self.image_size))
+        if self.window_size is not None:
+            object.__setattr__(self, "window_size", _as_hw(self.window_size))
+        if self.framing not in FRAMINGS:
+            msg = f"framing must be one of {FRAMINGS}, got {self.framing!r}."
+            raise ValueError(msg)
+        if not (math.isfinite(self.zoom) and self.zoom > 0):
+            msg = f"zoom must be a finite number > 0, got {self.zoom}."
+            raise ValueError(msg)
+        if not (math.isfinite(self.recede_step) and self.recede_step >= 0):
+            msg = f"recede_step must be a finite number >= 0, got {self.recede_step}."
+            raise ValueError(msg)
         if self.angles and len(self.angles) != rotations.shape[0]:
             msg = f"{len(self.angles)} angles given for {rotations.shape[0]} rotations."
             raise ValueError(msg)
@@ -163,14 +207,36 @@ class CameraRig:
         return 1.0 / math.sin(half_angle)
 
     @property
+    def raster_size(self) -> tuple[int, int]:
+        """``(H, W)`` the z-buffer is built at: ``window_size`` when set, else ``image_size``."""
+        return self.window_size or self.image_size
+
+    @property
     def focal_px(self) -> float:
-        """Pinhole focal length in pixels (square pixels), from the shorter image side."""
-        return (min(self.image_size) / 2.0) / math.tan(math.radians(self.fov_deg) / 2.0)
+        """Pinhole focal length in raster pixels (square pixels), from the shorter raster side."""
+        return (min(self.raster_size) / 2.0) / math.tan(math.radians(self.fov_deg) / 2.0)
 
     @property
     def ortho_scale_px(self) -> float:
-        """Orthographic pixels per normalised unit: the unit sphere spans ``1 - margin`` of the half-image."""
-        return (1.0 - self.margin) * min(self.image_size) / 2.0
+        """Orthographic raster pixels per normalised unit: the unit sphere spans ``1 - margin`` of the half-image."""
+        return (1.0 - self.margin) * min(self.raster_size) / 2.0
+
+    def like_open3d(self, window_size: int | Sequence[int] | None = 1024, recede_step: float = 0.0) -> CameraRig:
+        """The same views seen the way the PointAD authors' Open3D scripts see them.
+
+        Open3D's default camera (pinhole, 60 degrees, zoom 0.7) refitted to each rotated view
+        (``framing="view_box"``), rasterised in a ``window_size`` window and resized to
+        ``image_size``; ``recede_step`` as their Eyecandies script (see the module docstring).
+        """
+        return dataclasses.replace(
+            self,
+            projection="pinhole",
+            fov_deg=OPEN3D_FOV_DEG,
+            framing="view_box",
+            zoom=OPEN3D_ZOOM,
+            recede_step=float(recede_step),
+            window_size=None if window_size is None else _as_hw(window_size),
+        )
 
     def captions(self) -> list[str]:
         """Short human-readable label for each view (angle as a multiple of pi)."""
@@ -183,16 +249,7 @@ class CameraRig:
 
     def to(self, device: torch.device | str) -> CameraRig:
         """Copy of the rig with rotations on ``device``."""
-        return CameraRig(
-            rotations=self.rotations.to(device),
-            projection=self.projection,
-            image_size=self.image_size,
-            fov_deg=self.fov_deg,
-            margin=self.margin,
-            angles=self.angles,
-            axis=self.axis,
-            labels=self.labels,
-        )
+        return dataclasses.replace(self, rotations=self.rotations.to(device))
 
     def with_pre_rotation(self, matrix: Tensor, label: str | None = None) -> CameraRig:
         """The rig seen from a rotated object frame: every view becomes ``R_v @ matrix``.
@@ -375,15 +432,29 @@ def fit_unit_sphere(points: Tensor, batch: Tensor, num_clouds: int) -> tuple[Ten
 #: camera (+Z) and the image stays upright.
 SENSOR_TO_OBJECT = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 
+#: The authors' Eyecandies frame (``multiview_eyecandies.py``): the axis swap ``(x, y, z) ->
+#: (x, -z, y)`` (a quarter turn about X; their 0.1 scale does not change the pictures) and then
+#: their 45 degree tilt about X: 3/4 pi about X in all. We apply it to camera-frame clouds, the
+#: only reading under which the candy's scanned side faces the camera (their script reads PLY
+#: files made by a tool not in their repository).
+EYECANDIES_SENSOR_TO_OBJECT = torch.tensor(
+    [[1.0, 0.0, 0.0], [0.0, -math.sqrt(0.5), -math.sqrt(0.5)], [0.0, math.sqrt(0.5), -math.sqrt(0.5)]]
+)
+
 #: Named rigs, as ``(axis, degrees)`` rotations of the object.
 RIG_PRESETS: dict[str, tuple[tuple[str, float], ...]] = {
-    # The authors' MVTec 3D-AD / Eyecandies rig (multiview_mvtec.py): X tilts, then Y tilts.
+    # The authors' MVTec 3D-AD rig (multiview_mvtec.py): X tilts, then Y tilts.
     "pointad_mvtec": (
         ("x", -45.0), ("x", -15.0), ("x", 0.0), ("x", 15.0), ("x", 45.0),
         ("y", -30.0), ("y", -15.0), ("y", 15.0), ("y", 30.0),
     ),
     # The paper's 9 views (Table 7) and the authors' Real3D-AD rig (multiview_real3d.py).
     "pointad_real3d": tuple(("x", 36.0 * k) for k in range(-4, 5)),
+    # The authors' Eyecandies rig (multiview_eyecandies.py): X tilts, then Y tilts.
+    "pointad_eyecandies": (
+        ("x", -30.0), ("x", -15.0), ("x", 0.0), ("x", 10.0), ("x", 20.0),
+        ("y", -30.0), ("y", -15.0), ("y", 15.0), ("y", 30.0),
+    ),
 }
 
 RotationSpec = Tensor | Sequence[float] | Sequence[Sequence[float]] | tuple[str, float] | Sequence[tuple[str, float]]
@@ -482,7 +553,7 @@ def rig_preset(
     fov_deg: float = 60.0,
     margin: float = 0.1,
 ) -> CameraRig:
-    """The named rig of :data:`RIG_PRESETS` (``"pointad_mvtec"``, ``"pointad_real3d"``)."""
+    """The named rig of :data:`RIG_PRESETS` (``"pointad_mvtec"``, ``"pointad_real3d"``, ``"pointad_eyecandies"``)."""
     if name not in RIG_PRESETS:
         msg = f"unknown rig preset {name!r}; choose one of {sorted(RIG_PRESETS)} or pass explicit rotations."
         raise ValueError(msg)

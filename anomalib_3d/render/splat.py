@@ -1,10 +1,14 @@
 """Z-buffered point splatting with exact point <-> pixel correspondence.
 
 Every point of every cloud is projected into every view of a :class:`CameraRig` and drawn as a
-flat disc of ``point_radius_px`` pixels around the pixel its centre falls in. Each pixel belongs
-to exactly one point: the one with the smallest depth among the discs covering it (ties go to
-the lower point index). Images, depth maps, value maps and ground-truth masks are all read from
-that one ownership map (``pixel_to_point``), so they align pixel for pixel.
+flat disc of ``point_radius_px`` pixels around the pixel its centre falls in (or, with
+``point_shape="square"``, a square of side ``2 * point_radius_px``, as Open3D draws points). Each
+pixel belongs to exactly one point: the one with the smallest depth among the footprints covering
+it (ties go to the lower point index). Images, depth maps, value maps and ground-truth masks are
+all read from that one ownership map (``pixel_to_point``), so they align pixel for pixel. A rig
+with a ``window_size`` is rasterised at that size; its images are shaded there and resized to the
+rig's ``image_size`` with an antialiased bicubic filter, and the other maps read the window pixel
+under each output pixel's centre.
 
 The z-buffer itself, and the rule deciding which points are *visible*, are in
 :mod:`~anomalib_3d.render.zbuffer`.
@@ -30,12 +34,13 @@ from anomalib_3d.render.cameras import CameraRig, fit_unit_sphere, pointad_rig
 from anomalib_3d.render.zbuffer import (
     Raster,
     default_depth_tolerance,
-    disc_offsets,
+    footprint_offsets,
     rasterize_normalised,
 )
 
 __all__ = [
     "RenderOutput",
+    "open3d_phong",
     "rasterize_points",
     "render_mask",
     "render_mask_like",
@@ -63,8 +68,12 @@ class RenderOutput:
         batch: ``(N,)`` long cloud index of each point.
         center: ``(B, 3)`` and ``scale``: ``(B,)`` the per-cloud normalisation, ``(p - center) / scale``.
         rig: the camera rig, with the image size actually used.
-        point_radius_px: disc radius used for splatting: a float, or a list of ``B`` per-cloud radii.
-        depth_tolerance: tolerance used for ``visible`` (a float, or a list of ``B`` per-cloud values).
+        point_radius_px: disc radius (or square half-side) used for splatting: a float, or a list
+            of ``B`` per-cloud values.
+        depth_tolerance: tolerance used for ``visible`` (a float, or a list of ``B`` per-cloud
+            values; unused with ``visibility="nearest"``).
+        point_shape: ``"disc"`` or ``"square"``.
+        visibility: ``"tolerance"`` or ``"nearest"`` (:mod:`~anomalib_3d.render.zbuffer`).
     """
 
     images: Tensor | None
@@ -81,6 +90,8 @@ class RenderOutput:
     rig: CameraRig
     point_radius_px: float | list[float]
     depth_tolerance: float | list[float]
+    point_shape: str = "disc"
+    visibility: str = "tolerance"
 
     @property
     def num_clouds(self) -> int:
@@ -187,10 +198,12 @@ def _prepare(
     depth_tolerance: float | None,
     normalize: bool,
     num_clouds: int | None,
+    point_shape: str = "disc",
+    visibility: str = "tolerance",
 ) -> tuple[Tensor, int, CameraRig, Tensor, Tensor, Raster, float | list[float]]:
     batch, num_clouds = _check_points(points, batch, num_clouds)
     rig = _resolve_rig(rig, image_size, points.device)
-    radius = _radius_list(point_radius_px, num_clouds)
+    radius = _radius_list(point_radius_px, num_clouds, point_shape)
     if depth_tolerance is None:
         if isinstance(radius, list):
             depth_tolerance = [default_depth_tolerance(rig, r) for r in radius]
@@ -207,11 +220,14 @@ def _prepare(
         points_norm = points
         center = points.new_zeros(num_clouds, 3)
         scale = points.new_ones(num_clouds)
-    raster = rasterize_normalised(points_norm, batch, num_clouds, rig, point_radius_px, depth_tolerance)
+    raster = rasterize_normalised(points_norm, batch, num_clouds, rig, point_radius_px, depth_tolerance,
+                                  point_shape=point_shape, visibility=visibility, scale=scale)
     return batch, num_clouds, rig, center, scale, raster, depth_tolerance
 
 
-def _radius_list(point_radius_px: float | Sequence[float] | Tensor, num_clouds: int) -> float | list[float]:
+def _radius_list(
+    point_radius_px: float | Sequence[float] | Tensor, num_clouds: int, point_shape: str = "disc"
+) -> float | list[float]:
     """A float (one radius for all clouds) or a list of ``num_clouds`` per-cloud radii, validated."""
     if isinstance(point_radius_px, Tensor):
         point_radius_px = point_radius_px.detach().cpu().reshape(-1).tolist()
@@ -223,9 +239,9 @@ def _radius_list(point_radius_px: float | Sequence[float] | Tensor, num_clouds: 
             msg = f"point_radius_px has {len(radii)} per-cloud values for {num_clouds} clouds."
             raise ValueError(msg)
         for r in radii:
-            disc_offsets(r)  # validates
+            footprint_offsets(r, point_shape)  # validates
         return radii[0] if radii and all(r == radii[0] for r in radii) else radii
-    disc_offsets(float(point_radius_px))
+    footprint_offsets(float(point_radius_px), point_shape)
     return float(point_radius_px)
 
 
@@ -244,26 +260,24 @@ def _splat_per_point(per_point: Tensor, pixel_to_point: Tensor, background: floa
 # public API
 
 
-def rasterize_points(
+def _rasterize(
     points: Tensor,
-    batch: Tensor | None = None,
-    rig: CameraRig | None = None,
-    *,
-    image_size: int | Sequence[int] | None = None,
-    point_radius_px: float | Sequence[float] | Tensor = 2.0,
-    depth_tolerance: float | None = None,
-    normalize: bool = True,
-    num_clouds: int | None = None,
-) -> RenderOutput:
-    """Geometry only: z-buffer, correspondence and visibility, no shading (``images`` is ``None``).
-
-    Same arguments as :func:`render_points`. Use it when only ``pixel_to_point``/``visible`` are
-    needed (e.g. to splat masks or to gather maps computed elsewhere).
-    """
+    batch: Tensor | None,
+    rig: CameraRig | None,
+    image_size: int | Sequence[int] | None,
+    point_radius_px: float | Sequence[float] | Tensor,
+    depth_tolerance: float | None,
+    normalize: bool,
+    num_clouds: int | None,
+    point_shape: str,
+    visibility: str,
+) -> tuple[RenderOutput, Tensor | None]:
+    """The render output without images, and the window-size owner map of a ``window_size`` rig."""
     batch, num_clouds, rig, center, scale, raster, depth_tolerance = _prepare(
-        points, batch, rig, image_size, point_radius_px, depth_tolerance, normalize, num_clouds
+        points, batch, rig, image_size, point_radius_px, depth_tolerance, normalize, num_clouds, point_shape,
+        visibility,
     )
-    return RenderOutput(
+    output = RenderOutput(
         images=None,
         depth=raster.depth,
         pixel_to_point=raster.pixel_to_point,
@@ -276,9 +290,35 @@ def rasterize_points(
         center=center,
         scale=scale,
         rig=rig,
-        point_radius_px=_radius_list(point_radius_px, num_clouds),
+        point_radius_px=_radius_list(point_radius_px, num_clouds, point_shape),
         depth_tolerance=depth_tolerance,
+        point_shape=point_shape,
+        visibility=visibility,
     )
+    return output, raster.window_owner
+
+
+def rasterize_points(
+    points: Tensor,
+    batch: Tensor | None = None,
+    rig: CameraRig | None = None,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    point_radius_px: float | Sequence[float] | Tensor = 2.0,
+    depth_tolerance: float | None = None,
+    normalize: bool = True,
+    num_clouds: int | None = None,
+    point_shape: str = "disc",
+    visibility: str = "tolerance",
+) -> RenderOutput:
+    """Geometry only: z-buffer, correspondence and visibility, no shading (``images`` is ``None``).
+
+    Same arguments as :func:`render_points`. Use it when only ``pixel_to_point``/``visible`` are
+    needed (e.g. to splat masks or to gather maps computed elsewhere).
+    """
+    output, _ = _rasterize(points, batch, rig, image_size, point_radius_px, depth_tolerance, normalize, num_clouds,
+                           point_shape, visibility)
+    return output
 
 
 def render_points(
@@ -301,6 +341,9 @@ def render_points(
     depth_tolerance: float | None = None,
     normalize: bool = True,
     num_clouds: int | None = None,
+    point_shape: str = "disc",
+    visibility: str = "tolerance",
+    lighting: str = "lambert",
 ) -> RenderOutput:
     """Render ``B`` point clouds from every view of ``rig`` with exact point <-> pixel correspondence.
 
@@ -309,8 +352,9 @@ def render_points(
         batch: ``(N,)`` long cloud index of each point (sorted, PyG style); ``None`` for one cloud.
         rig: the views; ``None`` uses :func:`pointad_rig` (9 views about X, 336 px, orthographic).
         image_size: ``int`` or ``(H, W)`` overriding ``rig.image_size``; ``None`` keeps the rig's.
-        point_radius_px: each point is drawn as a disc of this radius (pixels) around its centre
-            pixel; one value, or ``B`` per-cloud values (each cloud then renders exactly as alone).
+        point_radius_px: each point is drawn as a disc of this radius (raster pixels) around its
+            centre pixel (a square of twice this side with ``point_shape="square"``); one value, or
+            ``B`` per-cloud values (each cloud then renders exactly as alone).
         colors: ``(N, 3)`` per-point base colours in ``[0, 1]``; ``None`` uses ``base_color``.
         normals: ``(N, 3)`` per-point normals (any orientation; they are flipped to face the
             camera). ``None`` estimates them with :func:`anomalib_3d.ops.estimate_normals`
@@ -328,6 +372,11 @@ def render_points(
         normalize: normalise each cloud into the unit sphere first (recommended; ``False`` expects
             clouds already normalised, points outside the frame are then never visible).
         num_clouds: ``B`` when known (avoids a device sync and allows trailing empty clouds).
+        point_shape: ``"disc"`` or ``"square"`` (Open3D's points; side ``2 * point_radius_px``).
+        visibility: ``"tolerance"`` (the depth tolerance above) or ``"nearest"`` (only the nearest
+            centre per output pixel: the PointAD authors' rule), see :mod:`~anomalib_3d.render.zbuffer`.
+        lighting: ``"lambert"`` (``light_dir``, ``ambient``) or ``"open3d"``: the Phong lighting of
+            Open3D's Visualizer (:func:`open3d_phong`; ``light_dir`` and ``ambient`` unused).
 
     Returns:
         :class:`RenderOutput` with ``images (B, V, 3, H, W)``, ``depth``, ``pixel_to_point``,
@@ -345,18 +394,10 @@ def render_points(
         msg = f"ambient must lie in [0, 1], got {ambient}."
         raise ValueError(msg)
 
-    output = rasterize_points(
-        points,
-        batch,
-        rig,
-        image_size=image_size,
-        point_radius_px=point_radius_px,
-        depth_tolerance=depth_tolerance,
-        normalize=normalize,
-        num_clouds=num_clouds,
-    )
+    output, window_owner = _rasterize(points, batch, rig, image_size, point_radius_px, depth_tolerance, normalize,
+                                      num_clouds, point_shape, visibility)
     dtype = points.dtype
-    pixel_to_point = output.pixel_to_point
+    pixel_to_point = output.pixel_to_point if window_owner is None else window_owner
     hit = pixel_to_point >= 0
     owner = pixel_to_point.clamp(min=0)
 
@@ -364,12 +405,22 @@ def render_points(
         if normals is None:
             normals = _estimate_normals(points, output.batch if batch is not None else None, normal_k)
         # Intensity per (point, view) is cheap (one small matmul); pixels then read their owner's.
-        per_point_view = _lambert(normals.to(dtype), output, light_dir, ambient)
         view = torch.arange(output.num_views, device=owner.device).view(1, -1, 1, 1)
         lookup = (owner * output.num_views + view).reshape(-1)
-        intensity = per_point_view.reshape(-1).index_select(0, lookup).view_as(owner).unsqueeze(2)
+
+        def per_pixel(per_point_view: Tensor) -> Tensor:
+            return per_point_view.reshape(-1).index_select(0, lookup).view_as(owner).unsqueeze(2)
+
+        if lighting == "open3d":
+            diffuse, specular = open3d_phong(normals.to(dtype), output)
+            intensity, highlight = per_pixel(diffuse), per_pixel(specular)
+        elif lighting == "lambert":
+            intensity, highlight = per_pixel(_lambert(normals.to(dtype), output, light_dir, ambient)), None
+        else:
+            msg = f"lighting must be 'lambert' or 'open3d', got {lighting!r}."
+            raise ValueError(msg)
     else:
-        intensity = None
+        intensity = highlight = None
 
     # Build images directly as (B, V, 3, H, W): no channels-last intermediate to transpose.
     if colors is not None:
@@ -379,13 +430,26 @@ def render_points(
         rgb = points.new_tensor(base_color).clamp(0.0, 1.0).view(1, 1, 3, 1, 1)
     if intensity is not None:
         rgb = rgb * intensity
+    if highlight is not None:
+        rgb = rgb + highlight
     bg = points.new_tensor(background) if not isinstance(background, Tensor) else background.to(points)
     bg = bg.expand(3).view(1, 1, 3, 1, 1)
     rgb = torch.where(hit.unsqueeze(2), rgb, bg).clamp_(0.0, 1.0)
+    if window_owner is not None:
+        rgb = _resize_antialiased(rgb, output.rig.image_size)
     output.images = rgb.contiguous()
     if values is not None:
-        output.values = _splat_per_point(values, pixel_to_point, values_background)
+        output.values = _splat_per_point(values, output.pixel_to_point, values_background)
     return output
+
+
+def _resize_antialiased(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(B, V, 3, H_w, W_w)`` window images resized to ``size`` with an antialiased bicubic
+    filter (the one PIL's ``BICUBIC`` resize uses), clamped to ``[0, 1]``."""
+    lead = images.shape[:2]
+    flat = images.reshape(-1, *images.shape[2:])
+    resized = F.interpolate(flat, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return resized.clamp_(0.0, 1.0).reshape(*lead, *resized.shape[1:])
 
 
 def _estimate_normals(points: Tensor, batch: Tensor | None, k: int) -> Tensor:
@@ -423,7 +487,7 @@ def _lambert(normals: Tensor, output: RenderOutput, light_dir: Sequence[float], 
     towards_camera_axis = rotations[:, 2, :]  # (V, 3): R^T e_z
     lit = unit @ light_in_object.T  # (N, V)
     facing = unit @ towards_camera_axis.T  # (N, V): n_cam . e_z
-    if rig.projection == "pinhole":
+    if rig.projection == "pinhole" and rig.framing == "sphere":
         # Towards the camera centre from the point: (0, 0, d) - R p, so
         # n_cam . (d e_z - R p) = d (n . R^T e_z) - n . p.
         batch = output.batch
@@ -431,6 +495,56 @@ def _lambert(normals: Tensor, output: RenderOutput, light_dir: Sequence[float], 
         facing = facing * rig.camera_distance - (unit * points_norm.to(unit.dtype)).sum(1, keepdim=True)
     lit = torch.where(facing < 0, -lit, lit)
     return lit.clamp_(min=0.0).mul_(1.0 - ambient).add_(ambient)
+
+
+#: Open3D's default lights (``RenderOption``): two at ``+2`` and two at ``-2`` longest box sides
+#: along the viewing axis from the look-at point, diffuse 0.66, specular 0.2, shininess 100, no
+#: ambient light. The pairs coincide, so each position counts twice.
+_OPEN3D_LIGHT_OFFSETS = (2.0, -2.0)
+_OPEN3D_DIFFUSE, _OPEN3D_SPECULAR, _OPEN3D_SHININESS = 2 * 0.66, 2 * 0.2, 100.0
+
+
+def open3d_phong(normals: Tensor, output: RenderOutput) -> tuple[Tensor, Tensor]:
+    """Open3D Visualizer's Phong lighting of every point in every view: ``(N, V)`` diffuse factor
+    (multiplies the colour) and ``(N, V)`` specular term (added), as its shaders compute them.
+
+    Lights sit on the viewing axis through each view's look-at point (see
+    :data:`_OPEN3D_LIGHT_OFFSETS`); ``cos`` terms are clamped to ``[0, 1]``, the eye is the view's
+    camera. Normals are turned towards the camera first (Open3D keeps the arbitrary sign of its
+    PCA normals; with lights in front of and behind the object the diffuse term barely depends on it).
+    Needs a ``view_box`` rig (Open3D's camera); other rigs use a camera at ``camera_distance``
+    straight in front of the unit sphere.
+    """
+    from anomalib_3d.render.zbuffer import view_boxes
+
+    rig = output.rig
+    batch = output.batch
+    points_norm = (output.points - output.center[batch]) / output.scale[batch].unsqueeze(1)
+    points_norm = points_norm.to(normals.dtype)
+    rotations = rig.rotations.to(normals.dtype)
+    unit = torch.einsum("nc,vdc->nvd", F.normalize(normals, dim=1), rotations)
+    if rig.framing == "view_box":
+        boxes = view_boxes(points_norm, rig, batch, output.num_clouds, output.scale)
+        position, centre = boxes.rotated, boxes.centre[boxes.cloud]
+        extent, distance = boxes.extent[boxes.cloud], boxes.distance[boxes.cloud]
+    else:
+        position = torch.einsum("nc,vdc->nvd", points_norm, rotations)
+        centre = torch.zeros_like(position)
+        extent = distance = torch.full(position.shape[:2], 2.0, dtype=position.dtype, device=position.device)
+        distance = distance * 0 + rig.camera_distance
+    axis = torch.zeros_like(position)
+    axis[..., 2] = 1.0
+    eye = F.normalize(centre + axis * distance.unsqueeze(-1) - position, dim=-1)
+    unit = torch.where((unit * eye).sum(-1, keepdim=True) < 0, -unit, unit)
+    diffuse = torch.zeros_like(distance)
+    specular = torch.zeros_like(distance)
+    for offset in _OPEN3D_LIGHT_OFFSETS:
+        light = F.normalize(centre + axis * (offset * extent).unsqueeze(-1) - position, dim=-1)
+        facing = (unit * light).sum(-1)
+        diffuse += facing.clamp(0.0, 1.0)
+        reflected = 2.0 * facing.unsqueeze(-1) * unit - light
+        specular += (reflected * eye).sum(-1).clamp(0.0, 1.0).pow(_OPEN3D_SHININESS)
+    return diffuse * _OPEN3D_DIFFUSE, specular * _OPEN3D_SPECULAR
 
 
 def render_mask_like(point_labels: Tensor, output: RenderOutput) -> Tensor:

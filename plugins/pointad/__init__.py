@@ -3,8 +3,9 @@ hybrid point/pixel prompt learning (Zhou et al., NeurIPS 2024). See ``README.md`
 
 * :class:`PointAD` — the anomalib Lightning module (``anomalib train --model PointAD``);
 * :class:`PointADModel` — the PyTorch model (render → frozen CLIP → prompts → point scores);
-* :class:`RenderSettings` — views and drawing of the clouds; :class:`FeatureCache` — frozen
-  features reused across epochs; ``scoring`` / ``rgb_fusion`` — smoothing, object score, RGB branch;
+* :class:`RenderSettings` — views and drawing of the clouds (our style or the authors' Open3D
+  pictures, :data:`OFFICIAL_STYLES` in ``official``); :class:`FeatureCache` — frozen features
+  reused across epochs; ``scoring`` / ``rgb_fusion`` — smoothing, object score, RGB branch;
 * :class:`FrozenCLIP` — open_clip loading, value-value attention, multi-layer patch tokens;
 * :class:`PromptLearner` — object-agnostic / object-aware learnable prompts (+ deep prompts);
 * :class:`HybridLoss` — the four switchable loss terms;
@@ -28,6 +29,7 @@ _WHERE = {
     "HybridLossInputs": "loss",
     "PromptLearner": "prompts",
     "FeatureCache": "feature_cache",
+    "OFFICIAL_STYLES": "official",
     "PointADModel": "torch_model",
     "PointADPrediction": "scoring",
     "RenderSettings": "render_settings",
@@ -47,6 +49,7 @@ __all__ = [
     "FrozenCLIP",
     "HybridLoss",
     "HybridLossInputs",
+    "OFFICIAL_STYLES",
     "PointAD",
     "PointADModel",
     "PointADPrediction",

@@ -369,10 +369,12 @@ class FrozenCLIP(nn.Module):
         """``(..., 3, H, W)`` images in ``[0, 1]`` → CLIP-normalised."""
         return (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
 
-    def prepare_images(self, images: Tensor) -> Tensor:
-        """Resize ``(N, 3, H, W)`` ``[0, 1]`` images to the backbone's input size and normalise."""
+    def prepare_images(self, images: Tensor, *, antialias: bool = False) -> Tensor:
+        """Resize ``(N, 3, H, W)`` ``[0, 1]`` images to the backbone's input size (bicubic;
+        ``antialias`` filters a downsizing first, as PIL's resize in the authors' pipeline) and normalise."""
         if tuple(images.shape[-2:]) != self.image_size:
-            images = F.interpolate(images.float(), size=self.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
+            images = F.interpolate(images.float(), size=self.image_size, mode="bicubic", align_corners=False,
+                                   antialias=antialias).clamp(0, 1)
         return self.normalize(images.float())
 
     @torch.no_grad()

@@ -85,13 +85,14 @@ def settings_key(backbone: object, settings: object, rig: object, render_size: t
     Args:
         backbone: the frozen encoder (its name, weights, layers, V-V start and precision count).
         settings: the :class:`~anomalib_3d_plugins.pointad.render_settings.RenderSettings`.
-        rig: the camera rig the cloud is seen by (its rotations count).
+        rig: the camera rig the cloud is seen by (its rotations and camera count).
         render_size: ``(H, W)`` of the renders.
     """
     b, r = backbone, settings
+    camera = (rig.projection, rig.fov_deg, rig.margin, rig.framing, rig.zoom, rig.recede_step, rig.window_size)
     parts = (b.model_name, getattr(b, "weights_id", ""), b.feature_layers, b.vv_start_layer, b.precision,
-             rig.rotations.flatten().tolist(), r.projection, render_size, r.shading, r.use_colors,
-             r.depth_tolerance)
+             rig.rotations.flatten().tolist(), camera, r.projection, render_size, r.shading, r.use_colors,
+             r.depth_tolerance, r.style, r.point_size_px)
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 

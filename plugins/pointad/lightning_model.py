@@ -71,6 +71,30 @@ def _as_views(views: list[Any] | None) -> tuple | None:
     return tuple(convert(v) for v in views)
 
 
+def _clean_depth_maps(depth: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, 3, H, W)`` organized xyz maps with the support plane and every fragment outside the
+    largest DBSCAN cluster zeroed (:func:`~anomalib_3d.data.background.clean_organized_scan`), and
+    ``(B, H, W)`` bool the pixels removed (valid before, zero now). A map where (almost) nothing
+    would be left is kept whole."""
+    from anomalib_3d.data.adapters import channels_last, valid_pixel_mask
+    from anomalib_3d.data.background import clean_organized_scan
+
+    cleaned, removed = [], []
+    for xyz in depth:
+        grid = channels_last(xyz).float()
+        valid = valid_pixel_mask(grid)
+        keep = torch.from_numpy(clean_organized_scan(grid.cpu().numpy(), largest_cluster=True)).to(grid.device)
+        if int(keep.sum()) < _MIN_OBJECT_PIXELS:
+            keep = valid
+        cleaned.append(torch.where(keep.unsqueeze(-1), grid, torch.zeros_like(grid)).permute(2, 0, 1))
+        removed.append(valid & ~keep)
+    return torch.stack(cleaned).to(depth.dtype), torch.stack(removed)
+
+
+#: Fewer object pixels than this after cleaning: the scan is kept whole (cleaning failed).
+_MIN_OBJECT_PIXELS = 16
+
+
 def _on_one_device(points: PointCloudBatch) -> PointCloudBatch:
     """Collating builds ``batch_index`` on the CPU; keep it with the (possibly CUDA) points."""
     device = points.points.device
@@ -115,6 +139,21 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         point_radius_px: splat radius for every cloud (default per cloud: organized grid pitch or
             nearest-neighbour spacing).
         use_colors: render point colours (off: geometry only; RGB goes through its own branch).
+        render_style: ``ours`` (bounding-sphere framing, discs sized from the cloud's sampling,
+            Lambert shading: fast, for prompts trained here) or ``official`` (the authors' Open3D
+            pictures: per-view framing, square points of the dataset's size in a 1024 / 1036 px
+            window resized to 336, Open3D's lighting, nearest-point visibility; see
+            ``anomalib_3d_plugins.pointad.official``); ``None`` = ``official`` with a
+            ``prompt_checkpoint`` (the released prompts were fitted on those pictures), else ``ours``.
+        point_size_px: official style: one square point size (window pixels) for every cloud
+            instead of the preset's per-category size.
+        rgb_fusion: ``paper`` or ``official`` (the authors' ``test.py``: whole-image maps,
+            ``max fused + (P_rgb + mean_v P) / 2``, background blacked out, antialiased resize);
+            ``None`` = ``official`` with the official style, else ``paper``.
+        keep_largest_cluster: organized scans keep only their largest DBSCAN cluster after the
+            support plane is removed (eps 6 mm, 30 points, at the native resolution), as the authors
+            clean MVTec 3D-AD; applies to anomalib ``MVTec3D`` batches and the auxiliary set.
+            ``None`` = on with the official style.
         loss_global_3d, loss_local_3d, loss_global_2d, loss_local_2d: hybrid-loss terms (Table 6).
         temperature: ``tau`` of the cosine similarities.
         learning_rate: Adam learning rate (1e-3).
@@ -168,6 +207,10 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         render_size: int | None = None,
         point_radius_px: float | None = None,
         use_colors: bool = False,
+        render_style: str | None = None,
+        point_size_px: float | None = None,
+        rgb_fusion: str | None = None,
+        keep_largest_cluster: bool | None = None,
         loss_global_3d: bool = True,
         loss_local_3d: bool = True,
         loss_global_2d: bool = True,
@@ -233,6 +276,8 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             image_size=render_size,
             point_radius_px=point_radius_px,
             use_colors=use_colors,
+            style=render_style or ("official" if prompt_checkpoint is not None else "ours"),
+            point_size_px=point_size_px,
         )
         loss = HybridLoss(
             global_3d=loss_global_3d,
@@ -252,7 +297,9 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             smoothing_truncate=smoothing_truncate,
             smoothing_on_grid=smoothing_on_grid,
             feature_cache=cache,
+            fusion=rgb_fusion,
         )
+        self.keep_largest_cluster = render.official if keep_largest_cluster is None else bool(keep_largest_cluster)
         self.class_name = class_name
         self.learning_rate = learning_rate
         self.max_epochs = int(max_epochs)
@@ -324,6 +371,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             num_workers=self.auxiliary_num_workers,
             grid_size=self.auxiliary_grid_size,
             seed=self.seed,
+            keep_largest_cluster=self.keep_largest_cluster,
         )
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
@@ -355,6 +403,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             paths=points.point_path,
             grid_index=points.grid_index,
             grid_shape=points.grid_shape if points.grid_index is not None else None,
+            categories=self._categories(points),
         )
         size = points.batch_size
         self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
@@ -398,15 +447,31 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             name = categories[0] if len(categories) == 1 else "object"
         return [name] * points.batch_size
 
+    def _categories(self, points: PointCloudBatch) -> list[str | None]:
+        """The category of every cloud (the official style sizes points by it): the batch's, else
+        the target's when it has one, else unknown."""
+        if points.category is not None:
+            return list(points.category)
+        categories = self._target_categories()
+        return [categories[0] if len(categories) == 1 else None] * points.batch_size
+
     def to_point_batch(self, batch: Any) -> tuple[PointCloudBatch, Tensor | None]:  # noqa: ANN401
         """The batch as points, and the foreground mask of raw organized (``DepthBatch``) inputs.
 
         ``DepthBatch`` grids are nearest-resized to ``organized_grid_size`` first and, with
         ``remove_background``, their support plane is found (BTF's RANSAC on the border) so only
-        the object is rendered.
+        the object is rendered. With ``keep_largest_cluster`` the plane and every fragment outside
+        the largest DBSCAN cluster are removed at the native resolution *before* the resize (the
+        authors' order); the mask is then ``None``.
         """
+        points, foreground, _ = self._points_of(batch)
+        return points, foreground
+
+    def _points_of(self, batch: Any) -> tuple[PointCloudBatch, Tensor | None, Tensor | None]:  # noqa: ANN401
+        """:meth:`to_point_batch` and ``(B, H, W)`` the pixels its cleaning removed at the native
+        resolution (``None`` without the largest-cluster cleaning), for the RGB blackout."""
         if isinstance(batch, PointCloudBatch) or getattr(batch, "depth_map", None) is None:
-            return _on_one_device(self.as_point_batch(batch)), None
+            return _on_one_device(self.as_point_batch(batch)), None, None
         from types import SimpleNamespace
 
         from anomalib_3d.data.adapters import (
@@ -416,6 +481,10 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         )
 
         depth = torch.as_tensor(batch.depth_map).as_subclass(torch.Tensor)
+        cleaned = self.remove_background and self.keep_largest_cluster
+        removed = None
+        if cleaned:
+            depth, removed = _clean_depth_maps(depth)
         size = self.organized_grid_size
         if size is not None and tuple(depth.shape[-2:]) != (size, size):
             depth = torch.stack([resize_organized(channels_last(d), (size, size)).permute(2, 0, 1) for d in depth])
@@ -428,9 +497,9 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             image_path=getattr(batch, "image_path", None),
         )
         points = _on_one_device(depth_batch_to_point_batch(view))
-        if not self.remove_background:
-            return points, None
-        return points, foreground_mask(points)
+        if not self.remove_background or cleaned:
+            return points, None, removed
+        return points, foreground_mask(points), None
 
     def predict_batch(self, batch: Any, *, return_views: bool = False) -> tuple[Any, PointADPrediction]:  # noqa: ANN401
         """Run PointAD on a ``PointCloudBatch`` or ``DepthBatch`` and write anomalib's outputs.
@@ -438,7 +507,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         Returns:
             ``(batch with anomaly_map / pred_score, the raw PointADPrediction on the rendered points)``.
         """
-        points, foreground = self.to_point_batch(batch)
+        points, foreground, removed = self._points_of(batch)
         cloud_points, cloud_batch = points.points, points.batch_index
         normals, colors, grid_index = points.normals, points.colors, points.grid_index
         if foreground is not None:
@@ -459,6 +528,8 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             grid_index=grid_index if organized else None,
             grid_shape=points.grid_shape if organized else None,
             return_views=return_views,
+            categories=self._categories(points),
+            rgb_background=removed if use_rgb else None,
         )
         anomaly_map = prediction.anomaly_map
         if foreground is not None:

@@ -3,6 +3,12 @@
 Organized (sensor-frame) clouds and unorganized ones get different views by default, as in the
 authors' code: organized scans are flipped into the object frame and seen by their MVTec 3D-AD rig
 (``pointad_mvtec``), unorganized clouds by the paper's 9 rotations about X (``pointad_real3d``).
+
+Two styles draw the views. ``"ours"`` (the default, for prompts trained here): a bounding sphere
+per cloud, discs sized from the cloud's own sampling, Lambert shading, a depth-tolerant
+visibility, straight at 336 px. ``"official"``: the pictures the authors' released prompts were
+fitted on (:mod:`~anomalib_3d_plugins.pointad.official`), which a run with their prompt checkpoint
+must use.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from dataclasses import dataclass
 
 #: ``object_frame`` values: flip organized clouds only, every cloud, or none.
 OBJECT_FRAMES = ("auto", "flip", "none")
+#: ``style`` values: our fast pictures, or the authors' (Open3D's) pictures.
+STYLES = ("ours", "official")
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,9 @@ class RenderSettings:
         object_frame: ``"auto"`` flips organized (sensor-frame: camera at the origin looking
             along +z, y down) clouds by pi about X before the views, as the authors do, and leaves
             unorganized clouds as they are; ``"flip"`` flips every cloud (the authors' Real3D-AD
-            script flips too); ``"none"`` never flips.
+            script flips too); ``"none"`` never flips. With the official style the turn is the
+            preset's (:data:`~anomalib_3d_plugins.pointad.official.OFFICIAL_STYLES`: 3/4 pi about X
+            for Eyecandies) and ``"auto"`` also turns unorganized clouds where the authors do (Real3D-AD).
         projection: ``"orthographic"`` or ``"pinhole"`` (Open3D's 60 degree perspective).
         image_size: render size; ``None`` = the backbone's input size (336 for ViT-L/14@336).
         point_radius_px: splat radius for every cloud; ``None`` = per cloud from its own sampling:
@@ -42,6 +52,10 @@ class RenderSettings:
         shading: Lambert shading from normals (estimated when the cloud has none).
         use_colors: render with per-point colours (off: PointAD reads geometry only, RGB has its own branch).
         depth_tolerance: visibility tolerance of the renderer (``None`` = its default per radius).
+        style: ``"ours"`` or ``"official"`` (the authors' Open3D pictures; overrides
+            ``projection``, ``point_radius_px``, ``shading`` and ``depth_tolerance``).
+        point_size_px: official style: square side of the points in window pixels for every
+            cloud (``None`` = the preset's size for the cloud's category).
     """
 
     preset: str | None = None
@@ -56,6 +70,8 @@ class RenderSettings:
     shading: bool = True
     use_colors: bool = False
     depth_tolerance: float | None = None
+    style: str = "ours"
+    point_size_px: float | None = None
 
     def __post_init__(self) -> None:
         from anomalib_3d.render import RIG_PRESETS
@@ -69,6 +85,27 @@ class RenderSettings:
         if self.view_axis is not None and self.view_axis.lower() not in ("x", "y", "z"):
             msg = f"view_axis must be 'x', 'y' or 'z', got {self.view_axis!r}."
             raise ValueError(msg)
+        if self.style not in STYLES:
+            msg = f"style must be one of {STYLES}, got {self.style!r}."
+            raise ValueError(msg)
+        if self.point_size_px is not None and not self.point_size_px >= 1:
+            msg = f"point_size_px must be >= 1 (window pixels), got {self.point_size_px}."
+            raise ValueError(msg)
+
+    @property
+    def official(self) -> bool:
+        """Whether the views are drawn as the authors' Open3D scripts draw them."""
+        return self.style == "official"
+
+    def official_style(self, organized: bool) -> object:
+        """The :class:`~anomalib_3d_plugins.pointad.official.OfficialStyle` of organized / unorganized
+        clouds: the preset's, or for explicit views MVTec 3D-AD's (organized) / Real3D-AD's (unorganized)."""
+        from anomalib_3d_plugins.pointad.official import OFFICIAL_STYLES, official_style
+
+        name = self.rig_name(organized)
+        if name in OFFICIAL_STYLES:
+            return official_style(name)
+        return official_style("pointad_mvtec" if organized else "pointad_real3d")
 
     def rig_name(self, organized: bool) -> str:
         """Which views apply: ``"views"``, ``"angles"``, ``"table7"`` or a preset name."""
@@ -83,8 +120,11 @@ class RenderSettings:
         return "pointad_mvtec" if organized else "pointad_real3d"
 
     def flips(self, organized: bool) -> bool:
-        """Whether clouds are flipped by pi about X (sensor frame -> object frame) first."""
-        return self.object_frame == "flip" or (self.object_frame == "auto" and organized)
+        """Whether clouds are turned from the sensor frame into the object frame first (pi about X;
+        the official Eyecandies style: 3/4 pi)."""
+        if self.object_frame == "flip" or (self.object_frame == "auto" and organized):
+            return True
+        return self.object_frame == "auto" and self.official and self.official_style(organized).turn_unorganized
 
     def camera_rig(self, image_size: tuple[int, int], organized: bool = False) -> object:
         """The :class:`anomalib_3d.render.CameraRig` for organized / unorganized clouds at ``image_size``."""
@@ -107,9 +147,12 @@ class RenderSettings:
             rig = rotation_rig(pointad_angles(self.num_views or 9), axis=axis, **common)
         else:
             rig = rig_preset(name, **common)
+        if not self.official:
+            return rig.with_pre_rotation(SENSOR_TO_OBJECT, "flip X") if self.flips(organized) else rig
+        style = self.official_style(organized)
         if self.flips(organized):
-            rig = rig.with_pre_rotation(SENSOR_TO_OBJECT, "flip X")
-        return rig
+            rig = rig.with_pre_rotation(style.sensor_turn, "sensor frame")
+        return rig.like_open3d(window_size=style.window, recede_step=style.recede_step)
 
 
-__all__ = ["OBJECT_FRAMES", "RenderSettings"]
+__all__ = ["OBJECT_FRAMES", "STYLES", "RenderSettings"]

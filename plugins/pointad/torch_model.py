@@ -22,6 +22,13 @@ vision layers with ``h x w`` patches:
    with RGB (organized clouds) the image is scored by the same prompts, mapped to the points through
    the organized grid and fused (:mod:`~anomalib_3d_plugins.pointad.rgb_fusion`).
 
+With the official render style (:mod:`~anomalib_3d_plugins.pointad.official`) step 1 draws the
+authors' Open3D pictures (per-view framing, square points of the dataset's size in a 1024 / 1036 px
+window resized to 336, Open3D's lighting, the nearest point per pixel visible, unseen points
+borrowing a neighbour's visibility; Real3D-AD clouds resampled to 112,896 points and the scores
+mapped back), and step 5 fuses RGB the authors' way
+(:func:`~anomalib_3d_plugins.pointad.rgb_fusion.fuse_official`).
+
 Training (:meth:`PointADModel.compute_loss`) renders the point labels with the same z-buffer and
 evaluates the hybrid loss. The encoder is frozen, so the features of a sample's renders are cached
 across epochs (:mod:`~anomalib_3d_plugins.pointad.feature_cache`).
@@ -42,9 +49,22 @@ from anomalib_3d_plugins.pointad.feature_cache import (
     settings_key,
 )
 from anomalib_3d_plugins.pointad.loss import HybridLoss, HybridLossInputs
+from anomalib_3d_plugins.pointad.official import (
+    OFFICIAL_GREY,
+    OFFICIAL_NORMAL_K,
+    borrow_unseen_visibility,
+    cloud_categories,
+    resample_cloud,
+)
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
 from anomalib_3d_plugins.pointad.render_settings import RenderSettings
-from anomalib_3d_plugins.pointad.rgb_fusion import fuse_point_and_rgb, score_rgb_image
+from anomalib_3d_plugins.pointad.rgb_fusion import (
+    FUSIONS,
+    blackout_background,
+    fuse_official,
+    fuse_point_and_rgb,
+    rgb_abnormal_grid,
+)
 from anomalib_3d_plugins.pointad.scoring import (
     PointADPrediction,
     ViewScores,
@@ -81,6 +101,9 @@ class PointADModel(nn.Module):
         smoothing_on_grid: smooth organized clouds on their grid (off: as unorganized clouds).
         feature_cache: optional cache of frozen features (training).
         view_batch_size: renders encoded per CLIP call (bounds memory; ``None`` = all at once).
+        fusion: RGB fusion, ``"paper"`` or ``"official"``
+            (:mod:`~anomalib_3d_plugins.pointad.rgb_fusion`); ``None`` = ``"official"`` with the
+            official render style, else ``"paper"``.
     """
 
     def __init__(
@@ -96,6 +119,7 @@ class PointADModel(nn.Module):
         smoothing_on_grid: bool = True,
         feature_cache: FeatureCache | None = None,
         view_batch_size: int | None = 36,
+        fusion: str | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -107,6 +131,12 @@ class PointADModel(nn.Module):
         self.backbone = backbone
         self.prompt_learner = prompt_learner
         self.render_settings = render or RenderSettings()
+        if fusion is None:
+            fusion = "official" if self.render_settings.official else "paper"
+        if fusion not in FUSIONS:
+            msg = f"fusion must be one of {FUSIONS}, got {fusion!r}."
+            raise ValueError(msg)
+        self.fusion = fusion
         self.loss = loss or HybridLoss()
         self.temperature = float(temperature)
         self.smoothing_sigma = float(smoothing_sigma)
@@ -154,11 +184,13 @@ class PointADModel(nn.Module):
         points: Tensor,
         grid_index: Tensor | None = None,
         grid_shape: Sequence[int] | None = None,
+        category: str | None = None,
     ) -> float:
         """Splat radius (pixels) of one cloud: the explicit ``point_radius_px`` when set, else from
-        the cloud's own sampling (:func:`anomalib_3d.render.radius.radius_from_sampling`)."""
+        the cloud's own sampling (:func:`anomalib_3d.render.radius.radius_from_sampling`); official
+        style: half the square side of its category."""
         return self.cloud_radii(points, points.new_zeros(points.shape[0], dtype=torch.long), 1, grid_index,
-                                grid_shape)[0]
+                                grid_shape, [category])[0]
 
     @staticmethod
     def _grid_shape(grid_shape: Tensor | Sequence[int] | None) -> tuple[int, int] | None:
@@ -177,12 +209,19 @@ class PointADModel(nn.Module):
         num_clouds: int,
         grid_index: Tensor | None = None,
         grid_shape: Tensor | Sequence[int] | None = None,
+        categories: Sequence[str | None] | None = None,
     ) -> list[float]:
         """:meth:`radius_for_cloud` of every cloud (without an explicit radius, an empty cloud gets the smallest)."""
-        if self.render_settings.point_radius_px is not None:
-            return [float(self.render_settings.point_radius_px)] * num_clouds
         shape = self._grid_shape(grid_shape)
         organized = grid_index is not None and shape is not None
+        settings = self.render_settings
+        if settings.official:
+            if settings.point_size_px is not None:
+                return [settings.point_size_px / 2.0] * num_clouds
+            style = settings.official_style(organized)
+            return [style.size_for(name) / 2.0 for name in cloud_categories(categories, num_clouds)]
+        if settings.point_radius_px is not None:
+            return [float(settings.point_radius_px)] * num_clouds
         return cloud_radii(points, batch, num_clouds, self.rig_for(organized), grid_index if organized else None,
                            shape)
 
@@ -199,32 +238,39 @@ class PointADModel(nn.Module):
         grid_index: Tensor | None = None,
         grid_shape: Tensor | Sequence[int] | None = None,
         radii: Sequence[float] | None = None,
+        categories: Sequence[str | None] | None = None,
     ) -> object:
         """Render (or only rasterise) ``B`` clouds; returns the renderer's ``RenderOutput``.
 
         Organized clouds (``grid_index`` and ``grid_shape`` given) use :meth:`rig_for` ``(True)``
         (sensor-frame flip + ``pointad_mvtec`` by default). Every cloud gets its own radius
-        (``radii`` or :meth:`cloud_radii`).
+        (``radii`` or :meth:`cloud_radii`; ``categories`` size the official style's points).
         """
         from anomalib_3d.render import rasterize_points, render_points
 
         organized = grid_index is not None and grid_shape is not None
         if radii is None:
-            radii = self.cloud_radii(points, batch, num_clouds, grid_index, grid_shape)
+            radii = self.cloud_radii(points, batch, num_clouds, grid_index, grid_shape, categories)
         rig = self.rig_for(organized)
-        common = {"point_radius_px": list(radii), "depth_tolerance": self.render_settings.depth_tolerance,
-                  "num_clouds": num_clouds}
+        settings = self.render_settings
+        common = {"point_radius_px": list(radii), "num_clouds": num_clouds}
+        if settings.official:
+            common |= {"point_shape": "square", "visibility": "nearest"}
+        else:
+            common["depth_tolerance"] = settings.depth_tolerance
         if not with_images:
-            return rasterize_points(points, batch, rig, **common)
-        return render_points(
-            points,
-            batch,
-            rig,
-            colors=colors if self.render_settings.use_colors else None,
-            normals=normals,
-            shading=self.render_settings.shading,
-            **common,
-        )
+            output = rasterize_points(points, batch, rig, **common)
+        elif settings.official:
+            output = render_points(points, batch, rig, colors=colors if settings.use_colors else None, normals=normals,
+                                   lighting="open3d", base_color=(OFFICIAL_GREY,) * 3, normal_k=OFFICIAL_NORMAL_K,
+                                   **common)
+        else:
+            output = render_points(points, batch, rig, colors=colors if settings.use_colors else None,
+                                   normals=normals, shading=settings.shading, **common)
+        if settings.official:
+            output.visible = borrow_unseen_visibility(output.visible, output.batch, num_clouds,
+                                                      grid_index if organized else None)
+        return output
 
     def encode_views(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Encode ``(M, V, 3, H, W)`` renders in ``[0, 1]``.
@@ -305,11 +351,12 @@ class PointADModel(nn.Module):
         paths: Sequence[str | None] | None,
         grid_index: Tensor | None = None,
         grid_shape: Tensor | Sequence[int] | None = None,
+        categories: Sequence[str | None] | None = None,
     ) -> tuple[object, Tensor, Tensor]:
         """Render output and ``(global (B, V, D), patches (L, B, V, hw, D))``, using the cache."""
         organized = grid_index is not None and grid_shape is not None
         ptr = cloud_offsets(batch, num_clouds)
-        radii = self.cloud_radii(points, batch, num_clouds, grid_index, grid_shape)
+        radii = self.cloud_radii(points, batch, num_clouds, grid_index, grid_shape, categories)
         keys = [self.sample_key(paths[b] if paths else None, points[ptr[b] : ptr[b + 1]], radii[b], organized)
                 for b in range(num_clouds)]
         cached = [self.feature_cache.get(k) if self.feature_cache is not None else None for k in keys]
@@ -328,6 +375,41 @@ class PointADModel(nn.Module):
         patch = torch.stack([entry[1].to(device) for entry in cached], dim=1)
         return output, glob, patch
 
+    def resample_official(
+        self,
+        points: Tensor,
+        batch: Tensor,
+        num_clouds: int,
+        organized: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Unorganized clouds resampled to the official style's point count (Real3D-AD:
+        :func:`~anomalib_3d_plugins.pointad.official.resample_cloud`), or ``None`` when this style
+        keeps clouds as they are.
+
+        Returns:
+            ``(points (M, 3), batch (M,), origin (M,), nearest (N,))``: global indices, ``origin``
+            into the input points (labels), ``nearest`` into the resampled ones (scores back).
+        """
+        settings = self.render_settings
+        if not settings.official or organized:
+            return None
+        target = settings.official_style(organized=False).num_points
+        if target is None:
+            return None
+        ptr = cloud_offsets(batch, num_clouds)
+        clouds, batches, origins, nearests = [], [], [], []
+        for cloud in range(num_clouds):
+            lo, hi = ptr[cloud], ptr[cloud + 1]
+            if hi == lo:
+                continue
+            resampled, origin, nearest = resample_cloud(points[lo:hi], target, seed=cloud)
+            nearest = nearest + sum(c.shape[0] for c in clouds)
+            clouds.append(resampled)
+            batches.append(batch.new_full((resampled.shape[0],), cloud))
+            origins.append(origin + lo)
+            nearests.append(nearest)
+        return torch.cat(clouds), torch.cat(batches), torch.cat(origins), torch.cat(nearests)
+
     def compute_loss(
         self,
         points: Tensor,
@@ -342,6 +424,7 @@ class PointADModel(nn.Module):
         paths: Sequence[str | None] | None = None,
         grid_index: Tensor | None = None,
         grid_shape: Tensor | Sequence[int] | None = None,
+        categories: Sequence[str | None] | None = None,
     ) -> dict[str, Tensor]:
         """Hybrid loss of a batch of annotated (auxiliary) clouds.
 
@@ -356,6 +439,7 @@ class PointADModel(nn.Module):
             paths: ``B`` sample files, keys of the feature cache.
             grid_index, grid_shape: organized clouds' pixel of each point and grid ``(H, W)``
                 (sensor-frame views, grid-pitch radius).
+            categories: ``B`` category names (the official style's point sizes).
 
         Returns:
             ``{"loss": total, "<term>": value}``.
@@ -363,8 +447,13 @@ class PointADModel(nn.Module):
         from anomalib_3d.render import render_mask_like, upsample_maps
 
         num_clouds = int(labels.shape[0]) if num_clouds is None else num_clouds
+        resampled = self.resample_official(points, batch, num_clouds, grid_index is not None)
+        if resampled is not None:
+            points, batch, origin, _ = resampled
+            point_labels, normals = point_labels[origin], None
+            colors = None if colors is None else colors[origin]
         output, glob, patch = self._features_for(points, batch, num_clouds, normals, colors, paths, grid_index,
-                                                 grid_shape)
+                                                 grid_shape, categories)
         text = self._per_cloud_text(class_names, num_clouds)
         scores = self.score_views(glob, patch, text)
         inputs = HybridLossInputs(view_logits=scores.logits, labels=labels.long())
@@ -392,12 +481,14 @@ class PointADModel(nn.Module):
         text: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """RGB images scored by the prompts, read at every point's grid pixel
-        (:func:`~anomalib_3d_plugins.pointad.rgb_fusion.score_rgb_image`).
+        (:func:`~anomalib_3d_plugins.pointad.rgb_fusion.rgb_abnormal_grid`).
 
         Returns:
             ``(global abnormal probability (B,), per-point RGB abnormal map (N,))`` (map not smoothed).
         """
-        return score_rgb_image(self.backbone, images, text, self.temperature, grid_index, grid_shape, batch)
+        probability, on_grid = rgb_abnormal_grid(self.backbone, images, text, self.temperature, grid_shape,
+                                                 antialias=self.fusion == "official")
+        return probability, on_grid.flatten(1)[batch, grid_index]
 
     @torch.no_grad()
     def predict(
@@ -413,6 +504,8 @@ class PointADModel(nn.Module):
         grid_index: Tensor | None = None,
         grid_shape: Tensor | tuple[int, int] | None = None,
         return_views: bool = False,
+        categories: Sequence[str | None] | None = None,
+        rgb_background: Tensor | None = None,
     ) -> PointADPrediction:
         """Zero-shot point map and object score (paper §3.6), with RGB fusion when given.
 
@@ -421,14 +514,25 @@ class PointADModel(nn.Module):
         ``grid_index`` + ``grid_shape`` mark the clouds as organized (sensor-frame views, grid
         radius, smoothing on the grid). With RGB as well (``rgb``): the image is scored by the same
         prompts, ``A^m_rgb = G(S_rgb)`` (its map read at each point's grid pixel) and
-        ``A^s_rgb = P_a(rgb)``; then ``A^m_mod = 1/2 G(A^m + A^m_rgb)`` and
+        ``A^s_rgb = P_a(rgb)``; then (``fusion="paper"``) ``A^m_mod = G(1/2 (A^m + A^m_rgb))`` and
         ``A^s_mod = 1/2 [1/2 (A^s_rgb + A^s) + max A^m_mod]``. (The paper's text swaps the
-        subscripts of ``A^m_rgb`` / ``A^s_rgb``; the map must be the spatial one.)
+        subscripts of ``A^m_rgb`` / ``A^s_rgb``; the map must be the spatial one.) The authors'
+        fusion (``fusion="official"``) is :func:`~anomalib_3d_plugins.pointad.rgb_fusion.fuse_official`,
+        on the image with its background (``rgb_background (B, H', W')`` bool, else every grid pixel
+        without a point) blacked out.
+
+        ``categories`` (``B`` names) size the official style's points; unorganized clouds of the
+        official Real3D-AD style are resampled and their scores read back at the input points.
         """
         from anomalib_3d.render import gather_to_points, upsample_maps
 
         grid = {"grid_index": grid_index, "grid_shape": grid_shape} if grid_index is not None and grid_shape is not None else {}
-        output = self.render(points, batch, num_clouds, normals=normals, colors=colors, with_images=True, **grid)
+        resampled = self.resample_official(points, batch, num_clouds, bool(grid))
+        if resampled is not None:
+            points, batch, origin, nearest = resampled
+            normals, colors = None, None if colors is None else colors[origin]
+        output = self.render(points, batch, num_clouds, normals=normals, colors=colors, with_images=True,
+                             categories=categories, **grid)
         glob, patch = self.encode_views(output.images)
         text = self._per_cloud_text(class_names, num_clouds)
         scores = self.score_views(glob, patch, text)
@@ -436,15 +540,32 @@ class PointADModel(nn.Module):
         mean_maps = torch.stack([p[:, :, 1] for p in scores.patch_probs]).mean(dim=0)  # (B, V, h, w)
         point_raw = gather_to_points(mean_maps, output, fallback="nearest")
         rgb_map = rgb_score = None
-        if rgb is None or not grid:
+        official = self.fusion == "official" and bool(grid)
+        if rgb is not None and official:
+            rgb = blackout_background(rgb, grid_index, grid_shape, batch, num_clouds, rgb_background)
+        if (rgb is None or not grid) and not official:
             point_map = self.smooth(points, point_raw, batch, num_clouds, **grid)
             point_score = object_score(view_probs, point_map, batch, num_clouds)
             anomaly_map, pred_score = point_map, point_score
+        elif official:
+            shape = self._grid_shape(grid_shape)
+            if rgb is None:
+                rgb_grid, rgb_score = view_probs.new_zeros(num_clouds, *shape), None
+            else:
+                rgb_score, rgb_grid = rgb_abnormal_grid(self.backbone, rgb, text, self.temperature, shape,
+                                                        antialias=True)
+            fused = fuse_official(point_raw, rgb_grid, view_probs.new_zeros(num_clouds) if rgb_score is None
+                                  else rgb_score, view_probs, grid_index, batch, self.smoothing_sigma)
+            point_map, point_score = fused.point_map, fused.point_score
+            anomaly_map, pred_score, rgb_map = (point_map, point_score, None) if rgb is None else (
+                fused.anomaly_map, fused.pred_score, fused.rgb_map)
         else:
             rgb_score, rgb_raw = self.rgb_scores(rgb, grid_index, grid_shape, batch, text)
             fused = fuse_point_and_rgb(point_raw, rgb_raw, rgb_score, view_probs, batch, num_clouds,
                                        lambda scores: self.smooth(points, scores, batch, num_clouds, **grid))
             anomaly_map, pred_score, point_map, point_score, rgb_map = fused
+        if resampled is not None:
+            anomaly_map, point_map = anomaly_map[nearest], point_map[nearest]
         view_maps = upsample_maps(mean_maps, self.render_size) if return_views else None
         return PointADPrediction(
             anomaly_map=anomaly_map,

@@ -61,11 +61,12 @@ class BlueCueBackbone(nn.Module):
         self.fixed_patch = fixed_patch
         self.requires_grad_(False)
 
-    def prepare_images(self, images: Tensor) -> Tensor:
+    def prepare_images(self, images: Tensor, *, antialias: bool = False) -> Tensor:
         """Resize (bilinear) to the input size; no CLIP normalisation (blueness reads raw colours)."""
         if tuple(images.shape[-2:]) == self.image_size:
             return images.float()
-        return F.interpolate(images.float(), size=self.image_size, mode="bilinear", align_corners=False)
+        return F.interpolate(images.float(), size=self.image_size, mode="bilinear", align_corners=False,
+                             antialias=antialias)
 
     @torch.no_grad()
     def encode_image(self, images: Tensor) -> VisionFeatures:

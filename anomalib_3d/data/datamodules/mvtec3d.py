@@ -32,6 +32,9 @@ class MVTec3DPointCloud(PointCloudDataModule):
         remove_background: drop the support plane (BTF's RANSAC plane removal).
         background_threshold: distance to the plane (same unit as xyz; metres for MVTec) under
             which a point is background.
+        keep_largest_cluster: with ``remove_background``, also drop every fragment outside the
+            largest DBSCAN cluster (eps 6 mm, 30 points), at the native resolution before any
+            resize: the PointAD authors' cleaning (off: BTF's plane removal only).
         grid_size: nearest-resize every grid to (H, W) (MVTec images vary in size; a batch needs
             one size). ``None`` keeps native size (then use batch size 1 or equal-size data).
         **kwargs: see :class:`PointCloudDataModule`.
@@ -44,11 +47,13 @@ class MVTec3DPointCloud(PointCloudDataModule):
         remove_background: bool = True,
         background_threshold: float = 0.005,
         grid_size: tuple[int, int] | None = (224, 224),
+        keep_largest_cluster: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(root=root, category=category, **kwargs)
         self.remove_background = remove_background
         self.background_threshold = background_threshold
+        self.keep_largest_cluster = keep_largest_cluster
         self.grid_size = grid_size
 
     def scan(self) -> pd.DataFrame:
@@ -60,6 +65,7 @@ class MVTec3DPointCloud(PointCloudDataModule):
             split,
             remove_background=self.remove_background,
             background_threshold=self.background_threshold,
+            keep_largest_cluster=self.keep_largest_cluster,
             grid_size=self.grid_size,
             name=self.name,
         )

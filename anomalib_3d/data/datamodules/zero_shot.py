@@ -213,6 +213,8 @@ class ZeroShot3D(PointCloudDataModule):
         task_irrelevant_sources: other categories whose samples a model may use as raw material
             (never as normal data of the target).
         remove_background: organized sources: drop the support plane.
+        keep_largest_cluster: organized sources: after the plane, also drop every fragment outside
+            the largest DBSCAN cluster, at the native resolution (the PointAD authors' cleaning).
         grid_size: organized sources: common (H, W) after nearest resizing.
         **kwargs: batch sizes, workers, split modes (see :class:`PointCloudDataModule`).
     """
@@ -224,6 +226,7 @@ class ZeroShot3D(PointCloudDataModule):
         task_irrelevant_sources: Sequence[DataSource] = (),
         remove_background: bool = True,
         grid_size: tuple[int, int] | None = (224, 224),
+        keep_largest_cluster: bool = False,
         **kwargs,
     ) -> None:
         self.fit_sources = as_sources(fit_sources)
@@ -236,6 +239,7 @@ class ZeroShot3D(PointCloudDataModule):
         root = self.test_sources[0].root
         super().__init__(root=root, category=test_categories, **kwargs)
         self.remove_background = remove_background
+        self.keep_largest_cluster = keep_largest_cluster
         self.grid_size = grid_size
 
     def test_categories(self) -> set[str]:
@@ -279,6 +283,7 @@ class ZeroShot3D(PointCloudDataModule):
             samples,
             split,
             remove_background=self.remove_background,
+            keep_largest_cluster=self.keep_largest_cluster,
             grid_size=grid_size,
             name=name,
             columns=getattr(self, "columns", None),
