@@ -1,10 +1,11 @@
 """Shared point-cloud operations of anomalib-3d.
 
 Neighbour search, samplers, local geometry, Chamfer distance, patch grouping, graph utilities,
-rigid registration (FPFH-RANSAC + ICP) and memory banks (greedy coreset, exact kNN),
-all working on ``(N, 3)`` tensors with an optional sorted ``batch (N,) long`` vector for several
-clouds, on any device. Each search / sampling op takes ``backend="auto"`` (fastest available for
-the tensor's device) or an explicit backend; see :mod:`anomalib_3d.ops.backend`.
+rigid registration (FPFH-RANSAC + ICP), registered template banks and memory banks (greedy
+coreset, exact kNN), all working on ``(N, 3)`` tensors with an optional sorted ``batch (N,) long``
+vector for several clouds, on any device. Each search / sampling op takes ``backend="auto"``
+(fastest available for the tensor's device) or an explicit backend; see
+:mod:`anomalib_3d.ops.backend`.
 """
 
 from anomalib_3d.ops.backend import available_backends, resolve_backend
@@ -30,12 +31,14 @@ from anomalib_3d.ops.sampling import (
     random_sample,
     voxel_sample,
 )
+from anomalib_3d.ops.templates import TemplateBank
 
 __all__ = [
     "SAMPLERS",
     "MemoryBank",
     "Patches",
     "Registration",
+    "TemplateBank",
     "apply_transform",
     "best_template",
     "default_voxel_size",

@@ -24,8 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from anomalib_3d.data.errors import PointCloudError
-from anomalib_3d.features import RGBBackbone, grid_patch_features
+from anomalib_3d.errors import PointCloudError
+from anomalib_3d.nn.image_backbones import RGBBackbone, grid_patch_features
 from anomalib_3d.ops import (
     MemoryBank,
     farthest_point_sample,
@@ -34,7 +34,7 @@ from anomalib_3d.ops import (
     smooth_scores,
 )
 
-from .components import FEATURE_MODES, knn_pool, patch_scores_to_points, point_features
+from .features import FEATURE_MODES, knn_pool, patch_scores_to_points, point_features
 
 __all__ = ["BTFModel", "BTFPrediction"]
 

@@ -2,10 +2,11 @@
 of M3DM and Real3D-AD) as a plain PyTorch module.
 
 Each cloud is normalised and subsampled, cut into ``num_groups`` patches of ``group_size`` points
-(FPS centres, kNN groups: IMRNet's patching), and every patch is described by any combination of
+(FPS centres, kNN groups: Point-MAE's patching, :mod:`anomalib_3d.nn.point_mae`), and every patch
+is described by any combination of
 
-* ``"point_mae"``: the outputs of chosen blocks of a Point-MAE transformer encoder (IMRNet's
-  encoder, randomly initialised with a fixed seed or loaded from a Point-MAE ``pretrain.pth``),
+* ``"point_mae"``: the outputs of chosen blocks of a Point-MAE transformer encoder (randomly
+  initialised with a fixed seed or loaded from a Point-MAE ``pretrain.pth``),
 * ``"fpfh"``: the mean FPFH of the patch's points,
 * ``"raw"``: the patch centre's coordinates.
 
@@ -24,11 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_3d.ops import MemoryBank, fpfh, interpolate_nearest, smooth_scores
+from anomalib_3d.distributed import all_gather_cat
+from anomalib_3d.nn.point_mae import PointMAE, PreparedClouds, group_into_patches, prepare_clouds
+from anomalib_3d.ops import MemoryBank, Patches, fpfh, interpolate_nearest, smooth_scores
 
 __all__ = ["FEATURE_SOURCES", "PatchCore3DModel", "PatchCore3DPrediction"]
 
 FEATURE_SOURCES = ("point_mae", "fpfh", "raw")
+
+# Checkpoints whose backbone is an IMRNet network carry its scoring buffers beside the Point-MAE
+# weights; PatchCore3D reads none of them, so they are dropped on load.
+_FOREIGN_BACKBONE_BUFFERS = (
+    "template_bank", "template_count", "template_delta", "point_score_scale", "feature_score_scale",
+    "calibrated", "geometric_templates", "geometric_ptr", "geometric_score_scale",
+)
 
 
 class PatchCore3DPrediction(NamedTuple):
@@ -107,27 +117,22 @@ class PatchCore3DModel(nn.Module):
         self.smoothing_k = smoothing_k
         self.smoothing_sigma = smoothing_sigma
         self.embed_dim = embed_dim
-        from anomalib_3d_plugins.imrnet.torch_model import IMRNetModel
-
-        # IMRNet's network holds the Point-MAE encoder and its patching; only the encoder is used.
+        self.num_points = num_points
+        self.num_groups = num_groups
+        self.group_size = group_size
+        self.seed = seed
+        # Point-MAE's network as its checkpoints hold it (encoder, one decoder block, head): a seed
+        # gives the encoder that network draws; only the encoder is used.
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.backbone = IMRNetModel(
-                num_points=num_points,
-                num_groups=num_groups,
-                group_size=group_size,
-                sampler="fps",
+            self.backbone = PointMAE(
                 embed_dim=embed_dim,
                 tokenizer_width=tokenizer_width,
                 encoder_depth=encoder_depth,
                 decoder_depth=1,
                 num_heads=num_heads,
                 drop_path_rate=0.0,
-                num_iterations=3,
-                feature_layers=(1,),
-                template_size=1,
-                cache_training_patches=False,
-                seed=seed,
+                group_size=group_size,
             )
         self.backbone.requires_grad_(False)
         self.backbone.eval()
@@ -135,6 +140,11 @@ class PatchCore3DModel(nn.Module):
             self.backbone.load_point_mae(pretrained_path)
         self.memory_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=projection_dim, seed=seed)
         self.register_buffer("source_scales", torch.ones(len(self.feature_sources)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        for name in _FOREIGN_BACKBONE_BUFFERS:
+            state_dict.pop(f"{prefix}backbone.{name}", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> PatchCore3DModel:
         """The encoder is frozen: it stays in eval mode (deterministic patching and features)."""
@@ -145,7 +155,7 @@ class PatchCore3DModel(nn.Module):
     # ----------------------------------------------------------------------------------------
     # features
     # ----------------------------------------------------------------------------------------
-    def _patches(self, point_batch):  # noqa: ANN001, ANN202
+    def _patches(self, point_batch) -> tuple[PreparedClouds, Patches, torch.Tensor]:  # noqa: ANN001
         """Patches of every cloud, and the input row of each patch centre.
 
         Clouds with fewer points than the patching needs (small organized scans after background
@@ -153,7 +163,7 @@ class PatchCore3DModel(nn.Module):
         duplicates only repeat neighbours, and every input point still gets a score.
         """
         points, batch = point_batch.points, point_batch.batch_index
-        need = max(self.backbone.num_groups, self.backbone.group_size)
+        need = max(self.num_groups, self.group_size)
         counts = torch.bincount(batch, minlength=point_batch.batch_size)
         rows = torch.arange(points.shape[0], device=points.device)
         if bool((counts < need).any()):
@@ -162,20 +172,18 @@ class PatchCore3DModel(nn.Module):
                 torch.arange(max(n, need), device=points.device) % max(n, 1) + ptr[b]
                 for b, n in enumerate(counts.tolist())
             ])
-        prepared = self.backbone.prepare(points[rows], batch[rows], paths=point_batch.point_path, stochastic=False)
-        patches = self.backbone.make_patches(prepared, stochastic=False)
+        prepared = prepare_clouds(points[rows], batch[rows], self.num_points, seed=self.seed)
+        patches = group_into_patches(prepared, self.num_groups, self.group_size, sampler="fps", seed=self.seed)
         center_rows = rows[prepared.source_index[patches.center_index.flatten()]]
         return prepared, patches, center_rows
 
-    def _source_features(self, prepared, patches) -> list[torch.Tensor]:  # noqa: ANN001
+    def _source_features(self, prepared: PreparedClouds, patches: Patches) -> list[torch.Tensor]:
         """One ``(B, G, C_s)`` tensor per feature source."""
         out = []
         for source in self.feature_sources:
             if source == "point_mae":
-                tokens = self.backbone.tokenizer(patches.neighborhoods)
-                outputs = [tokens]
-                if max(self.feature_layers) > 0:
-                    outputs += self.backbone.encoder(tokens, self.backbone.encoder_pos_embed(patches.centers))
+                last = max(self.feature_layers)
+                outputs = self.backbone.encoder_outputs(patches.neighborhoods, patches.centers, last)
                 out.append(torch.cat([F.layer_norm(outputs[i], (self.embed_dim,)) for i in self.feature_layers], -1))
             elif source == "fpfh":
                 descriptors = fpfh(prepared.points, radius=self.fpfh_radius, max_nn=self.fpfh_max_nn, batch=prepared.batch)
@@ -194,8 +202,6 @@ class PatchCore3DModel(nn.Module):
         """Fix the source scales and build the memory bank from the collected training features."""
         per_source = [torch.cat([batch[s] for batch in collected]) for s in range(len(self.feature_sources))]
         if self.balance_sources and len(per_source) > 1:
-            from anomalib_3d.distributed import all_gather_cat
-
             norms = [all_gather_cat(f.norm(dim=1)).mean().clamp_min(1e-12) for f in per_source]
             self.source_scales = torch.stack(norms).to(self.source_scales)
         self.memory_bank.fit(self._combine(per_source))

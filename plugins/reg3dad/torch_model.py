@@ -21,25 +21,16 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from anomalib_3d.distributed import all_gather_cat
-from anomalib_3d.ops import (
-    MemoryBank,
-    apply_transform,
-    best_template,
-    default_voxel_size,
-    farthest_point_sample,
-    fpfh,
-    knn,
-    normalize_clouds,
-    register,
-    smooth_scores,
-)
-from anomalib_3d.ops.memory_bank import canonical_order
+from anomalib_3d.ops import MemoryBank, default_voxel_size, fpfh, smooth_scores
+from anomalib_3d.ops.templates import TemplateBank
 
 __all__ = ["Reg3DADModel", "Reg3DADPrediction"]
 
 REGISTRATION_METHODS = ("global+icp", "icp", "none")
 OBJECT_SCORES = ("max", "topk")
+
+# Checkpoint keys of templates stored as flat buffers of this module -> keys in its template bank.
+_FLAT_TEMPLATE_KEYS = {"templates": "template_bank.points", "template_ptr": "template_bank.ptr"}
 
 
 class Reg3DADPrediction(NamedTuple):
@@ -47,19 +38,6 @@ class Reg3DADPrediction(NamedTuple):
 
     anomaly_map: torch.Tensor
     pred_score: torch.Tensor
-
-
-def _subsample(points: torch.Tensor, count: int | None) -> torch.Tensor:
-    if count is None or points.shape[0] <= count:
-        return points
-    return points[farthest_point_sample(points, count).to(points.device)]
-
-
-def _cloud_key(cloud: torch.Tensor) -> torch.Tensor:
-    """A content descriptor of a cloud ``(N, 3)`` for ordering: size, mean, second moments, extent."""
-    c = cloud.double()
-    size = torch.tensor([float(c.shape[0])], dtype=torch.float64, device=c.device)
-    return torch.cat([size, c.mean(0), (c * c).mean(0), c.amin(0), c.amax(0)])
 
 
 class Reg3DADModel(nn.Module):
@@ -114,18 +92,23 @@ class Reg3DADModel(nn.Module):
         if object_score not in OBJECT_SCORES:
             msg = f"object_score must be one of {OBJECT_SCORES}, got {object_score!r}."
             raise ValueError(msg)
-        if num_templates is not None and num_templates < 1:
-            msg = f"num_templates must be >= 1 or None, got {num_templates}."
-            raise ValueError(msg)
-        self.registration = registration
-        self.num_templates = num_templates
-        self.template_points = template_points
-        self.registration_points = registration_points
-        self.max_iterations = max_iterations
         if normalization not in ("rms", "bbox", "none"):
             msg = f"normalization must be 'rms', 'bbox' or 'none', got {normalization!r}."
             raise ValueError(msg)
-        self.normalization = normalization
+        # Every test cloud is refined against every template and scored against the best fit.
+        self.template_bank = TemplateBank(
+            normalization=normalization,
+            template_points=template_points,
+            num_templates=num_templates,
+            registration=registration,
+            registration_points=registration_points,
+            registration_templates=None,
+            selection="first",
+            distance_to="best",
+            keep_coarse_if_better=False,
+            max_iterations=max_iterations,
+            seed=seed,
+        )
         self.dual_memory_bank = dual_memory_bank
         self.feature_radius = feature_radius
         self.point_weight = point_weight
@@ -134,65 +117,35 @@ class Reg3DADModel(nn.Module):
         self.object_topk = object_topk
         self.smoothing_k = smoothing_k
         self.smoothing_sigma = smoothing_sigma
-        self.seed = seed
-        # Templates concatenated; template i is templates[template_ptr[i]:template_ptr[i + 1]].
-        self.register_buffer("templates", torch.empty(0, 3))
-        self.register_buffer("template_ptr", torch.zeros(1, dtype=torch.long))
         self.point_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=None, seed=seed)
         self.feature_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=None, seed=seed)
         self.register_buffer("score_scales", torch.ones(2))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
-        # Template counts are data, known only after fitting: take the stored shapes.
-        for name in ("templates", "template_ptr"):
-            stored = state_dict.get(prefix + name)
-            if stored is not None and stored.shape != getattr(self, name).shape:
-                setattr(self, name, torch.empty_like(stored, device=getattr(self, name).device))
+        for flat, nested in _FLAT_TEMPLATE_KEYS.items():
+            if prefix + flat in state_dict:
+                state_dict[prefix + nested] = state_dict.pop(prefix + flat)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def template_list(self) -> list[torch.Tensor]:
         """The templates, each ``(M_i, 3)``."""
-        ptr = self.template_ptr.tolist()
-        return [self.templates[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1)]
+        return self.template_bank.templates
 
     # ----------------------------------------------------------------------------------------
     # fitting
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def collect(self, point_batch) -> list[torch.Tensor]:  # noqa: ANN001
-        """Every cloud of a normal batch, FPS-subsampled to ``template_points``."""
-        ptr = point_batch.ptr.tolist()
-        points = normalize_clouds(point_batch.points, point_batch.batch_index, self.normalization)  # type: ignore[arg-type]
-        return [_subsample(points[ptr[b] : ptr[b + 1]], self.template_points) for b in range(point_batch.batch_size)]
+        """Every cloud of a normal batch, normalised and FPS-subsampled to ``template_points``."""
+        return self.template_bank.prepare(point_batch.points, point_batch.batch_index)
 
     def fit(self, collected: list[list[torch.Tensor]]) -> None:
         """Keep the templates (gathered over ranks) and, in dual mode, fill both banks."""
-        clouds = [cloud for batch in collected for cloud in batch]
-        sizes = all_gather_cat(torch.tensor([c.shape[0] for c in clouds], dtype=torch.long, device=clouds[0].device))
-        points = all_gather_cat(torch.cat(clouds))
-        clouds = list(torch.split(points, sizes.tolist()))
-        # Which clouds become templates, and which is the reference, must not depend on how the
-        # loader shuffled or how DDP ranks split the training set: order the clouds by content.
-        keys = torch.stack([_cloud_key(c) for c in clouds])
-        clouds = [clouds[i] for i in canonical_order(keys).tolist()]
-        kept = clouds if self.num_templates is None else clouds[: self.num_templates]
-        reference = kept[0]
-        # Templates share the reference frame, so one global registration per test cloud suffices.
-        aligned_templates = [reference]
-        for template in kept[1:]:
-            result = register(
-                template.double(), reference.double(), self.registration,  # type: ignore[arg-type]
-                max_iterations=self.max_iterations, seed=self.seed,
-            )
-            aligned_templates.append(apply_transform(template, result.transform))
-        self.templates = torch.cat(aligned_templates).to(self.templates.device)
-        self.template_ptr = torch.tensor([0, *torch.tensor([c.shape[0] for c in kept]).cumsum(0).tolist()]).to(
-            self.template_ptr.device
-        )
+        clouds = self.template_bank.fit([cloud for batch in collected for cloud in batch])
         if not self.dual_memory_bank:
             return
-        aligned = [self._align(c)[0] for c in clouds]
+        aligned = [self.template_bank.align(c)[0] for c in clouds]
         features = [self._features(c) for c in aligned]
         self.point_bank.fit(torch.cat(aligned))
         self.feature_bank.fit(torch.cat(features))
@@ -201,22 +154,12 @@ class Reg3DADModel(nn.Module):
         # Coreset leaves most training points out of the bank, so these means are not zero.
         self.score_scales = torch.stack([point_mean, feature_mean]).clamp_min(1e-12).to(self.score_scales)
 
-    def _features(self, cloud: torch.Tensor) -> torch.Tensor:
-        radius = self.feature_radius * default_voxel_size(self.template_list[0]) * 40
-        return fpfh(cloud, radius=radius, max_nn=100).float()
+    def _reference_diagonal(self) -> float:
+        """Bounding-box diagonal of the reference template (the unit of radii and widths)."""
+        return default_voxel_size(self.template_list[0]) * 40
 
-    def _align(self, cloud: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``cloud (N, 3)`` moved onto its best-fitting template, and that template's index."""
-        templates = [t.double() for t in self.template_list]
-        probe = _subsample(cloud, self.registration_points).double()
-        coarse = register(probe, templates[0], self.registration, max_iterations=self.max_iterations, seed=self.seed)  # type: ignore[arg-type]
-        refine = "none" if self.registration == "none" else "icp"
-        voxel = default_voxel_size(templates[0])
-        index, result = best_template(
-            probe, templates, method=refine, init=coarse.transform, voxel_size=voxel,
-            max_correspondence_distance=2 * voxel, max_iterations=self.max_iterations,
-        )
-        return apply_transform(cloud, result.transform.to(cloud.device)), index
+    def _features(self, cloud: torch.Tensor) -> torch.Tensor:
+        return fpfh(cloud, radius=self.feature_radius * self._reference_diagonal(), max_nn=100).float()
 
     # ----------------------------------------------------------------------------------------
     # scoring
@@ -224,23 +167,22 @@ class Reg3DADModel(nn.Module):
     @torch.no_grad()
     def forward(self, point_batch) -> Reg3DADPrediction:  # noqa: ANN001
         """Scores of a :class:`PointCloudBatch`: per point and per cloud."""
-        if self.template_ptr.numel() < 2:
+        bank = self.template_bank
+        if not bank.is_fitted:
             msg = "Reg3DAD has no templates: fit it on normal training clouds first (or load a fitted checkpoint)."
             raise RuntimeError(msg)
-        ptr = point_batch.ptr.tolist()
-        points = normalize_clouds(point_batch.points, point_batch.batch_index, self.normalization)  # type: ignore[arg-type]
-        templates = self.template_list
-        diagonal = default_voxel_size(templates[0]) * 40
+        points = bank.normalize(point_batch.points, point_batch.batch_index)
+        diagonal = self._reference_diagonal()
         maps, objects = [], []
-        for b in range(point_batch.batch_size):
-            aligned, index = self._align(points[ptr[b] : ptr[b + 1]])
+        for cloud in torch.split(points, torch.diff(point_batch.ptr).tolist()):
+            candidates = bank.candidates(cloud)
+            aligned, index = bank.align(cloud, candidates)
             if self.dual_memory_bank:
                 point_distance = self.point_bank.query(aligned)[0][:, 0] / self.score_scales[0]
                 feature_distance = self.feature_bank.query(self._features(aligned))[0][:, 0] / self.score_scales[1]
                 scores = self.point_weight * point_distance + self.feature_weight * feature_distance
             else:
-                _, sq = knn(templates[index].to(aligned), aligned, 1)
-                scores = sq[:, 0].sqrt()
+                scores = bank.distance(aligned, index, candidates)
             if self.smoothing_k > 1:
                 scores = smooth_scores(
                     aligned, scores, k=min(self.smoothing_k, aligned.shape[0]), sigma=self.smoothing_sigma * diagonal

@@ -250,3 +250,28 @@ def test_patchcore3d_scores_clouds_smaller_than_its_patching(clouds: dict) -> No
     assert anomaly_map.shape == (50 + 1024,)
     assert pred_score.shape == (2,)
     assert bool(torch.isfinite(anomaly_map).all())
+
+
+def test_checkpoints_with_flat_template_buffers_or_imrnet_backbone_buffers_load(clouds: dict) -> None:
+    from anomalib_3d_plugins.patchcore3d import PatchCore3DModel
+    from anomalib_3d_plugins.reg3dad import Reg3DADModel
+
+    kwargs = {"registration": "icp", "template_points": 512, "registration_points": 512}
+    reg3dad = _fit(Reg3DADModel(**kwargs), clouds["train"])
+    flat = {{"template_bank.points": "templates", "template_bank.ptr": "template_ptr"}.get(k, k): v
+            for k, v in reg3dad.state_dict().items()}
+    assert {"templates", "template_ptr"} <= set(flat)
+    fresh = Reg3DADModel(**kwargs)
+    fresh.load_state_dict(flat)
+    _assert_same(reg3dad(clouds["test"]), fresh(clouds["test"]))
+
+    kwargs = {**TINY_ENCODER, "feature_sources": ("point_mae",)}
+    patchcore = _fit(PatchCore3DModel(**kwargs), clouds["train"])
+    state = patchcore.state_dict()
+    # Scoring buffers of an IMRNet network kept beside the encoder weights are not needed.
+    state.update({"backbone.template_bank": torch.zeros(1, 32), "backbone.template_count": torch.tensor(0),
+                  "backbone.geometric_templates": torch.zeros(0, 3), "backbone.geometric_ptr": torch.zeros(1).long(),
+                  "backbone.calibrated": torch.tensor(False)})
+    fresh = PatchCore3DModel(**kwargs)
+    fresh.load_state_dict(state)
+    _assert_same(patchcore(clouds["test"]), fresh(clouds["test"]))

@@ -13,7 +13,7 @@ from scipy.spatial.distance import cdist
 from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
 from anomalib_3d.data.errors import InvalidPointsError, MissingWeightsError, PointCloudError
 from anomalib_3d_plugins.imrnet import IMRNet, IMRNetModel
-from anomalib_3d_plugins.imrnet.components import PatchTokenizer, map_point_mae_state_dict
+from anomalib_3d.nn.point_mae import map_point_mae_state_dict
 from anomalib_3d_plugins.imrnet.loss import masked_patch_chamfer_loss, patch_chamfer_scores, patch_point_distances
 
 TINY = {
@@ -69,17 +69,8 @@ def calibrated(model: IMRNetModel) -> IMRNetModel:
 
 
 # --------------------------------------------------------------------------------------------
-# components and losses
+# losses
 # --------------------------------------------------------------------------------------------
-def test_tokenizer_ignores_point_order_within_a_patch() -> None:
-    torch.manual_seed(0)
-    tokenizer = PatchTokenizer(16, width=8).eval()
-    patches = torch.randn(2, 3, 10, 3)
-    shuffled = patches[:, :, torch.randperm(10)]
-    assert tokenizer(patches).shape == (2, 3, 16)
-    torch.testing.assert_close(tokenizer(patches), tokenizer(shuffled))
-
-
 def test_patch_losses_match_brute_force() -> None:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(2, 3, 5, 3)).astype(np.float32)
@@ -351,6 +342,36 @@ def test_calibration_lives_in_the_state_dict() -> None:
     torch.testing.assert_close(fresh(cloud).anomaly_map, model(cloud).anomaly_map, rtol=0, atol=0)
 
 
+def test_checkpoint_with_flat_geometric_buffers_loads_and_predicts_the_same() -> None:
+    model = calibrated(tiny_model(geometric_score_weight=0.5, registration="icp", template_points=200))
+    flat = {
+        {"geometric_bank.points": "geometric_templates", "geometric_bank.ptr": "geometric_ptr"}.get(k, k): v
+        for k, v in model.state_dict().items()
+    }
+    assert "geometric_templates" in flat and not any(k.startswith("geometric_bank.") for k in flat)
+    fresh = IMRNetModel(**{**TINY, "geometric_score_weight": 0.5, "registration": "icp"}).eval()
+    fresh.load_state_dict(flat)
+    cloud = blob(400, 12, bump=True)
+    expected = model(cloud)
+    for name, value in zip(expected._fields, fresh(cloud), strict=True):
+        torch.testing.assert_close(value, getattr(expected, name), rtol=0, atol=0)
+    # Inside the anomalib module too (keys under "model.").
+    module = lightning_tiny(geometric_score_weight=0.5, registration="icp").eval()
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("model.")}
+    module.load_state_dict({**state, **{f"model.{k}": v for k, v in flat.items()}})
+    torch.testing.assert_close(module.model(cloud).anomaly_map, expected.anomaly_map, rtol=0, atol=0)
+
+
+def test_registration_settings_live_on_the_template_bank() -> None:
+    model = tiny_model(registration="icp", template_selection="first", seed=3)
+    assert model.geometric_bank.registration == "icp" and model.geometric_bank.seed == 3
+    model.registration = "none"
+    model.template_selection = "nearest"
+    model.seed = 5
+    assert model.geometric_bank.registration == "none" and model.geometric_bank.selection == "nearest"
+    assert model.geometric_bank.seed == 5 and model.seed == 5
+
+
 def test_template_keeps_farthest_features_when_full() -> None:
     model = tiny_model(template_size=20)
     stats = model.calibrate([batch_of(blob(300, 1), blob(300, 2))])
@@ -517,7 +538,7 @@ def test_registration_undoes_a_rotation_of_the_test_cloud() -> None:
     for method in ("none", "icp"):
         model = tiny_model(geometric_score_weight=1.0, registration=method, use_point_score=False)
         model.calibrate([batch_of(*train)])
-        rotated[method] = model._geometric_distances(turned, torch.zeros(800, dtype=torch.long))
+        rotated[method] = model.geometric_bank.distances(turned, torch.zeros(800, dtype=torch.long))
     # Unregistered, the rotation reads as a defect everywhere; registered, it mostly disappears.
     assert rotated["icp"].mean() < 0.3 * rotated["none"].mean()
 
@@ -534,7 +555,7 @@ def test_nearest_template_selection_keeps_to_the_clouds_own_kind() -> None:
         model = tiny_model(geometric_score_weight=1.0, registration="none", template_points=None,
                            registration_templates=2, template_selection=selection)
         model.calibrate([batch_of(*boxes, *blobs)])
-        scores[selection] = model._geometric_distances(cloud, torch.zeros(400, dtype=torch.long))
+        scores[selection] = model.geometric_bank.distances(cloud, torch.zeros(400, dtype=torch.long))
     frames = [normalize_clouds(c, torch.zeros(c.shape[0], dtype=torch.long)) for c in blobs]
     query = normalize_clouds(cloud, torch.zeros(400, dtype=torch.long))
     expected = cdist(query.numpy(), torch.cat(frames).numpy()).min(1)  # the blob templates only

@@ -1,8 +1,8 @@
-"""BTF building blocks: cloud normalisation, hand-crafted point features, patch pooling on organized
-grids and on raw clouds, score maps back to points, and the frozen RGB backbone.
+"""BTF's feature side: hand-crafted point features (raw coordinates, FPFH), their kNN pooling on
+raw clouds, and patch scores of organized grids carried back to points.
 
 The cloud normalisation (:func:`anomalib_3d.ops.normalize_clouds`), the organized patch pooling and
-the RGB backbone (:mod:`anomalib_3d.features`) are shared with the other models and live there.
+the RGB backbone (:mod:`anomalib_3d.nn.image_backbones`) are shared with other models and live there.
 """
 
 from __future__ import annotations

@@ -1,0 +1,302 @@
+"""IMRNet's Point-patch Mask Reconstruction network (PMR): Point-MAE patching and backbone
+(:mod:`anomalib_3d.nn.point_mae`, the paper's Sec. 5.3: "directly adopted from Point-MAE"), the
+masked-reconstruction training loss, the iterative test-time reconstruction (Alg. 1) and the fused
+decoder features of the DFC feature score (Eq. 16-17).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from anomalib_3d.errors import InvalidPointsError
+from anomalib_3d.nn.point_mae import PointMAE, PreparedClouds, group_into_patches, prepare_clouds, take_patches
+from anomalib_3d.ops import SAMPLERS, Patches
+
+from .loss import masked_patch_chamfer_loss
+
+SUBSAMPLERS = ("fps", "random")
+TEST_MASKS = ("windows", "random")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}."
+        raise ValueError(msg)
+
+
+class MaskReconstructionNetwork(PointMAE):
+    """PMR: Point-MAE over GPS patches, trained to rebuild masked patches, run iteratively at test time.
+
+    Args:
+        num_points: points per cloud fed to the network (clouds are subsampled to it; smaller
+            clouds are used whole).
+        num_groups: patch centres ``G`` per cloud (paper: 256).
+        group_size: points ``K`` per patch (paper: 64).
+        sampler: centre sampler: ``"gps"`` (paper), ``"fps"``, ``"random"`` or ``"voxel"`` (Table 4).
+        gps_k, gps_threshold, gps_salient_density: GPS neighbourhood size, salient fraction ``t``
+            (paper 0.3) and density ratio of the salient region (paper 2).
+        subsample: how clouds are reduced to ``num_points``: ``"fps"`` or ``"random"``.
+        mask_ratio: fraction of patches masked (paper 0.4), in training and at each test iteration.
+        num_iterations: test-time reconstruction iterations (paper 3).
+        iterative_reconstruction: feed each iteration's output to the next (paper). ``False``: each
+            of the ``num_iterations`` masks is reconstructed from the original input instead.
+        feature_layers: 1-based decoder blocks whose outputs are fused (paper: 1, 2, 3).
+        test_masks: ``"windows"`` (consecutive windows of one seeded permutation: every patch
+            masked once when ``num_iterations * M >= G``) or ``"random"`` (a fresh random mask per
+            iteration).
+        cache_training_patches: patch every training cloud once (see :meth:`training_patches`).
+        seed: seed of the test-time masks and of deterministic random subsampling.
+        point_mae_sizes: ``embed_dim``, ``tokenizer_width``, ``encoder_depth``, ``decoder_depth``,
+            ``num_heads``, ``mlp_ratio``, ``drop_path_rate`` of
+            :class:`~anomalib_3d.nn.point_mae.PointMAE` (default: Point-MAE's 384, 256, 12, 4, 6,
+            4, 0.1).
+    """
+
+    def __init__(
+        self,
+        num_points: int = 8192,
+        num_groups: int = 256,
+        group_size: int = 64,
+        sampler: str = "gps",
+        gps_k: int = 16,
+        gps_threshold: float = 0.3,
+        gps_salient_density: float = 2.0,
+        subsample: str = "fps",
+        mask_ratio: float = 0.4,
+        num_iterations: int = 3,
+        iterative_reconstruction: bool = True,
+        feature_layers: Sequence[int] = (1, 2, 3),
+        test_masks: str = "random",
+        cache_training_patches: bool = True,
+        seed: int = 0,
+        **point_mae_sizes: Any,  # noqa: ANN401
+    ) -> None:
+        check_choice("test_masks", test_masks, TEST_MASKS)
+        check_choice("sampler", sampler, SAMPLERS)
+        check_choice("subsample", subsample, SUBSAMPLERS)
+        if not 0.0 < mask_ratio < 1.0:
+            msg = f"mask_ratio must be in (0, 1), got {mask_ratio}."
+            raise ValueError(msg)
+        num_masked = round(mask_ratio * num_groups)
+        if not 1 <= num_masked <= num_groups - 1:
+            msg = f"mask_ratio={mask_ratio} masks {num_masked} of {num_groups} patches; need 1 .. {num_groups - 1}."
+            raise ValueError(msg)
+        if num_iterations < 1:
+            msg = f"num_iterations must be >= 1, got {num_iterations}."
+            raise ValueError(msg)
+        if num_points < max(num_groups, group_size):
+            msg = f"num_points={num_points} must be >= max(num_groups, group_size)={max(num_groups, group_size)}."
+            raise ValueError(msg)
+        if test_masks == "windows" and num_iterations * num_masked < num_groups:
+            warnings.warn(
+                f"{num_iterations} iterations x {num_masked} masked patches do not cover all {num_groups} patches; "
+                "patches never masked get a point score of 0.",
+                UserWarning,
+                stacklevel=3,
+            )
+        super().__init__(group_size=group_size, **point_mae_sizes)
+        feature_layers = tuple(int(layer) for layer in feature_layers)
+        decoder_depth = len(self.decoder.blocks)
+        if not feature_layers or min(feature_layers) < 1 or max(feature_layers) > decoder_depth:
+            msg = f"feature_layers {feature_layers} must be 1-based decoder blocks in 1 .. {decoder_depth}."
+            raise ValueError(msg)
+        self.num_points = num_points
+        self.num_groups = num_groups
+        self.sampler = sampler
+        self.gps_kwargs = {"k": gps_k, "threshold": gps_threshold, "salient_density": gps_salient_density}
+        self.subsample = subsample
+        self.mask_ratio = mask_ratio
+        self.num_masked = num_masked
+        self.num_iterations = num_iterations
+        self.iterative_reconstruction = iterative_reconstruction
+        self.feature_layers = feature_layers
+        self.test_masks_mode = test_masks
+        self.cache_training_patches = cache_training_patches
+        self._patch_cache: dict[tuple[str, int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.seed = seed
+
+    # ----------------------------------------------------------------------------------------
+    # input preparation
+    # ----------------------------------------------------------------------------------------
+    def _check_sizes(self, counts: torch.Tensor, paths: Sequence[str] | None) -> None:
+        need = max(self.num_groups, self.group_size)
+        small = (counts < need).nonzero().flatten().tolist()
+        if small:
+            b = small[0]
+            path = paths[b] if paths is not None and b < len(paths) else None
+            raise InvalidPointsError(
+                f"cloud {b} has {int(counts[b])} points; IMRNet's patch setup ({self.num_groups} patches of "
+                f"{self.group_size} points) needs at least {need}"
+                + (f" ({len(small)} clouds of this batch are too small)." if len(small) > 1 else "."),
+                path=path,
+                fix="use a denser scan, or lower num_groups / group_size (e.g. the imrnet_small preset)",
+            )
+
+    def prepare(
+        self,
+        points: torch.Tensor,
+        batch: torch.Tensor,
+        *,
+        paths: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+        stochastic: bool | None = None,
+    ) -> PreparedClouds:
+        """Normalise every cloud (centroid at 0, farthest point at radius 1) and subsample it
+        (:func:`~anomalib_3d.nn.point_mae.prepare_clouds`).
+
+        Args:
+            points: ``(ΣN, 3)`` input points.
+            batch: ``(ΣN,) long`` sorted cloud ids.
+            paths: file of each cloud, for error messages.
+            generator: random source for training-time subsampling.
+            stochastic: random subsampling (default: in training mode); otherwise deterministic.
+
+        Raises:
+            InvalidPointsError: a cloud smaller than the patch setup needs.
+        """
+        num_clouds = int(batch[-1]) + 1 if batch.numel() else 0
+        self._check_sizes(torch.bincount(batch, minlength=num_clouds), paths)
+        return prepare_clouds(
+            points, batch, self.num_points, subsample=self.subsample,
+            stochastic=self.training if stochastic is None else stochastic, generator=generator, seed=self.seed,
+        )
+
+    def make_patches(
+        self, prepared: PreparedClouds, generator: torch.Generator | None = None, stochastic: bool | None = None
+    ) -> Patches:
+        """Split the network points into ``G`` patches of ``K`` points; centres are drawn at random
+        only when ``stochastic`` (default: in training mode) and the sampler is ``fps`` / ``random``."""
+        return group_into_patches(
+            prepared, self.num_groups, self.group_size, sampler=self.sampler,
+            stochastic=self.training if stochastic is None else stochastic, generator=generator, seed=self.seed,
+            **self.gps_kwargs,
+        )
+
+    def training_patches(
+        self,
+        points: torch.Tensor,
+        batch: torch.Tensor,
+        *,
+        paths: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches ``(B, G, K, 3)`` and centres ``(B, G, 3)`` of a training batch.
+
+        With ``cache_training_patches`` and a file path for every cloud, each cloud is patched once
+        (deterministically, as at test time) and reused in later epochs: sampling and grouping
+        cost as much as the network on a CPU, and only the masks need to change between epochs.
+        Otherwise every call subsamples / samples centres afresh (random FPS start).
+        """
+        if not self.cache_training_patches or paths is None or any(p is None for p in paths):
+            prepared = self.prepare(points, batch, paths=paths, generator=generator)
+            patches = self.make_patches(prepared, generator)
+            return patches.neighborhoods, patches.centers
+        num_clouds = int(batch[-1]) + 1
+        counts = torch.bincount(batch, minlength=num_clouds)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+        keys = [
+            (paths[b], int(counts[b]), float(points[ptr[b] : ptr[b + 1]].detach().double().sum()))
+            for b in range(num_clouds)
+        ]
+        missing = [b for b in range(num_clouds) if keys[b] not in self._patch_cache]
+        if missing:
+            rows = torch.cat([torch.arange(ptr[b], ptr[b + 1], device=points.device) for b in missing])
+            sub_batch = torch.repeat_interleave(
+                torch.arange(len(missing), device=points.device), counts[missing].to(points.device)
+            )
+            with torch.no_grad():
+                prepared = self.prepare(points[rows], sub_batch, paths=[paths[b] for b in missing], stochastic=False)
+                patches = self.make_patches(prepared, stochastic=False)
+            for i, b in enumerate(missing):
+                self._patch_cache[keys[b]] = (patches.neighborhoods[i], patches.centers[i])
+        neighborhoods = torch.stack([self._patch_cache[k][0] for k in keys]).to(points.device)
+        centers = torch.stack([self._patch_cache[k][1] for k in keys]).to(points.device)
+        return neighborhoods, centers
+
+    # ----------------------------------------------------------------------------------------
+    # masked reconstruction
+    # ----------------------------------------------------------------------------------------
+    def random_mask(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, M) long`` a fresh random set of ``M = round(mask_ratio * G)`` patches per cloud."""
+        noise = torch.rand(batch, self.num_groups, generator=generator)
+        return noise.argsort(dim=1)[:, : self.num_masked].to(device)
+
+    def training_loss(
+        self,
+        points: torch.Tensor,
+        batch: torch.Tensor,
+        *,
+        paths: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Self-supervised PMR loss of a batch of normal clouds (masked-patch Chamfer-L2, Eq. 12)."""
+        neighborhoods, centers = self.training_patches(points, batch, paths=paths, generator=generator)
+        masked_index = self.random_mask(centers.shape[0], points.device, generator)
+        predicted = self.reconstruct(neighborhoods, centers, masked_index)
+        return masked_patch_chamfer_loss(predicted, take_patches(neighborhoods, masked_index))
+
+    def test_masks(self, device: torch.device, run: int = 0) -> list[torch.Tensor]:
+        """The ``num_iterations`` test masks of reconstruction run ``run``.
+
+        ``test_masks="windows"``: consecutive windows of one seeded permutation (positions
+        ``t*M .. t*M + M - 1``, wrapping), so successive iterations mask different patches and,
+        when ``num_iterations * M >= G``, every patch is reconstructed at least once.
+        ``"random"``: a fresh random set of ``M`` patches per iteration. Both are drawn from
+        ``seed`` and ``run``, hence reproducible and independent of the batch.
+
+        Returns:
+            ``num_iterations`` tensors ``(M,) long``.
+        """
+        generator = torch.Generator().manual_seed(self.seed + 7919 * run)
+        if self.test_masks_mode == "random":
+            return [
+                torch.randperm(self.num_groups, generator=generator)[: self.num_masked].to(device)
+                for _ in range(self.num_iterations)
+            ]
+        permutation = torch.randperm(self.num_groups, generator=generator)
+        positions = torch.arange(self.num_masked)
+        return [
+            permutation[(t * self.num_masked + positions) % self.num_groups].to(device)
+            for t in range(self.num_iterations)
+        ]
+
+    def iterative_reconstruct(self, neighborhoods: torch.Tensor, centers: torch.Tensor, run: int = 0) -> torch.Tensor:
+        """Test-time reconstruction (paper Alg. 1): mask → reconstruct → merge, repeated.
+
+        Args:
+            neighborhoods: ``(B, G, K, 3)`` input patches.
+            centers: ``(B, G, 3)``.
+            run: which set of test masks (see :meth:`test_masks`).
+
+        Returns:
+            ``(B, G, K, 3)`` the patches after the last iteration (never-masked patches unchanged).
+        """
+        batch = centers.shape[0]
+        current = neighborhoods.clone()
+        for mask in self.test_masks(centers.device, run):
+            masked_index = mask.unsqueeze(0).expand(batch, -1)
+            source = current if self.iterative_reconstruction else neighborhoods
+            predicted = self.reconstruct(source, centers, masked_index)
+            rows = torch.arange(batch, device=centers.device).unsqueeze(1)
+            current = current.clone()
+            current[rows, masked_index] = predicted.to(current.dtype)
+        return current
+
+    def decoder_features(self, neighborhoods: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """Fused decoder features (paper Eq. 16-17) of fully visible patches.
+
+        Each selected decoder block's output is layer-normalised (no affine) so that no block
+        dominates the concatenation by scale.
+
+        Returns:
+            ``(B, G, C * len(feature_layers))``.
+        """
+        encoded = self.encode(neighborhoods, centers)
+        outputs = self.decoder(encoded, self.decoder_pos_embed(centers))
+        return torch.cat([F.layer_norm(outputs[i - 1], (self.embed_dim,)) for i in self.feature_layers], dim=-1)

@@ -1,0 +1,120 @@
+"""IMRNet's geometric residual (not in the paper; ``geometric_score_weight``): every input point, in
+the bounding-box frame and registered to the training templates
+(:class:`anomalib_3d.ops.TemplateBank`), scores its distance to the nearest template point divided
+by the templates' leave-one-out mean distance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anomalib_3d.ops.templates import TemplateBank, cloud_checksums
+
+
+class _BankSetting:
+    """A model attribute that lives on its geometric template bank (one place holds the value)."""
+
+    def __init__(self, bank_attribute: str) -> None:
+        self.bank_attribute = bank_attribute
+
+    def __get__(self, model: GeometricResidual | None, owner: type | None = None) -> object:
+        return self if model is None else getattr(model.geometric_bank, self.bank_attribute)
+
+    def __set__(self, model: GeometricResidual, value: object) -> None:
+        setattr(model.geometric_bank, self.bank_attribute, value)
+
+
+class GeometricResidual:
+    """The geometric residual of :class:`~.torch_model.IMRNetModel` (a mixin of it).
+
+    :meth:`init_geometric_residual` adds the template bank (``geometric_bank``) and the score scale
+    buffer; the registration settings (``registration``, ``registration_templates``,
+    ``registration_points``, ``template_points``, ``template_selection``) and the RANSAC seed are
+    the bank's, read and set through the model.
+    """
+
+    geometric_bank: TemplateBank
+    geometric_score_scale: torch.Tensor
+
+    registration = _BankSetting("registration")
+    registration_templates = _BankSetting("registration_templates")
+    registration_points = _BankSetting("registration_points")
+    template_points = _BankSetting("template_points")
+    template_selection = _BankSetting("selection")
+
+    def init_geometric_residual(
+        self,
+        registration: str,
+        registration_templates: int,
+        registration_points: int,
+        template_points: int | None,
+        template_selection: str,
+    ) -> None:
+        """Every training cloud (bounding-box frame) becomes a template registered to the first; a
+        test cloud is refined against ``registration_templates`` of them (the first, or the nearest)
+        and compared with all templates, or with the nearest ones only."""
+        self.geometric_bank = TemplateBank(
+            normalization="bbox",
+            template_points=template_points,
+            num_templates=None,
+            registration=registration,
+            registration_points=registration_points,
+            registration_templates=registration_templates,
+            selection=template_selection,
+            distance_to="templates",
+            keep_coarse_if_better=True,
+            seed=self.seed,
+        )
+        self.register_buffer("geometric_score_scale", torch.ones(()))  # type: ignore[attr-defined]
+
+    @property
+    def seed(self) -> int:
+        """Seed of the test masks, of deterministic subsampling and of RANSAC in the template bank."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._seed = value
+        if "geometric_bank" in self._modules:  # type: ignore[attr-defined]
+            self.geometric_bank.seed = value
+
+    @property
+    def geometric_template_list(self) -> list[torch.Tensor]:
+        """The registered training templates, each ``(M_i, 3)`` (empty before calibration)."""
+        return self.geometric_bank.templates
+
+    @torch.no_grad()
+    def geometric_scores(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Normalised geometric residual of every input point ``(ΣN,)`` of ``points (ΣN, 3)``.
+
+        Raises:
+            RuntimeError: no templates yet (call ``calibrate`` first).
+        """
+        if not self.geometric_bank.is_fitted:
+            msg = "IMRNet has no geometric templates: calibrate it on normal training clouds first."
+            raise RuntimeError(msg)
+        return self.geometric_bank.distances(points, batch) / self.geometric_score_scale
+
+    @torch.no_grad()
+    def fit_geometric_templates(self, clouds: list[torch.Tensor]) -> float:
+        """Build the geometric template bank and its leave-one-out scale from normal clouds.
+
+        Args:
+            clouds: this rank's training clouds, each ``(N_i, 3)`` (gathered over ranks by the bank).
+
+        Returns:
+            The scale: mean distance of every template point to the other templates.
+        """
+        prepared, keys = [], []
+        for cloud in clouds:
+            single = torch.zeros(cloud.shape[0], dtype=torch.long, device=cloud.device)
+            prepared.extend(self.geometric_bank.prepare(cloud, single))
+            keys.append(cloud_checksums(cloud, single))
+        # Ordered by the content keys that also order the feature template (see calibrate).
+        self.geometric_bank.fit(prepared, torch.cat(keys))
+        scale = self.geometric_bank.leave_one_out_scale()
+        self.geometric_score_scale.fill_(max(scale, 1e-12))
+        return scale
+
+
+__all__ = ["GeometricResidual"]
