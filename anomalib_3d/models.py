@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from anomalib import LearningType
@@ -168,6 +168,57 @@ class PointCloudModelMixin:
             pixel_map = resize_nearest(pixel_map, tuple(gt_mask.shape[-2:]))
         return batch.update(anomaly_map=pixel_map, pred_score=pred_score)
 
+    # ----------------------------------------------------------------------------------------
+    # evaluation steps, shared: each model provides ``predict_points(batch) -> PointScores``
+    # ----------------------------------------------------------------------------------------
+    def predict_and_write(self, batch: Any) -> Any:  # noqa: ANN401
+        """The model's :class:`PointScores` for ``batch``, written into it (:meth:`write_predictions`)."""
+        predict_points = getattr(self, "predict_points", None)
+        if predict_points is None:
+            msg = f"{type(self).__name__} must define predict_points(batch) -> PointScores."
+            raise NotImplementedError(msg)
+        scores: PointScores = predict_points(batch)
+        return self.write_predictions(batch, scores.points, scores.anomaly_map, scores.pred_score)
+
+    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Batch with per-point ``anomaly_map`` and object ``pred_score`` (thresholds are fitted on them)."""
+        del args, kwargs
+        return self.predict_and_write(batch)
+
+    def test_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
+        del args, kwargs
+        return self.predict_and_write(batch)
+
+    def predict_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
+        del args, kwargs
+        return self.predict_and_write(batch)
+
+    def forward(self, batch: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """The whole inference pipeline on a point batch (or ``DepthBatch``): pre-processor, model,
+        post-processor (each when configured)."""
+        del args, kwargs
+        pre_processor = getattr(self, "pre_processor", None)
+        post_processor = getattr(self, "post_processor", None)
+        batch = pre_processor(batch) if pre_processor else batch
+        batch = self.predict_and_write(batch)
+        return post_processor(batch) if post_processor else batch
+
+
+class PointScores(NamedTuple):
+    """What a point model predicts for one batch (see :meth:`PointCloudModelMixin.predict_and_write`).
+
+    Attributes:
+        points: the batch as points (:meth:`PointCloudModelMixin.as_point_batch`).
+        anomaly_map: (ΣN,) float, a score per point of ``points``.
+        pred_score: (B,) float, a score per cloud.
+    """
+
+    points: PointCloudBatch
+    anomaly_map: torch.Tensor
+    pred_score: torch.Tensor
+
 
 class FeatureBankModule:
     """Shared steps of the training-free memory-bank models (BTF, PatchCore3D, Reg3DAD).
@@ -225,31 +276,137 @@ class FeatureBankModule:
         self.model.fit(self._collected)  # type: ignore[operator]
         self._collected = []
 
-    def _predict(self, batch: Any) -> Any:  # noqa: ANN401
+    def predict_points(self, batch: Any) -> PointScores:  # noqa: ANN401
+        """Scores of a batch from the fitted memory (the torch model's ``forward``)."""
         point_batch = self.as_point_batch(batch)  # type: ignore[attr-defined]
         anomaly_map, pred_score = self.model(point_batch)
-        return self.write_predictions(batch, point_batch, anomaly_map, pred_score)  # type: ignore[attr-defined]
+        return PointScores(point_batch, anomaly_map, pred_score)
 
-    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
-        del args, kwargs
-        return self._predict(batch)
 
-    def test_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
-        del args, kwargs
-        return self._predict(batch)
+class TrainingStatisticsMixin:
+    """Statistics a trained model computes from the whole training split with its final weights.
 
-    def predict_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
-        del args, kwargs
-        return self._predict(batch)
+    IMRNet's score statistics and 3DzAL's memory bank are functions of the trained network, so
+    they are (re)computed after training: after the last training epoch (before the checkpoint
+    callback saves the model), when training stops mid-epoch, and before any evaluation that finds
+    them stale (weights changed since) or missing. A loaded checkpoint carries them.
 
-    def forward(self, batch: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """Predictions for a point batch (or ``DepthBatch``), post-processed when configured."""
-        del args, kwargs
-        batch = self._predict(batch)
-        return self.post_processor(batch) if self.post_processor else batch  # type: ignore[attr-defined]
+    The model provides :meth:`fit_training_statistics` (what to compute from its share of the
+    training batches; it gathers over ranks itself, e.g. with
+    :func:`anomalib_3d.distributed.all_gather_cat`) and :meth:`training_statistics_fitted`, and calls
+    :meth:`mark_statistics_stale` whenever its weights change (in ``training_step``). Mix in before
+    ``PointCloudModelMixin``.
+    """
+
+    _statistics_stale: bool = True
+
+    def fit_training_statistics(self, batches: list[Any]) -> None:
+        """Compute the statistics from this rank's training batches (model in eval mode)."""
+        raise NotImplementedError
+
+    def training_statistics_fitted(self) -> bool:
+        """Whether the statistics exist (fitted now or loaded from a checkpoint)."""
+        raise NotImplementedError
+
+    def mark_statistics_stale(self) -> None:
+        """The weights changed: recompute before the next evaluation."""
+        self._statistics_stale = True
+
+    def training_batches(self) -> list[Any]:
+        """This rank's share of the training split, read again (empty when none is reachable).
+
+        On one process the datamodule's own training loader is read as is. Under DDP every rank
+        reads the split in dataset order (each rank's training loader shuffles with its own
+        generator) and keeps every ``world_size``-th batch, so each cloud is seen by one rank; a
+        rank left without a batch repeats one rather than skipping the collectives.
+        """
+        from anomalib_3d.distributed import world_size
+
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return []
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "train_data", None) is not None:
+            loader = datamodule.train_dataloader()
+        else:
+            loader = trainer.train_dataloader
+        if loader is None:
+            return []
+        ranks = world_size()
+        dataset = getattr(loader, "dataset", None)
+        if ranks > 1 and dataset is not None:
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=loader.batch_size or 1, shuffle=False, collate_fn=loader.collate_fn
+            )
+        batches = list(loader)
+        if ranks > 1:
+            rank = int(getattr(trainer, "global_rank", 0))
+            batches = batches[rank::ranks] or batches[rank % max(len(batches), 1) :][:1]
+        return batches
+
+    def refresh_training_statistics(self) -> bool:
+        """Recompute the statistics from the training data the trainer knows of.
+
+        Returns:
+            False (with a warning) when no training data is reachable; the statistics then stay as
+            they are (loaded, earlier, or none).
+        """
+        batches = self.training_batches()
+        if not batches:
+            logger.warning(
+                "%s: no training data reachable to compute its training statistics; scores use the last "
+                "statistics (or none).", type(self).__name__,
+            )
+            return False
+        model = self.model  # type: ignore[attr-defined]
+        was_training = model.training
+        model.eval()
+        try:
+            self.fit_training_statistics(batches)
+        finally:
+            model.train(was_training)
+        self._statistics_stale = False
+        return True
+
+    def _last_training_epoch(self) -> bool:
+        trainer = self.trainer  # type: ignore[attr-defined]
+        if trainer.should_stop:
+            return True
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs:
+            return True
+        max_steps = trainer.max_steps
+        return max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps
+
+    def _refresh_if_needed(self) -> None:
+        if self._statistics_stale or not self.training_statistics_fitted():
+            self.refresh_training_statistics()
+
+    def on_train_epoch_end(self) -> None:
+        """After the last epoch, before the checkpoint callback saves the model."""
+        if self._statistics_stale and self._last_training_epoch():
+            self.refresh_training_statistics()
+
+    def on_train_end(self) -> None:
+        """Training stopped mid-epoch (``max_steps``, interruption)."""
+        if self._statistics_stale:
+            self.refresh_training_statistics()
+
+    def on_validation_start(self) -> None:
+        """By default validation runs once, after the last epoch
+        (:class:`ValidateAfterLastEpoch`); validating more often costs one refresh each time."""
+        self._refresh_if_needed()
+
+    def on_test_start(self) -> None:
+        self._refresh_if_needed()
+
+    def on_predict_start(self) -> None:
+        self._refresh_if_needed()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint carries its statistics: nothing is stale after loading one."""
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        self._statistics_stale = False
 
 
 _ENTRY_POINT_GROUP = "anomalib_3d.models"
@@ -265,4 +422,4 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401
     raise AttributeError(msg)
 
 
-__all__ = ["FeatureBankModule", "PointCloudModelMixin", "ValidateAfterLastEpoch"]
+__all__ = ["FeatureBankModule", "PointCloudModelMixin", "PointScores", "TrainingStatisticsMixin", "ValidateAfterLastEpoch"]

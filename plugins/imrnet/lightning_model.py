@@ -18,7 +18,7 @@ they are buffers, so every checkpoint carries them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from anomalib import LearningType
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
-from anomalib_3d.models import PointCloudModelMixin
+from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
 
 from .torch_model import PAPER_LITERAL, IMRNetModel, IMRNetPrediction
 
@@ -49,7 +49,7 @@ SMALL_PRESET: dict[str, Any] = {
 }
 
 
-class IMRNet(PointCloudModelMixin, AnomalibModule):
+class IMRNet(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """IMRNet: iterative mask reconstruction for 3D anomaly detection.
 
     Sizes default to the paper's (Point-MAE sizes, GPS 256 × 64 patches, mask 0.4, 3 iterations,
@@ -179,8 +179,8 @@ class IMRNet(PointCloudModelMixin, AnomalibModule):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.pretrained_path = pretrained_path
-        # Set by every training step, cleared by calibration: the DFC statistics must be recomputed
-        # with the final weights before scores are trusted.
+        # Set by every training step, cleared by calibration (TrainingStatisticsMixin): the DFC
+        # statistics must be recomputed with the final weights before scores are trusted.
         self._statistics_stale = False
 
     @classmethod
@@ -249,137 +249,34 @@ class IMRNet(PointCloudModelMixin, AnomalibModule):
         point_batch = self.as_point_batch(batch)
         self.check_normal(point_batch, "learns from normal samples only")
         loss = self.model.training_loss(point_batch.points, point_batch.batch_index, paths=point_batch.point_path)
-        self._statistics_stale = True
+        self.mark_statistics_stale()
         self.log("train_loss", loss, prog_bar=True, batch_size=point_batch.batch_size)
         return {"loss": loss}
 
-    def _predict(self, batch: Any) -> Any:  # noqa: ANN401
+    def predict_points(self, batch: Any) -> PointScores:  # noqa: ANN401
+        """Per-point and object scores of a batch (:class:`IMRNetModel` with the calibrated statistics)."""
         point_batch = self.as_point_batch(batch)
         prediction: IMRNetPrediction = self.model(
             point_batch.points, point_batch.batch_index, paths=point_batch.point_path
         )
-        return self.write_predictions(batch, point_batch, prediction.anomaly_map, prediction.pred_score)
-
-    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
-        del args, kwargs
-        return self._predict(batch)
-
-    def test_step(self, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
-        del args, kwargs, batch_idx
-        return self._predict(batch)
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:  # noqa: ANN401
-        """Batch with per-point ``anomaly_map`` and object ``pred_score``."""
-        del batch_idx, dataloader_idx
-        return self._predict(batch)
-
-    def forward(self, batch: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """Predictions for a point batch (or ``DepthBatch``), post-processed when configured."""
-        del args, kwargs
-        batch = self._predict(batch)
-        return self.post_processor(batch) if self.post_processor else batch
+        return PointScores(point_batch, prediction.anomaly_map, prediction.pred_score)
 
     # ----------------------------------------------------------------------------------------
-    # training-set statistics
+    # training-set statistics (TrainingStatisticsMixin)
     # ----------------------------------------------------------------------------------------
-    def _training_clouds(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        trainer = self._trainer
-        loader = None
-        if trainer is not None:
-            datamodule = getattr(trainer, "datamodule", None)
-            if datamodule is not None and getattr(datamodule, "train_data", None) is not None:
-                loader = datamodule.train_dataloader()
-            elif trainer.train_dataloader is not None:
-                loader = trainer.train_dataloader
-        if loader is None:
-            return
-        # Under DDP every rank takes its own share of the batches; the model gathers the
-        # statistics over ranks (all_gather_cat), so each cloud counts once.
-        from anomalib_3d.distributed import world_size
-
-        ranks = world_size()
-        rank = getattr(trainer, "global_rank", 0) if trainer is not None else 0
-        dataset = getattr(loader, "dataset", None)
-        if ranks > 1 and dataset is not None:
-            # Every rank must see the same batches in the same order before taking its share: the
-            # training loader shuffles with each rank's own generator.
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_size=loader.batch_size or 1, shuffle=False, collate_fn=loader.collate_fn
-            )
-        batches = list(loader)
-        if ranks > 1:
-            # Fewer batches than ranks: a rank repeats one rather than skipping the collectives.
-            mine = batches[rank::ranks] or batches[rank % max(len(batches), 1) :][:1]
-            batches = mine
+    def fit_training_statistics(self, batches: list[Any]) -> None:
+        """The DFC statistics (feature template, δ and score scales) of the training clouds."""
+        clouds = []
         for batch in batches:
             point_batch = self.as_point_batch(batch)
             self.check_normal(point_batch, "learns from normal samples only")
-            yield point_batch.points.to(self.device), point_batch.batch_index.to(self.device)
-
-    def calibrate(self) -> dict[str, float] | None:
-        """Recompute the DFC statistics from the training data the trainer knows of.
-
-        Returns:
-            The statistics, or None (with a warning) when no training data is reachable.
-        """
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            clouds = list(self._training_clouds())
-            if not clouds:
-                logger.warning(
-                    "IMRNet: no training data reachable to compute the feature template and score scales; "
-                    "scores use the last statistics (or none).",
-                )
-                return None
-            stats = self.model.calibrate(clouds)
-        finally:
-            self.model.train(was_training)
-        self._statistics_stale = False
+            clouds.append((point_batch.points.to(self.device), point_batch.batch_index.to(self.device)))
+        stats = self.model.calibrate(clouds)
         logger.info("IMRNet statistics: %s", stats)
-        return stats
 
-    def _last_training_epoch(self) -> bool:
-        trainer = self.trainer
-        if trainer.should_stop:
-            return True
-        max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs:
-            return True
-        max_steps = trainer.max_steps
-        return max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps
-
-    def on_train_epoch_end(self) -> None:
-        """Calibrate after the last epoch, before the checkpoint callback saves the model."""
-        if self._statistics_stale and self._last_training_epoch():
-            self.calibrate()
-
-    def on_train_end(self) -> None:
-        """Training stopped mid-epoch (``max_steps``, interruption): calibrate now."""
-        if self._statistics_stale:
-            self.calibrate()
-
-    def on_validation_start(self) -> None:
-        """Validation scores with statistics of the current weights. By default it runs once, after
-        the last epoch (:class:`~anomalib_3d.models.ValidateAfterLastEpoch`); a user who asks for
-        validation every few epochs pays one calibration per validation."""
-        if self._statistics_stale or not bool(self.model.calibrated):
-            self.calibrate()
-
-    def on_test_start(self) -> None:
-        if self._statistics_stale or not bool(self.model.calibrated):
-            self.calibrate()
-
-    def on_predict_start(self) -> None:
-        if self._statistics_stale or not bool(self.model.calibrated):
-            self.calibrate()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint carries its statistics: nothing is stale after loading one."""
-        super().on_load_checkpoint(checkpoint)
-        self._statistics_stale = False
+    def training_statistics_fitted(self) -> bool:
+        """Whether the DFC statistics were computed (or loaded)."""
+        return bool(self.model.calibrated)
 
 
 __all__ = ["SMALL_PRESET", "IMRNet"]

@@ -45,7 +45,7 @@ from anomalib_3d.data.zero_shot import (
     target_categories,
 )
 from anomalib_3d.errors import GroundTruthMismatchError
-from anomalib_3d.models import PointCloudModelMixin
+from anomalib_3d.models import PointCloudModelMixin, PointScores
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
 from anomalib_3d_plugins.pointad.feature_cache import FeatureCache
 from anomalib_3d_plugins.pointad.loss import HybridLoss
@@ -412,28 +412,6 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
                 self.log(f"train_{name}", losses[name], on_step=False, on_epoch=True, batch_size=size)
         return losses["loss"]
 
-    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Predictions on target data (anomalib collects thresholds / normalisation from them)."""
-        del args, kwargs
-        return self.predict_batch(batch)[0]
-
-    def test_step(self, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        """Predictions on target data."""
-        del batch_idx, args, kwargs
-        return self.predict_batch(batch)[0]
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:  # noqa: ANN401
-        """Predictions on target data."""
-        del batch_idx, dataloader_idx
-        return self.predict_batch(batch)[0]
-
-    def forward(self, batch: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """Full inference pipeline (pre-processor, model, post-processor) on a batch."""
-        del args, kwargs
-        batch = self.pre_processor(batch) if self.pre_processor else batch
-        batch = self.predict_batch(batch)[0]
-        return self.post_processor(batch) if self.post_processor else batch
-
     # ------------------------------------------------------------------------------------------
     # inference helpers
     def _class_names(self, points: PointCloudBatch) -> list[str] | None:
@@ -507,6 +485,16 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         Returns:
             ``(batch with anomaly_map / pred_score, the raw PointADPrediction on the rendered points)``.
         """
+        points, anomaly_map, prediction = self._score(batch, return_views=return_views)
+        return self.write_predictions(batch, points, anomaly_map, prediction.pred_score), prediction
+
+    def predict_points(self, batch: Any) -> PointScores:  # noqa: ANN401
+        """Per-point and object scores of a batch (every input point scored)."""
+        points, anomaly_map, prediction = self._score(batch)
+        return PointScores(points, anomaly_map, prediction.pred_score)
+
+    def _score(self, batch: Any, *, return_views: bool = False) -> tuple[PointCloudBatch, Tensor, PointADPrediction]:  # noqa: ANN401
+        """``(points, per-point scores of every input point, raw prediction on the rendered points)``."""
         points, foreground, removed = self._points_of(batch)
         cloud_points, cloud_batch = points.points, points.batch_index
         normals, colors, grid_index = points.normals, points.colors, points.grid_index
@@ -537,7 +525,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             full = lowest[points.batch_index].clone()
             full[foreground] = anomaly_map
             anomaly_map = full
-        return self.write_predictions(batch, points, anomaly_map, prediction.pred_score), prediction
+        return points, anomaly_map, prediction
 
     # ------------------------------------------------------------------------------------------
     # checkpoints: the frozen backbone is rebuilt from its name + weights, not stored

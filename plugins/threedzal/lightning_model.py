@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.dataclasses import PointCloudBatch
 from anomalib_3d.data.zero_shot import foreground_mask, read_organized_scans, source_dicts, task_irrelevant_dataset
-from anomalib_3d.models import PointCloudModelMixin
+from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
 
 from .torch_model import OrganizedCloud, ThreeDzALModel, ThreeDzALPrediction
 
@@ -65,7 +65,7 @@ SMALL_PRESET: dict[str, Any] = {
 }
 
 
-class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
+class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """3DzAL: zero-shot 3D anomaly localization from task-irrelevant data.
 
     Args:
@@ -229,7 +229,7 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         self.max_epochs = int(max_epochs)
         self.remove_background = remove_background
         self.seed = int(seed)
-        self._bank_stale = True
+        self._statistics_stale = True  # the memory bank (TrainingStatisticsMixin)
         #: paths of every sample read for fitting (normal training + task-irrelevant), for audits.
         self.fit_paths: list[str] = []
 
@@ -321,7 +321,7 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         points, clouds = self.organized_clouds(batch, keyed=True)
         if points.point_path is not None:
             self.fit_paths.extend(str(p) for p in points.point_path)
-        self._bank_stale = True
+        self.mark_statistics_stale()
         if not self.model.trainable:
             return None
         losses = self.model.training_losses(clouds)
@@ -333,17 +333,40 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
 
     @torch.no_grad()
     def build_memory_bank(self, dataloader: Any = None) -> int:  # noqa: ANN401
-        """Features of the whole training split (final weights) → coreset memory bank."""
-        if dataloader is None:
-            datamodule = self._datamodule()
-            if datamodule is None:
-                msg = "no datamodule to read the training split from; pass a dataloader."
-                raise RuntimeError(msg)
-            dataloader = datamodule.train_dataloader()
+        """Features of the training split (final weights) → coreset memory bank.
+
+        Args:
+            dataloader: batches to build from; default: this rank's share of the training split
+                (:meth:`~anomalib_3d.models.TrainingStatisticsMixin.training_batches`).
+
+        Returns:
+            number of training patch features (over all ranks).
+        """
+        batches = list(dataloader) if dataloader is not None else self.training_batches()
+        if not batches:
+            msg = "no training data to build the memory bank from: fit on a datamodule, or pass a dataloader."
+            raise RuntimeError(msg)
         was_training = self.model.training
         self.model.eval()
+        try:
+            count = self._fit_bank(batches)
+        finally:
+            self.model.train(was_training)
+        self._statistics_stale = False
+        return count
+
+    @torch.no_grad()
+    def fit_training_statistics(self, batches: list[Any]) -> None:
+        """The coreset memory bank of the training patch features (TrainingStatisticsMixin)."""
+        self._fit_bank(batches)
+
+    def training_statistics_fitted(self) -> bool:
+        """Whether the memory bank was fitted (or loaded)."""
+        return bool(self.model.memory_bank.is_fitted)
+
+    def _fit_bank(self, batches: list[Any]) -> int:
         clouds = []
-        for batch in dataloader:
+        for batch in batches:
             batch = batch.to(self.device) if hasattr(batch, "to") else batch
             points, organized = self.organized_clouds(batch, keyed=True)
             if points.point_path is not None:
@@ -353,29 +376,8 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
             # The coreset depends on the feature order: make the bank independent of the shuffling.
             clouds.sort(key=lambda c: c.key)
         count = self.model.fit_memory_bank(clouds)
-        self.model.train(was_training)
-        self._bank_stale = False
         logger.info("3DzAL memory bank: %d of %d training patch features kept.", self.model.memory_bank.bank.shape[0], count)
         return count
-
-    def _ensure_bank(self) -> None:
-        """(Re)build the bank when training changed the weights, or when none was fitted/loaded."""
-        if (self._bank_stale or not self.model.memory_bank.is_fitted) and self._datamodule() is not None:
-            self.build_memory_bank()
-
-    def on_validation_start(self) -> None:
-        self._ensure_bank()
-
-    def on_test_start(self) -> None:
-        self._ensure_bank()
-
-    def on_predict_start(self) -> None:
-        self._ensure_bank()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A loaded bank is current."""
-        super().on_load_checkpoint(checkpoint)
-        self._bank_stale = False
 
     def predict_batch(self, batch: Any) -> tuple[Any, ThreeDzALPrediction]:  # noqa: ANN401
         """Scores of a batch: ``(batch with anomaly_map / pred_score, raw prediction)``."""
@@ -383,24 +385,11 @@ class ThreeDzAL(PointCloudModelMixin, AnomalibModule):
         prediction = self.model.predict_clouds(clouds)
         return self.write_predictions(batch, points, prediction.anomaly_map, prediction.pred_score), prediction
 
-    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        del args, kwargs
-        return self.predict_batch(batch)[0]
-
-    def test_step(self, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
-        del batch_idx, args, kwargs
-        return self.predict_batch(batch)[0]
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:  # noqa: ANN401
-        del batch_idx, dataloader_idx
-        return self.predict_batch(batch)[0]
-
-    def forward(self, batch: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """Full inference pipeline (pre-processor, model, post-processor)."""
-        del args, kwargs
-        batch = self.pre_processor(batch) if self.pre_processor else batch
-        batch = self.predict_batch(batch)[0]
-        return self.post_processor(batch) if self.post_processor else batch
+    def predict_points(self, batch: Any) -> PointScores:  # noqa: ANN401
+        """Per-point and object scores of a batch (bank distance, normalcy classifier, learned feature)."""
+        points, clouds = self.organized_clouds(batch)
+        prediction = self.model.predict_clouds(clouds)
+        return PointScores(points, prediction.anomaly_map, prediction.pred_score)
 
 
 __all__ = ["SMALL_PRESET", "ThreeDzAL"]

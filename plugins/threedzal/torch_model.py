@@ -574,7 +574,8 @@ class ThreeDzALModel(nn.Module):
         from anomalib_3d.distributed import all_gather_cat
 
         if float(self.patch_scale) == 0:
-            radii = torch.cat([self._cell_rms(self.cell_patches(c)) for c in clouds])
+            # every rank must agree on the scale: the median over all ranks' clouds
+            radii = all_gather_cat(torch.cat([self._cell_rms(self.cell_patches(c)) for c in clouds]))
             self.patch_scale.fill_(float(radii.median().clamp_min(1e-8)))
         collected: list[list[torch.Tensor]] = [[], [], []]
         for cloud in clouds:
