@@ -4,6 +4,10 @@ This module is imported from a ``.pth`` file at every interpreter start, so it i
 standard library and does nothing but put a finder on ``sys.meta_path``. When ``anomalib.models``
 or ``anomalib.data`` finishes executing, the finder calls :func:`anomalib_3d.plugins.load_plugins`
 for that kind, which imports our entry points and makes anomalib's CLI and ``get_model`` see them.
+When ``anomalib.engine.engine`` finishes, it wraps the Engine's results-folder creation
+(:func:`anomalib_3d.runtime.workspace.guard_engine_workspace`: a named error for a read-only or
+full results folder, a lock so concurrent runs take distinct version folders) and routes predict
+paths that hold point clouds to our dataset (:func:`anomalib_3d.data.predict.install_predict_route`).
 
 Re-entrancy: if anomalib is first imported *by one of our own modules* (``import anomalib_3d.data``
 in a fresh interpreter), that module is still half-initialised when anomalib finishes; importing
@@ -20,7 +24,7 @@ import sys
 from types import ModuleType
 
 # anomalib module → plugin kind that must be registered once it has finished importing.
-_TRIGGERS = {"anomalib.models": "models", "anomalib.data": "datamodules"}
+_TRIGGERS = {"anomalib.models": "models", "anomalib.data": "datamodules", "anomalib.engine.engine": "engine"}
 _OWN_PACKAGES = ("anomalib_3d", "anomalib_3d_plugins")
 _deferred: list[str] = []
 
@@ -37,6 +41,15 @@ def _own_module_initializing(exclude: str | None = None) -> bool:
 
 def _load(kind: str) -> None:
     try:
+        if kind == "engine":
+            # The results-folder check and version-folder lock (anomalib_3d.runtime.workspace), and
+            # the point-cloud route of Engine.predict(data_path=...) (anomalib_3d.data.predict.router).
+            from anomalib_3d.data.predict.router import install_predict_route
+            from anomalib_3d.runtime.workspace import guard_engine_workspace
+
+            guard_engine_workspace()
+            install_predict_route()
+            return
         from anomalib_3d.plugins import load_plugins
 
         load_plugins(kind)

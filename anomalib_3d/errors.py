@@ -143,9 +143,16 @@ class DatasetValidationError(PointCloudError):
         problems: one :class:`PointCloudError` per problem found (each naming its file).
         dataset: what was checked (e.g. ``"Real3DAD 'duck' at /data/real3d"``), for the message.
         max_listed: how many problems the message lists (all are in ``problems``).
+        fix: what to do; default: fix the files, or list them again with ``check-data``.
     """
 
-    def __init__(self, problems: list[PointCloudError], dataset: str = "the dataset", max_listed: int = 50) -> None:
+    def __init__(
+        self,
+        problems: list[PointCloudError],
+        dataset: str = "the dataset",
+        max_listed: int = 50,
+        fix: str | None = None,
+    ) -> None:
         self.problems = list(problems)
         lines = [f"  - {type(p).__name__}: {p}" for p in self.problems[:max_listed]]
         if len(self.problems) > max_listed:
@@ -154,9 +161,15 @@ class DatasetValidationError(PointCloudError):
         super().__init__(
             summary,
             None,
-            "fix the files listed (each line says how), or run `python -m anomalib_3d check-data` "
+            fix
+            or "fix the files listed (each line says how), or run `python -m anomalib_3d check-data` "
             "to list them again; validate='off' skips this check (not recommended).",
         )
+
+
+class NoScanScoredError(DatasetValidationError):
+    """``predict`` could score none of the scans it was given; ``problems`` holds each file's error
+    (every other outcome, even with some bad files, is a success with the errors in ``predictions.csv``)."""
 
 
 # Multi-view scene data (``anomalib_3d.data.scenes``)
@@ -182,22 +195,74 @@ class UnknownSplitError(InvalidSceneError):
     """The split file is missing, malformed, or lacks the requested split / a listed scene."""
 
 
+# Faults during work: checkpoints, the results folder, cloud sizes (``anomalib_3d.runtime``)
+
+
+class CheckpointError(PointCloudError):
+    """A checkpoint (``--ckpt_path``) cannot be used (base of the checkpoint errors)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is not a readable checkpoint: truncated (interrupted copy or save), empty, or
+    not a torch file at all."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """The checkpoint belongs to another model (or is not a Lightning checkpoint)."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The checkpoint is this model's but from an incompatible version or configuration
+    (checkpoint format, parameter names or shapes differ)."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """``--ckpt_path`` names no file (or ``last`` finds no checkpoint to resume from)."""
+
+
+class OutputWriteError(PointCloudError, OSError):
+    """A results file could not be written (read-only folder, disk full); no partial file is left."""
+
+
+class ResultsFolderError(OutputWriteError):
+    """The results folder is not writable or lacks free space (checked before any work starts)."""
+
+
+class CloudTooLargeError(InvalidPointsError):
+    """A cloud has far more points than the model's memory budget allows."""
+
+
+class MissingDependencyError(PointCloudError, ImportError):
+    """An optional package that the requested data or feature needs is not installed (the fix
+    names the ``pip install`` command)."""
+
+
 __all__ = [
+    "CheckpointError",
+    "CloudTooLargeError",
+    "CorruptCheckpointError",
     "CorruptFileError",
     "DatasetRootNotFoundError",
     "DatasetValidationError",
     "DegeneratePointCloudError",
     "EmptyPointCloudError",
     "EmptySplitError",
+    "ForeignCheckpointError",
     "GroundTruthMismatchError",
+    "IncompatibleCheckpointError",
     "InvalidBoxError",
     "InvalidPointsError",
     "InvalidPoseError",
     "InvalidSceneError",
     "MisalignedFileError",
+    "MissingCheckpointError",
+    "MissingDependencyError",
     "MissingViewError",
     "MissingWeightsError",
+    "NoScanScoredError",
+    "OutputWriteError",
     "PointCloudError",
+    "ResultsFolderError",
     "UnknownCategoryError",
     "UnknownSplitError",
     "UnsupportedFormatError",

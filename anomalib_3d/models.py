@@ -77,9 +77,12 @@ class PointCloudModelMixin:
 
     @staticmethod
     def configure_pre_processor(image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """No image transform: resizing would break the point ↔ pixel correspondence."""
+        """No image transform (resizing would break the point ↔ pixel correspondence); records the
+        reading options of the fitted data for predict (:class:`~anomalib_3d.data.predict.PointCloudPreProcessor`)."""
+        from anomalib_3d.data.predict.preprocessing import PointCloudPreProcessor
+
         del image_size
-        return PreProcessor(transform=None)
+        return PointCloudPreProcessor()
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
@@ -94,13 +97,17 @@ class PointCloudModelMixin:
         return PointCloudVisualizer()
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """anomalib's component callbacks, :class:`ValidateAfterLastEpoch` and the repair of
-        anomalib 2.7's depth datamodules under pandas 3 (:class:`~anomalib_3d.data.adapters.DepthDataRepair`)."""
+        """anomalib's component callbacks, :class:`ValidateAfterLastEpoch`, the repair of anomalib
+        2.7's depth datamodules under pandas 3 (:class:`~anomalib_3d.data.adapters.DepthDataRepair`),
+        the fault handling (:class:`~anomalib_3d.runtime.callback.FaultGuard`) and, after the
+        post-processor, the predict outputs (:class:`~anomalib_3d.visualization.predictions.PredictionWriter`)."""
         from anomalib_3d.data.adapters import DepthDataRepair
+        from anomalib_3d.runtime.callback import FaultGuard
+        from anomalib_3d.visualization.predictions import PredictionWriter
 
         callbacks = super().configure_callbacks()  # type: ignore[misc]
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, ValidateAfterLastEpoch(), DepthDataRepair()]
+        return [*callbacks, ValidateAfterLastEpoch(), DepthDataRepair(), FaultGuard(), PredictionWriter()]
 
     def check_normal(self, point_batch: PointCloudBatch, why: str) -> None:
         """Refuse anomalous clouds in a training batch, naming them (one-class models).

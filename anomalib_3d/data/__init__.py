@@ -19,6 +19,7 @@ _CORE = {
     "PointCloudBatch": "anomalib_3d.data.dataclasses",
     "PointCloudDataModule": "anomalib_3d.data.datamodules.base",
     "DataSource": "anomalib_3d.data.datamodules.zero_shot",
+    "PointCloudPredictDataset": "anomalib_3d.data.predict",
     "PointCloudError": "anomalib_3d.data.errors",
     "MissingWeightsError": "anomalib_3d.data.errors",
 }

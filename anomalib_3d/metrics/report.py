@@ -41,6 +41,8 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from anomalib_3d.runtime.files import atomic_write, write_atomic
+
 logger = logging.getLogger(__name__)
 
 #: metric name -> table column.
@@ -252,14 +254,14 @@ class MetricsReport(Callback):
             return written
         columns = list(results["mean"])
         csv_path = output_dir / f"{self.file_stem}.csv"
-        with csv_path.open("w", newline="") as handle:
+        with atomic_write(csv_path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["category", *columns])
             for category, row in results.items():
                 writer.writerow([category, *(f"{row[c]:.6f}" for c in columns)])
         written["csv"] = csv_path
         md_path = output_dir / f"{self.file_stem}.md"
-        md_path.write_text(self.markdown(results))
+        write_atomic(md_path, self.markdown(results))
         written["markdown"] = md_path
         if self.curves:
             written.update(self._write_curves(output_dir))
@@ -308,7 +310,8 @@ class MetricsReport(Callback):
         if drew_roc:
             path = output_dir / "roc_curves.png"
             fig.tight_layout()
-            fig.savefig(path)
+            with atomic_write(path) as handle:
+                fig.savefig(handle, format="png")
             written["roc_curves"] = path
 
         fig = Figure(figsize=(5.4, 4.6), dpi=110)
@@ -329,7 +332,8 @@ class MetricsReport(Callback):
             axis.legend(fontsize=7, loc="lower right")
             path = output_dir / "pro_curves.png"
             fig.tight_layout()
-            fig.savefig(path)
+            with atomic_write(path) as handle:
+                fig.savefig(handle, format="png")
             written["pro_curves"] = path
         return written
 

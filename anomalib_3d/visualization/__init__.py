@@ -4,10 +4,12 @@
   3D heatmaps next to the ground truth (plus 2D heatmaps for organized data) per test sample;
 * :class:`SceneVisualizer` / :func:`draw_scene` — multi-view scenes: 3D boxes projected into every
   view, coloured by object score, next to the ground truth;
+* :class:`PredictionWriter` — ``predictions.csv`` and one scored ``.ply`` per scan of a predict run;
 * :mod:`~anomalib_3d.visualization.colormap` — score → RGB with a fixed range, GT colours.
 """
 
 from anomalib_3d.visualization.colormap import gt_to_rgb, normalize_scores, overlay_heatmap, score_to_rgb
+from anomalib_3d.visualization.predictions import PredictionWriter
 from anomalib_3d.visualization.scenes import SceneVisualizer, draw_scene
 from anomalib_3d.visualization.visualizer import (
     DEFAULT_VIEWS_ORGANIZED,
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_VIEWS_ORGANIZED",
     "DEFAULT_VIEWS_UNORGANIZED",
     "PointCloudVisualizer",
+    "PredictionWriter",
     "SceneVisualizer",
     "draw_scene",
     "gt_to_rgb",

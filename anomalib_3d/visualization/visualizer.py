@@ -37,6 +37,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from anomalib_3d.runtime.files import atomic_write
 from anomalib_3d.visualization.colormap import gt_to_rgb, overlay_heatmap, score_to_rgb
 
 logger = logging.getLogger(__name__)
@@ -579,7 +580,8 @@ class PointCloudVisualizer(Visualizer):
             relative = relative_output_path(sample["source"], category, f"batch{batch_idx:04d}_{i:02d}")
             png = output_dir / relative.with_suffix(".png")
             png.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(self.figure(sample, self._title(sample, png.stem))).save(png)
+            with atomic_write(png) as handle:  # a stopped or failed run leaves no truncated picture
+                Image.fromarray(self.figure(sample, self._title(sample, png.stem))).save(handle, format="PNG")
             written.append(png)
             if self.export_ply and sample["points"] is not None and sample["scores"] is not None:
                 self._write_ply(png.with_suffix(".ply"), sample["points"], sample["scores"])

@@ -60,6 +60,8 @@ def check_data_tour(outputs: list[dict], root: Path) -> None:
     text = _text(outputs)
     assert "clouds: 4" in text and "padded on demand" in text
     assert "BTF (FPFH)" in text and "Reg3DAD" in text, text[-2000:]
+    assert "part_018.ply:" in text and "anomaly_score" in text  # predict: the scored cloud, read by Open3D
+    assert any("CorruptFileError" in o.get("data", {}).get("text/html", "") for o in outputs)  # and its table
     assert _pictures(outputs) == 2
     assert any(root.glob("real3d_*")), "the dataset was not written under ANOMALIB3D_NOTEBOOK_ROOT"
 

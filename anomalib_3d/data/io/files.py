@@ -1,5 +1,5 @@
 """File-level helpers shared by every reader and writer: the existence check that names the
-problem, bounded header reads, and atomic writes."""
+problem and bounded header reads (atomic writes: ``anomalib_3d.runtime.files``)."""
 
 from __future__ import annotations
 
@@ -78,15 +78,6 @@ def read_head(path: Path, marker: bytes | None) -> bytes:
                 break
             head += more
     return head
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a sibling temporary file, then rename it over ``path``: a reader never
-    sees a half-written file, even when the writer is interrupted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def format_rows(table: np.ndarray, row_format: str) -> str:

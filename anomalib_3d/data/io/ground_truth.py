@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from anomalib_3d.data.io.cloud import MAX_ABS_COORDINATE, as_array, as_points, validate_points
-from anomalib_3d.data.io.files import format_rows, require_file, write_atomic
+from anomalib_3d.data.io.files import format_rows, require_file
+from anomalib_3d.runtime.files import write_atomic
 from anomalib_3d.data.io.text_body import TEXT_COMMENTS, line_of_data_row, load_text_body, peek_text_layout
 from anomalib_3d.errors import CorruptFileError, DegeneratePointCloudError, EmptyPointCloudError, GroundTruthMismatchError
 

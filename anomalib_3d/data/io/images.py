@@ -11,6 +11,7 @@ import numpy as np
 from anomalib_3d.data.io.cloud import as_array
 from anomalib_3d.data.io.files import require_file
 from anomalib_3d.errors import CorruptFileError, InvalidPointsError, UnsupportedFormatError
+from anomalib_3d.runtime.files import atomic_write
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -83,8 +84,8 @@ def write_mask_png(path: str | Path, mask: Any) -> None:
     mask = as_array(mask)
     if mask.ndim != 2:
         raise InvalidPointsError(f"mask must have shape (H, W), got {mask.shape}.", path, "pass a 2D mask.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(mask != 0, 255, 0).astype(np.uint8), mode="L").save(path, format="PNG")
+    with atomic_write(path) as handle:
+        Image.fromarray(np.where(mask != 0, 255, 0).astype(np.uint8), mode="L").save(handle, format="PNG")
 
 
 def write_rgb_png(path: str | Path, rgb: Any) -> None:
@@ -97,6 +98,6 @@ def write_rgb_png(path: str | Path, rgb: Any) -> None:
         raise InvalidPointsError(f"rgb must have shape (H, W, 3), got {rgb.shape}.", path, "pass an RGB image.")
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.round(rgb.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb, mode="RGB").save(path, format="PNG")
+    with atomic_write(path) as handle:
+        Image.fromarray(rgb, mode="RGB").save(handle, format="PNG")
 

@@ -11,6 +11,7 @@ import numpy as np
 from anomalib_3d.data.io.cloud import MAX_ABS_COORDINATE, as_array
 from anomalib_3d.data.io.files import require_file
 from anomalib_3d.errors import CorruptFileError, DegeneratePointCloudError, InvalidPointsError, UnsupportedFormatError
+from anomalib_3d.runtime.files import atomic_write
 
 TIFF_EXTENSIONS = (".tiff", ".tif")
 
@@ -123,7 +124,7 @@ def write_organized_xyz(path: str | Path, xyz: Any) -> None:
         raise InvalidPointsError(
             "organized xyz has NaN/inf values.", path, "write zeros for pixels without a point (MVTec convention)."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, np.ascontiguousarray(xyz, dtype=np.float32), photometric="rgb")
+    with atomic_write(path) as handle:
+        tifffile.imwrite(handle, np.ascontiguousarray(xyz, dtype=np.float32), photometric="rgb")
 
 

@@ -29,7 +29,8 @@ from anomalib_3d.data.io.cloud import (
     as_points,
     finalize_cloud,
 )
-from anomalib_3d.data.io.files import FIX_TRUNCATED, format_rows, read_head, write_atomic
+from anomalib_3d.data.io.files import FIX_TRUNCATED, format_rows, read_head
+from anomalib_3d.runtime.files import write_atomic
 from anomalib_3d.data.io.lzf import LZF_MAX_EXPANSION, lzf_decompress
 from anomalib_3d.data.io.text_body import load_text_body, require_final_newline
 from anomalib_3d.errors import CorruptFileError, UnsupportedFormatError

@@ -23,7 +23,8 @@ from anomalib_3d.data.io.cloud import (
     as_points,
     finalize_cloud,
 )
-from anomalib_3d.data.io.files import FIX_TRUNCATED, format_rows, read_head, write_atomic
+from anomalib_3d.data.io.files import FIX_TRUNCATED, format_rows, read_head
+from anomalib_3d.runtime.files import write_atomic
 from anomalib_3d.data.io.text_body import load_text_body, require_final_newline
 from anomalib_3d.errors import CorruptFileError, InvalidPointsError, UnsupportedFormatError
 
@@ -234,6 +235,7 @@ def write_ply(
     scalars: dict[str, Any] | None = None,
     binary: bool = False,
     normals: Any | None = None,
+    scalar_prefix: str = "scalar_",
 ) -> None:
     """Write a vertex-only PLY that CloudCompare and MeshLab open.
 
@@ -248,6 +250,8 @@ def write_ply(
             ``scalar_score`` property.
         binary: ``binary_little_endian`` instead of ASCII.
         normals: optional ``(N, 3)`` normals (``nx ny nz``).
+        scalar_prefix: prefix of the scalar property names; ``""`` writes ``{"anomaly_score": s}``
+            as the property ``anomaly_score`` (Open3D's tensor reader then names the attribute so).
     """
     path = Path(path)
     pts = as_points(points, path)
@@ -265,9 +269,11 @@ def write_ply(
         values = as_array(values, dtype=np.float32).reshape(-1)
         if values.shape[0] != n:
             raise InvalidPointsError(f"scalar {name!r} has {values.shape[0]} values for {n} points.", path, "pass one value per point.")
-        prop = name if name.startswith("scalar_") else f"scalar_{name}"
+        prop = name if name.startswith(scalar_prefix) else f"{scalar_prefix}{name}"
         if not _PLY_SCALAR_NAME.match(prop):
             raise ValueError(f"scalar name {name!r} must be an identifier (letters, digits, underscore)")
+        if prop in {field_name for field_name, _, _ in fields}:
+            raise ValueError(f"scalar name {prop!r} is already a property of the vertex (coordinates, normals, colours)")
         fields.append((prop, "f4", values))
     ply_type = {"f4": "float", "u1": "uchar"}
     header = (
