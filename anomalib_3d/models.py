@@ -18,6 +18,7 @@ from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
+from anomalib_3d._lazy import lazy_exports
 from anomalib_3d.data.adapters import (
     depth_batch_to_point_batch,
     points_to_pixel_map,
@@ -74,6 +75,13 @@ class PointCloudModelMixin:
     * pre-processor without image transforms (points are never resized; RGB stays aligned);
     * the papers' metrics (object I-AUROC / AP, point P-AUROC, AUPRO) and the 3D visualizer.
     """
+
+    @property
+    def learning_type(self) -> LearningType:
+        """``ONE_CLASS``, so that anomalib's Engine runs ``fit``: the one-class models learn from normal
+        training samples; the zero-shot ones (PointAD, 3DzAL) never see the target but learn from
+        their own fitting data, and the Engine skips ``fit`` for ``ZERO_SHOT`` models."""
+        return LearningType.ONE_CLASS
 
     @staticmethod
     def configure_pre_processor(image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -248,11 +256,6 @@ class FeatureBankModule:
         self.ddp_anchor = torch.nn.Parameter(torch.zeros(()))
 
     @property
-    def learning_type(self) -> LearningType:
-        """Fitted on normal samples only."""
-        return LearningType.ONE_CLASS
-
-    @property
     def trainer_arguments(self) -> dict[str, Any]:
         """One pass over the training data, no gradients to clip, no sanity validation."""
         return {"gradient_clip_val": 0, "max_epochs": 1, "num_sanity_val_steps": 0}
@@ -419,14 +422,8 @@ class TrainingStatisticsMixin:
 _ENTRY_POINT_GROUP = "anomalib_3d.models"
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401
-    """``from anomalib_3d.models import IMRNet``: every registered model plugin, imported on access."""
-    from anomalib_3d._lazy import entry_point_names, load_entry_point
-
-    if name in entry_point_names(_ENTRY_POINT_GROUP):
-        return load_entry_point(_ENTRY_POINT_GROUP, name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# ``from anomalib_3d.models import IMRNet``: every registered model plugin, imported on access.
+__getattr__, __dir__ = lazy_exports(__name__, {}, _ENTRY_POINT_GROUP)
 
 
 __all__ = ["FeatureBankModule", "PointCloudModelMixin", "PointScores", "TrainingStatisticsMixin", "ValidateAfterLastEpoch"]

@@ -116,9 +116,9 @@ def cell_records(model, datamodule) -> dict[str, list]:  # noqa: ANN001
             height, width = cloud.source_shape
             labels = torch.zeros(height * width, dtype=torch.bool)
             labels[cloud.grid_index.cpu()] = points.gt_mask[ptr[b] : ptr[b + 1]].cpu().bool()
-            labels = resize_nearest(labels.view(height, width), (net.grid_size, net.grid_size))
+            labels = resize_nearest(labels.view(height, width), (net.settings.grid_size, net.settings.grid_size))
             scores = net.cell_scores(cloud)
-            out["label"] += cell_sums(labels.long(), net.patch_size)[scores.cells.cpu()].tolist()
+            out["label"] += cell_sums(labels.long(), net.settings.patch_size)[scores.cells.cpu()].tolist()
             out["distance"] += scores.distance.cpu().tolist()
             out["count"] += scores.counts.cpu().tolist()
             if scores.probability is not None:
@@ -165,8 +165,8 @@ def pseudo_auroc(model, datamodule, num_clouds: int = 8) -> dict[str, float]:  #
     net.eval()
     pos, neg, _ = net.training_patches([(cloud, net.cell_patches(cloud)) for cloud in clouds[:num_clouds]])
     inputs = torch.cat([pos, neg])
-    if net.perturbation:
-        inputs = perturb_patches(net.classifier, inputs, net.epsilon, net.perturbation_direction)
+    if net.settings.perturbation:
+        inputs = perturb_patches(net.classifier, inputs, net.settings.epsilon, net.settings.perturbation_direction)
     probability = torch.softmax(net.classifier(inputs), dim=-1)[:, 1]
     net.train(was_training)
     labels = [0] * pos.shape[0] + [1] * neg.shape[0]

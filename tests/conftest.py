@@ -8,25 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from doubles.clouds import sphere, write_ascii_pcd
+from doubles.mvtec3d import noisy_plane_scan, write_mvtec3d_sample
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-def write_ascii_pcd(path: Path, points: np.ndarray) -> None:
-    """Write an ASCII PCD the way third-party tools do (independent of our io writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = (
-        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\n"
-        f"COUNT 1 1 1\nWIDTH {len(points)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(points)}\nDATA ascii\n"
-    )
-    body = "\n".join(f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in points)
-    path.write_text(header + body + "\n")
-
-
-def sphere(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    v = rng.normal(size=(n, 3))
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture
@@ -51,29 +36,19 @@ def real3d_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def mvtec3d_root(tmp_path: Path) -> Path:
     """An MVTec 3D-AD-layout folder: organized xyz tiffs (zeros = no point), rgb and gt PNGs."""
-    import tifffile
-    from PIL import Image
-
     root = tmp_path / "mvtec3d"
     rng = np.random.default_rng(0)
-    h = w = 32
 
     def write(split: str, defect: str, idx: int, with_gt: bool) -> None:
-        base = root / "bagel" / split / defect
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        xyz = np.stack([xx / w, yy / h, 0.5 + 0.01 * rng.random((h, w))], axis=-1).astype(np.float32)
+        xyz, rgb = noisy_plane_scan(32, 32, rng)
         xyz[:4] = 0.0  # rows without points
-        (base / "xyz").mkdir(parents=True, exist_ok=True)
-        (base / "rgb").mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(base / "xyz" / f"{idx:03d}.tiff", xyz)
-        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(base / "rgb" / f"{idx:03d}.png")
+        mask = None
         if with_gt:
-            mask = np.zeros((h, w), np.uint8)
+            mask = np.zeros((32, 32), bool)
             if defect != "good":
-                mask[10:16, 12:20] = 255
-                mask[2, 2] = 255  # an anomalous pixel without a point: kept in pixel_gt_mask only
-            (base / "gt").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask).save(base / "gt" / f"{idx:03d}.png")
+                mask[10:16, 12:20] = True
+                mask[2, 2] = True  # an anomalous pixel without a point: kept in pixel_gt_mask only
+        write_mvtec3d_sample(root / "bagel" / split / defect, idx, xyz, rgb, mask)
 
     for i in range(3):
         write("train", "good", i, False)

@@ -38,6 +38,7 @@ from anomalib_3d.render.splat import (
     render_points,
 )
 from anomalib_3d.render.zbuffer import default_depth_tolerance, disc_offsets, footprint_offsets
+from anomalib_3d.render import volume as _volume
 from anomalib_3d.render.volume import (
     VolumeRender,
     VoxelGrid,
@@ -75,11 +76,5 @@ __all__ = [
     "rotation_rig",
     "upsample_maps",
     "view_rotations",
-    "VolumeRender",
-    "VoxelGrid",
-    "backproject_features",
-    "camera_rays",
-    "crop_boxes",
-    "project_points",
-    "render_volume",
+    *_volume.__all__,
 ]

@@ -32,7 +32,6 @@ from anomalib_3d.errors import (
 )
 from anomalib_3d.render.cameras import CameraRig, fit_unit_sphere, pointad_rig
 from anomalib_3d.render.zbuffer import (
-    Raster,
     default_depth_tolerance,
     footprint_offsets,
     rasterize_normalised,
@@ -189,42 +188,6 @@ def _resolve_rig(rig: CameraRig | None, image_size: int | Sequence[int] | None, 
     return rig
 
 
-def _prepare(
-    points: Tensor,
-    batch: Tensor | None,
-    rig: CameraRig | None,
-    image_size: int | Sequence[int] | None,
-    point_radius_px: float | Sequence[float] | Tensor,
-    depth_tolerance: float | None,
-    normalize: bool,
-    num_clouds: int | None,
-    point_shape: str = "disc",
-    visibility: str = "tolerance",
-) -> tuple[Tensor, int, CameraRig, Tensor, Tensor, Raster, float | list[float]]:
-    batch, num_clouds = _check_points(points, batch, num_clouds)
-    rig = _resolve_rig(rig, image_size, points.device)
-    radius = _radius_list(point_radius_px, num_clouds, point_shape)
-    if depth_tolerance is None:
-        if isinstance(radius, list):
-            depth_tolerance = [default_depth_tolerance(rig, r) for r in radius]
-        else:
-            depth_tolerance = default_depth_tolerance(rig, radius)
-    for value in depth_tolerance if isinstance(depth_tolerance, list) else [depth_tolerance]:
-        if not math.isfinite(value) or value < 0:
-            msg = f"depth_tolerance must be a finite number >= 0 (or None), got {depth_tolerance!r}."
-            raise ValueError(msg)
-    point_radius_px = radius
-    if normalize:
-        points_norm, center, scale = fit_unit_sphere(points, batch, num_clouds)
-    else:
-        points_norm = points
-        center = points.new_zeros(num_clouds, 3)
-        scale = points.new_ones(num_clouds)
-    raster = rasterize_normalised(points_norm, batch, num_clouds, rig, point_radius_px, depth_tolerance,
-                                  point_shape=point_shape, visibility=visibility, scale=scale)
-    return batch, num_clouds, rig, center, scale, raster, depth_tolerance
-
-
 def _radius_list(
     point_radius_px: float | Sequence[float] | Tensor, num_clouds: int, point_shape: str = "disc"
 ) -> float | list[float]:
@@ -272,11 +235,31 @@ def _rasterize(
     point_shape: str,
     visibility: str,
 ) -> tuple[RenderOutput, Tensor | None]:
-    """The render output without images, and the window-size owner map of a ``window_size`` rig."""
-    batch, num_clouds, rig, center, scale, raster, depth_tolerance = _prepare(
-        points, batch, rig, image_size, point_radius_px, depth_tolerance, normalize, num_clouds, point_shape,
-        visibility,
-    )
+    """The render output without images, and the window-size owner map of a ``window_size`` rig.
+
+    Checks the inputs, resolves the rig, the per-cloud radii and depth tolerances, normalises the
+    clouds into the unit sphere (``normalize``) and z-buffers them (:func:`rasterize_normalised`).
+    """
+    batch, num_clouds = _check_points(points, batch, num_clouds)
+    rig = _resolve_rig(rig, image_size, points.device)
+    radius = _radius_list(point_radius_px, num_clouds, point_shape)
+    if depth_tolerance is None:
+        if isinstance(radius, list):
+            depth_tolerance = [default_depth_tolerance(rig, r) for r in radius]
+        else:
+            depth_tolerance = default_depth_tolerance(rig, radius)
+    for value in depth_tolerance if isinstance(depth_tolerance, list) else [depth_tolerance]:
+        if not math.isfinite(value) or value < 0:
+            msg = f"depth_tolerance must be a finite number >= 0 (or None), got {depth_tolerance!r}."
+            raise ValueError(msg)
+    if normalize:
+        points_norm, center, scale = fit_unit_sphere(points, batch, num_clouds)
+    else:
+        points_norm = points
+        center = points.new_zeros(num_clouds, 3)
+        scale = points.new_ones(num_clouds)
+    raster = rasterize_normalised(points_norm, batch, num_clouds, rig, radius, depth_tolerance,
+                                  point_shape=point_shape, visibility=visibility, scale=scale)
     output = RenderOutput(
         images=None,
         depth=raster.depth,
@@ -290,7 +273,7 @@ def _rasterize(
         center=center,
         scale=scale,
         rig=rig,
-        point_radius_px=_radius_list(point_radius_px, num_clouds, point_shape),
+        point_radius_px=radius,
         depth_tolerance=depth_tolerance,
         point_shape=point_shape,
         visibility=visibility,

@@ -14,47 +14,26 @@ hybrid point/pixel prompt learning (Zhou et al., NeurIPS 2024). See ``README.md`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anomalib_3d._lazy import exported_names, lazy_exports
 
 # Lazy: importing a sub-module (e.g. the torch model) must not import anomalib.models, whose import
 # hook loads this plugin; a half-initialised package would then fail to provide ``PointAD``.
-_WHERE = {
-    "BUILTIN_CONFIGS": "clip_backbone",
-    "FrozenCLIP": "clip_backbone",
-    "load_open_clip": "clip_backbone",
-    "load_official_prompts": "checkpoint",
-    "PointAD": "lightning_model",
-    "HybridLoss": "loss",
-    "HybridLossInputs": "loss",
-    "PromptLearner": "prompts",
-    "FeatureCache": "feature_cache",
-    "OFFICIAL_STYLES": "official",
-    "PointADModel": "torch_model",
-    "PointADPrediction": "scoring",
-    "RenderSettings": "render_settings",
+_EXPORTS = {
+    ".clip_backbone": ("BUILTIN_CONFIGS", "FrozenCLIP", "load_open_clip"),
+    ".checkpoint": ("load_official_prompts",),
+    ".lightning_model": ("PointAD",),
+    ".loss": ("HybridLoss", "HybridLossInputs"),
+    ".prompts": ("PromptLearner",),
+    ".feature_cache": ("FeatureCache",),
+    ".official": ("OFFICIAL_STYLES",),
+    ".torch_model": ("PointADModel",),
+    ".scoring": ("PointADPrediction",),
+    ".render_settings": ("RenderSettings",),
+    ".settings": ("PointADSettings",),
 }
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-__all__ = [
-    "BUILTIN_CONFIGS",
-    "FeatureCache",
-    "FrozenCLIP",
-    "HybridLoss",
-    "HybridLossInputs",
-    "OFFICIAL_STYLES",
-    "PointAD",
-    "PointADModel",
-    "PointADPrediction",
-    "PromptLearner",
-    "RenderSettings",
-    "load_official_prompts",
-    "load_open_clip",
-]
+__all__ = exported_names(_EXPORTS)

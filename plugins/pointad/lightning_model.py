@@ -26,13 +26,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from anomalib import LearningType
-from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from anomalib_3d.data.dataclasses import PointCloudBatch
@@ -46,29 +43,11 @@ from anomalib_3d.data.zero_shot import (
 )
 from anomalib_3d.errors import GroundTruthMismatchError
 from anomalib_3d.models import PointCloudModelMixin, PointScores
-from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
-from anomalib_3d_plugins.pointad.feature_cache import FeatureCache
+from anomalib_3d.settings import settings_from
 from anomalib_3d_plugins.pointad.loss import HybridLoss
-from anomalib_3d_plugins.pointad.prompts import PromptLearner
-from anomalib_3d_plugins.pointad.render_settings import RenderSettings
 from anomalib_3d_plugins.pointad.scoring import PointADPrediction, segment_max
+from anomalib_3d_plugins.pointad.settings import PointADSettings
 from anomalib_3d_plugins.pointad.torch_model import PointADModel
-
-
-def _as_views(views: list[Any] | None) -> tuple | None:
-    """Rotation specs from YAML / CLI lists (``[x, -45]`` pairs become ``("x", -45.0)``) as a tuple."""
-    if views is None:
-        return None
-
-    def convert(spec: Any) -> Any:  # noqa: ANN401
-        if isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[0], str):
-            return (spec[0], float(spec[1]))
-        if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, (list, tuple)) and len(s) == 2
-                                                            and isinstance(s[0], str) for s in spec):
-            return tuple(convert(s) for s in spec)
-        return spec
-
-    return tuple(convert(v) for v in views)
 
 
 def _clean_depth_maps(depth: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,64 +87,19 @@ def _on_one_device(points: PointCloudBatch) -> PointCloudBatch:
 class PointAD(PointCloudModelMixin, AnomalibModule):
     """PointAD with anomalib's components (3D metrics and visualizer from ``anomalib_3d``).
 
+    Every switch of the model (backbone, prompts, views and drawing, loss, smoothing, RGB fusion,
+    feature cache) is a field of :class:`~anomalib_3d_plugins.pointad.settings.PointADSettings`
+    (documented there, same name and default here: ``--model.num_views 3``). The arguments of the
+    fit and of reading the data:
+
     Args:
-        backbone: open_clip model name (default ``ViT-L-14-336``), a tiny test config name
-            (``pointad-tiny-vit``) or an open_clip model config dict.
-        pretrained: weights tag (``openai``), local checkpoint path, or ``None`` (random, tests only;
-            the backbone is then saved in checkpoints since it cannot be rebuilt).
-        feature_layers: vision blocks whose patch tokens are used (default the quarters: 6/12/18/24;
-            the authors' MVTec 3D-AD / Eyecandies runs use ``[24]``).
-        vv_attention: AnomalyCLIP's value-value attention on a parallel stream (no weight change).
-        vv_start_layer: first V-V block (default block 6 of 24, a quarter of other depths;
-            independent of ``feature_layers``).
-        precision: backbone compute, ``auto`` = fp16 autocast on CUDA.
-        prompt_length: learnable words per template (12).
-        object_agnostic: ``True`` PointAD ("[V..][object]"), ``False`` PointAD-CoOp (class names).
         class_name: class name for object-aware prompts when batches carry no category.
-        deep_prompts: learnable tokens inside the text encoder's blocks.
-        deep_prompt_length: tokens per block (4).
-        deep_prompt_depth: text blocks with deep prompts (default three quarters: 9 of 12).
-        rig: view preset (``pointad_mvtec``: X -45..45 + Y -30..30, the authors' MVTec rig;
-            ``pointad_real3d``: the paper's 9 X-angles); ``None`` = ``pointad_mvtec`` for organized
-            clouds, ``pointad_real3d`` for unorganized ones.
-        views: explicit rotations, each ``[axis, degrees]``, a list of those (composed) or a 3x3 matrix.
-        num_views: the paper's Table 7 view set (1, 3, 5, 7, 9, 11) about ``view_axis`` (overrides ``rig``).
-        view_angles: explicit rotation angles in radians about ``view_axis`` (overrides ``num_views``).
-        view_axis: axis of ``view_angles`` / ``num_views``; alone: the 9 Table 7 angles about it.
-        object_frame: ``auto`` (flip organized sensor-frame scans by pi about X, as the authors),
-            ``flip`` (every cloud) or ``none``.
-        projection: ``orthographic`` or ``pinhole``.
-        render_size: render size (default the backbone's input size, 336).
-        point_radius_px: splat radius for every cloud (default per cloud: organized grid pitch or
-            nearest-neighbour spacing).
-        use_colors: render point colours (off: geometry only; RGB goes through its own branch).
-        render_style: ``ours`` (bounding-sphere framing, discs sized from the cloud's sampling,
-            Lambert shading: fast, for prompts trained here) or ``official`` (the authors' Open3D
-            pictures: per-view framing, square points of the dataset's size in a 1024 / 1036 px
-            window resized to 336, Open3D's lighting, nearest-point visibility; see
-            ``anomalib_3d_plugins.pointad.official``); ``None`` = ``official`` with a
-            ``prompt_checkpoint`` (the released prompts were fitted on those pictures), else ``ours``.
-        point_size_px: official style: one square point size (window pixels) for every cloud
-            instead of the preset's per-category size.
-        rgb_fusion: ``paper`` or ``official`` (the authors' ``test.py``: whole-image maps,
-            ``max fused + (P_rgb + mean_v P) / 2``, background blacked out, antialiased resize);
-            ``None`` = ``official`` with the official style, else ``paper``.
         keep_largest_cluster: organized scans keep only their largest DBSCAN cluster after the
             support plane is removed (eps 6 mm, 30 points, at the native resolution), as the authors
             clean MVTec 3D-AD; applies to anomalib ``MVTec3D`` batches and the auxiliary set.
             ``None`` = on with the official style.
-        loss_global_3d, loss_local_3d, loss_global_2d, loss_local_2d: hybrid-loss terms (Table 6).
-        temperature: ``tau`` of the cosine similarities.
         learning_rate: Adam learning rate (1e-3).
         max_epochs: epochs on the auxiliary set (15); forwarded to the trainer.
-        smoothing_sigma: Gaussian width: grid pixels for organized clouds (the authors'
-            ``gaussian_filter(sigma=4)``), median point spacings otherwise (0 = off).
-        smoothing_k: ``None``: radius Gaussian (``smoothing_truncate`` sigmas) on unorganized clouds;
-            an int: the ``k`` nearest neighbours instead.
-        smoothing_truncate: support of the radius Gaussian in sigmas (>= 3).
-        smoothing_on_grid: smooth organized clouds on their grid (off: on the points).
-        prompt_checkpoint: the authors' released prompt file (``epoch_15.pth``,
-            ``{"prompt_learner": {...}}``) loaded into the prompts at construction.
         use_rgb: fuse the RGB image of organized clouds (multimodal, plug-and-play).
         organized_grid_size: organized inputs from anomalib's ``MVTec3D`` are resized (nearest) to
             this grid first, as the paper resizes clouds to 336 x 336 (``None`` keeps them).
@@ -178,10 +112,12 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         auxiliary_batch_size: batch size of the auxiliary loader (4).
         auxiliary_num_workers: workers of the auxiliary loader.
         auxiliary_grid_size: organized auxiliary sources are resized to this grid (336).
-        feature_cache_gb: memory budget of the frozen-feature cache (0 disables it).
         seed: seed of the auxiliary loader's shuffling.
-        pre_processor, post_processor, evaluator, visualizer: anomalib components.
+        **kwargs: anomalib's components (``pre_processor``, ``post_processor``, ``evaluator``,
+            ``visualizer``), passed to ``AnomalibModule``.
     """
+
+    settings_class = PointADSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -232,73 +168,13 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         auxiliary_grid_size: int | None = 336,
         feature_cache_gb: float = 8.0,
         seed: int = 0,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
-        evaluator: Evaluator | bool = True,
-        visualizer: Visualizer | bool = True,
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
         # Plain dicts before save_hyperparameters reads the locals: checkpoints stay weights_only-safe.
         auxiliary = source_dicts(auxiliary)
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        clip = FrozenCLIP(
-            model=backbone,
-            pretrained=pretrained,
-            feature_layers=feature_layers,
-            vv_attention=vv_attention,
-            vv_start_layer=vv_start_layer,
-            precision=precision,
-        )
-        prompts = PromptLearner(
-            clip,
-            prompt_length=prompt_length,
-            object_agnostic=object_agnostic,
-            deep_prompts=deep_prompts,
-            deep_prompt_length=deep_prompt_length,
-            deep_prompt_depth=deep_prompt_depth,
-        )
-        if prompt_checkpoint is not None:
-            from anomalib_3d_plugins.pointad.checkpoint import load_official_prompts
-
-            load_official_prompts(prompts, prompt_checkpoint)
-        render = RenderSettings(
-            preset=rig,
-            views=_as_views(views),
-            num_views=num_views,
-            view_angles=tuple(view_angles) if view_angles is not None else None,
-            view_axis=view_axis,
-            object_frame=object_frame,
-            projection=projection,
-            image_size=render_size,
-            point_radius_px=point_radius_px,
-            use_colors=use_colors,
-            style=render_style or ("official" if prompt_checkpoint is not None else "ours"),
-            point_size_px=point_size_px,
-        )
-        loss = HybridLoss(
-            global_3d=loss_global_3d,
-            local_3d=loss_local_3d,
-            global_2d=loss_global_2d,
-            local_2d=loss_local_2d,
-        )
-        cache = FeatureCache(max_bytes=int(feature_cache_gb * 2**30)) if feature_cache_gb > 0 else None
-        self.model = PointADModel(
-            clip,
-            prompts,
-            render=render,
-            loss=loss,
-            temperature=temperature,
-            smoothing_sigma=smoothing_sigma,
-            smoothing_k=smoothing_k,
-            smoothing_truncate=smoothing_truncate,
-            smoothing_on_grid=smoothing_on_grid,
-            feature_cache=cache,
-            fusion=rgb_fusion,
-        )
+        super().__init__(**kwargs)
+        self.model = PointADModel.from_settings(settings_from(PointADSettings, locals()))
+        render = self.model.render_settings
         self.keep_largest_cluster = render.official if keep_largest_cluster is None else bool(keep_largest_cluster)
         self.class_name = class_name
         self.learning_rate = learning_rate
@@ -326,16 +202,6 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             "num_sanity_val_steps": 0,
             "gradient_clip_val": 0,
         }
-
-    @property
-    def learning_type(self) -> LearningType:
-        """``ONE_CLASS`` so that anomalib's Engine runs ``fit``.
-
-        PointAD *is* zero-shot with respect to the target, but it learns prompts on the auxiliary
-        set; anomalib's Engine skips ``fit`` for ``ZERO_SHOT`` models, which would leave the prompts
-        untrained. The target's train split is never used (see :meth:`train_dataloader`).
-        """
-        return LearningType.ONE_CLASS
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam on the prompt parameters only (betas of the authors' release)."""

@@ -58,6 +58,7 @@ from anomalib_3d_plugins.pointad.official import (
 )
 from anomalib_3d_plugins.pointad.prompts import PromptLearner
 from anomalib_3d_plugins.pointad.render_settings import RenderSettings
+from anomalib_3d_plugins.pointad.settings import PointADSettings
 from anomalib_3d_plugins.pointad.rgb_fusion import (
     FUSIONS,
     blackout_background,
@@ -149,6 +150,43 @@ class PointADModel(nn.Module):
         self.render_size = backbone.image_size if size is None else (int(size), int(size))
         self._rigs = {organized: self.render_settings.camera_rig(self.render_size, organized) for organized in (False, True)}
         self._text_cache: dict[tuple[str, ...], Tensor] = {}
+        #: the settings the model was built from (:meth:`from_settings`); ``None`` when assembled by hand.
+        self.settings: PointADSettings | None = None
+
+    @classmethod
+    def from_settings(cls, settings: PointADSettings) -> PointADModel:
+        """The model the settings describe: open_clip backbone, prompts (with the released ones
+        loaded when ``prompt_checkpoint`` is set), views, hybrid loss and feature cache."""
+        clip = FrozenCLIP(
+            model=settings.backbone,
+            pretrained=settings.pretrained,
+            feature_layers=settings.feature_layers,
+            vv_attention=settings.vv_attention,
+            vv_start_layer=settings.vv_start_layer,
+            precision=settings.precision,
+        )
+        prompts = PromptLearner(
+            clip,
+            prompt_length=settings.prompt_length,
+            object_agnostic=settings.object_agnostic,
+            deep_prompts=settings.deep_prompts,
+            deep_prompt_length=settings.deep_prompt_length,
+            deep_prompt_depth=settings.deep_prompt_depth,
+        )
+        if settings.prompt_checkpoint is not None:
+            from anomalib_3d_plugins.pointad.checkpoint import load_official_prompts
+
+            load_official_prompts(prompts, settings.prompt_checkpoint)
+        render = settings.render_settings()
+        loss = HybridLoss(global_3d=settings.loss_global_3d, local_3d=settings.loss_local_3d,
+                          global_2d=settings.loss_global_2d, local_2d=settings.loss_local_2d)
+        cache = FeatureCache(max_bytes=int(settings.feature_cache_gb * 2**30)) if settings.feature_cache_gb > 0 else None
+        model = cls(clip, prompts, render=render, loss=loss, temperature=settings.temperature,
+                    smoothing_sigma=settings.smoothing_sigma, smoothing_k=settings.smoothing_k,
+                    smoothing_truncate=settings.smoothing_truncate, smoothing_on_grid=settings.smoothing_on_grid,
+                    feature_cache=cache, fusion=settings.rgb_fusion)
+        model.settings = settings
+        return model
 
     def rig_for(self, organized: bool) -> object:
         """The camera rig of organized (sensor-frame) or unorganized clouds."""

@@ -10,35 +10,23 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anomalib_3d._lazy import exported_names, lazy_exports
 
 # Lazy, as in the PointAD plugin: importing a sub-module must not import anomalib.models, whose
 # import hook loads this plugin.
-_WHERE = {
-    "SMALL_PRESET": "lightning_model",
-    "ThreeDzAL": "lightning_model",
-    "ThreeDzALModel": "torch_model",
-    "ThreeDzALPrediction": "torch_model",
-    "perturb_patches": "torch_model",
-    "ThreeDzALLoss": "loss",
-    "patch_contrastive_loss": "loss",
-    "PatchPointNet2": "pointnet2",
-    "GeneratorCNN": "pseudo_anomaly",
-    "add_points": "pseudo_anomaly",
-    "remove_points": "pseudo_anomaly",
-    "match_counts": "pseudo_anomaly",
-    "synthesise_defect": "grid_defects",
-    "interest_centre": "grid_defects",
-    "cut_cells": "cells",
+_EXPORTS = {
+    ".lightning_model": ("SMALL_PRESET", "ThreeDzAL"),
+    ".torch_model": ("ThreeDzALModel", "ThreeDzALPrediction", "perturb_patches"),
+    ".settings": ("ThreeDzALSettings",),
+    ".loss": ("ThreeDzALLoss", "patch_contrastive_loss"),
+    ".pointnet2": ("PatchPointNet2",),
+    ".pseudo_anomaly": ("GeneratorCNN", "add_points", "remove_points", "match_counts"),
+    ".grid_defects": ("synthesise_defect", "interest_centre"),
+    ".cells": ("cut_cells",),
 }
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-__all__ = sorted(_WHERE)
+__all__ = exported_names(_EXPORTS)

@@ -23,14 +23,15 @@ import logging
 from typing import Any
 
 import torch
-from anomalib import LearningType
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.dataclasses import PointCloudBatch
 from anomalib_3d.data.zero_shot import foreground_mask, read_organized_scans, source_dicts, task_irrelevant_dataset
 from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
+from anomalib_3d.settings import settings_from
 
+from .settings import ThreeDzALSettings
 from .torch_model import OrganizedCloud, ThreeDzALModel, ThreeDzALPrediction
 
 logger = logging.getLogger(__name__)
@@ -68,65 +69,23 @@ SMALL_PRESET: dict[str, Any] = {
 class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """3DzAL: zero-shot 3D anomaly localization from task-irrelevant data.
 
+    Every switch of the network, pseudo-anomalies, losses, memory bank and scoring is a field of
+    :class:`~anomalib_3d_plugins.threedzal.settings.ThreeDzALSettings` (documented there, same name
+    and default here: ``--model.grid_size 128``). The arguments of the fit itself:
+
     Args:
-        grid_size: organized grids are nearest-resized to ``grid_size``² (224).
-        patch_size: pixels per patch side (8 → 28 x 28 patches).
-        rgb_backbone: ``"wide_resnet50_2"`` (needs local weights, else ``MissingWeightsError``) or
-            ``None`` (xyz only).
-        rgb_weights: local WideResNet-50-2 state dict (None: torchvision's cache).
-        use_fpfh: FPFH branch.
-        fpfh_radius: FPFH feature radius in the scan's units (BTF: 0.25); normals from
-            ``fpfh_normal_k`` neighbours (the ops' way), at most ``fpfh_max_nn`` neighbours.
-        learned_branch: f_theta (PointNet++ per patch, ``feature_dim`` wide).
-        pointnet_centroids, pointnet_group_size, pointnet_widths: PointNet++ size (both networks).
-        classifier: normalcy classifier g_phi (second PointNet++, 2-way).
-        interest_source: ``"cnn"`` (random-CNN points of interest, the paper) or ``"random"``
-            (random anchors on task-irrelevant samples: "generator off").
-        generator_backbone: ``resnet50`` (paper), ``resnet18`` or ``small``.
-        generator_pretrained: False (He init: paper), True (torchvision cache) or a weights path.
-        top_fraction: share of a sample's points that are points of interest (paper 0.1 %).
-        region_size: points of an interest region (seeds' surroundings).
-        adding_ratio: share of adding-point pseudo-anomalies (the rest remove points).
-        negative_ratio: pseudo-anomalous patches per normal patch.
-        drop_fraction: range of the share of a patch's points removed.
-        adding_scale: added region's size relative to the patch.
-        removal: ``"hole"`` (contiguous: the points nearest a random patch point) or ``"random"``.
-        negative_patch: ``"cell"`` (the anchor's grid cell ∪ added points) or ``"knn"`` (paper's kNN).
-        pseudo_anomalies: ``"grid"`` (pseudo-defects made on the whole organized grid, then cut into
-            cells: one surface per pixel) or ``"paper"`` (the paper's per-cell adding / removing).
-        pseudo_kinds: grid kinds used (``attach``, ``bulge``, ``dent``, ``hole``); defect_cells:
-            range of a defect's diameter in cells; defect_height: range of a bump's / attachment's
-            height as a fraction of its radius; min_affected: pixels of a cell a defect must touch
-            for the cell to be pseudo-anomalous.
-        count_matched: positives drawn with exactly the negatives' point-count distribution.
-        positives_per_sample: normal patches drawn per training cloud and step.
-        min_patch_points: cells with fewer points are never anchors / positives.
-        rotation_augment: random rotations about the view axis of every training patch.
-        irrelevant_positives: extension, 0 (paper) = off: per step, this many task-irrelevant scans
-            also give normal (positive) patches and pseudo-anomalies.
-        contrastive_loss, disentanglement_loss: loss switches; lambda_contrastive (1),
-            lambda_disentanglement (100), temperature (0.07), disentanglement_mode (``squared``:
-            mean squared cosine; ``signed``: the literal mean cosine).
-        denoising_loss: self-supervised f_theta (a control): rebuild jittered normal patches
-            (noise ``denoising_noise`` in patch units), weight ``lambda_denoising``.
-        perturbation: input perturbation before g_phi; epsilon (0.1); perturbation_direction.
-        coreset_ratio: kept share of the bank (0.1); coreset_projection_dim (128).
-        num_neighbors: support of the object-score re-weighting (3).
-        blur_sigma: Gaussian sigma in model-grid pixels (4 at 224).
-        alpha, beta: weights of the distance and classification scores.
-        learned_weight: weight of the (norm-equalised) learned branch in the bank feature.
-        map_centering: subtract each object's median patch score from its maps (off by default).
-        normalize_learned: L2-normalise f_theta before the bank (Eq. 1 only shapes its direction).
-        depth_consistent: adding-point pseudo-anomalous cells keep only the camera-visible points
-            (one per pixel ray, as an organized scan would), not two layers.
         task_irrelevant: DataSource-like dicts of task-irrelevant samples (see module docstring).
         max_task_irrelevant: at most this many task-irrelevant samples are used (evenly spread).
-        learning_rate: Adam learning rate; max_epochs: training epochs.
+        learning_rate: Adam learning rate.
+        max_epochs: training epochs.
         remove_background: drop the support plane of raw ``DepthBatch`` inputs (anomalib's MVTec3D).
-        seed: seeds everything random in the model.
+        seed: seeds everything random in the model (a settings field too).
+        **kwargs: anomalib's components (``pre_processor``, ``post_processor``, ``evaluator``,
+            ``visualizer``), passed to ``AnomalibModule``.
     """
 
     requires_organized = True  # scores organized grids only; predict refuses unorganized clouds by name
+    settings_class = ThreeDzALSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -193,36 +152,11 @@ class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
         max_epochs: int = 10,
         remove_background: bool = True,
         seed: int = 0,
-        pre_processor: torch.nn.Module | bool = True,
-        post_processor: torch.nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401
-        visualizer: Any = True,  # noqa: ANN401
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
         task_irrelevant = source_dicts(task_irrelevant)
-        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
-                         visualizer=visualizer)
-        self.model = ThreeDzALModel(
-            grid_size=grid_size, patch_size=patch_size, rgb_backbone=rgb_backbone, rgb_weights=rgb_weights,
-            use_fpfh=use_fpfh, fpfh_radius=fpfh_radius, fpfh_normal_k=fpfh_normal_k, fpfh_max_nn=fpfh_max_nn,
-            learned_branch=learned_branch, feature_dim=feature_dim, pointnet_centroids=pointnet_centroids,
-            pointnet_group_size=pointnet_group_size, pointnet_widths=tuple(pointnet_widths), classifier=classifier,
-            interest_source=interest_source, generator_backbone=generator_backbone,
-            generator_pretrained=generator_pretrained, top_fraction=top_fraction, region_size=region_size,
-            adding_ratio=adding_ratio, negative_ratio=negative_ratio, drop_fraction=tuple(drop_fraction),
-            adding_scale=adding_scale, removal=removal, negative_patch=negative_patch, pseudo_anomalies=pseudo_anomalies,
-            pseudo_kinds=tuple(pseudo_kinds), defect_cells=tuple(defect_cells), defect_height=tuple(defect_height),
-            min_affected=min_affected, count_matched=count_matched, positives_per_sample=positives_per_sample,
-            min_patch_points=min_patch_points, rotation_augment=rotation_augment,
-            irrelevant_positives=irrelevant_positives, contrastive_loss=contrastive_loss,
-            disentanglement_loss=disentanglement_loss, lambda_contrastive=lambda_contrastive,
-            lambda_disentanglement=lambda_disentanglement, temperature=temperature,
-            disentanglement_mode=disentanglement_mode, denoising_loss=denoising_loss, lambda_denoising=lambda_denoising,
-            denoising_noise=denoising_noise, perturbation=perturbation, epsilon=epsilon,
-            perturbation_direction=perturbation_direction, coreset_ratio=coreset_ratio,
-            coreset_projection_dim=coreset_projection_dim, num_neighbors=num_neighbors, blur_sigma=blur_sigma,
-            alpha=alpha, beta=beta, learned_weight=learned_weight, map_centering=map_centering,
-            normalize_learned=normalize_learned, depth_consistent=depth_consistent, seed=seed,
-        )
+        super().__init__(**kwargs)
+        self.model = ThreeDzALModel(settings_from(ThreeDzALSettings, locals()))
         self.task_irrelevant = task_irrelevant
         self.max_task_irrelevant = int(max_task_irrelevant)
         self.learning_rate = float(learning_rate)
@@ -240,11 +174,6 @@ class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
 
     # ------------------------------------------------------------------------------------------
     # anomalib contract
-    @property
-    def learning_type(self) -> LearningType:
-        """Normal data of a non-target category (+ task-irrelevant data): anomalib runs ``fit``."""
-        return LearningType.ONE_CLASS
-
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         """Epochs of f_theta / g_phi; one validation after the last (the bank is built then)."""
@@ -270,12 +199,12 @@ class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
 
     def task_irrelevant_dataset(self) -> Any:  # noqa: ANN401
         """The task-irrelevant samples (see :func:`anomalib_3d.data.zero_shot.task_irrelevant_dataset`)."""
-        return task_irrelevant_dataset(self.task_irrelevant, self._datamodule(), self.model.grid_size)
+        return task_irrelevant_dataset(self.task_irrelevant, self._datamodule(), self.model.settings.grid_size)
 
     def load_task_irrelevant(self) -> int:
         """Read (at most ``max_task_irrelevant``) task-irrelevant samples and compute their interest regions."""
         dataset = self.task_irrelevant_dataset()
-        scans = read_organized_scans(dataset, self.max_task_irrelevant, self.model.grid_size)
+        scans = read_organized_scans(dataset, self.max_task_irrelevant, self.model.settings.grid_size)
         if not scans:
             msg = "no task-irrelevant sample found; give task_irrelevant sources or set adding_ratio: 0."
             raise ValueError(msg)
@@ -381,15 +310,17 @@ class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
 
     def predict_batch(self, batch: Any) -> tuple[Any, ThreeDzALPrediction]:  # noqa: ANN401
         """Scores of a batch: ``(batch with anomaly_map / pred_score, raw prediction)``."""
-        points, clouds = self.organized_clouds(batch)
-        prediction = self.model.predict_clouds(clouds)
+        points, prediction = self._score(batch)
         return self.write_predictions(batch, points, prediction.anomaly_map, prediction.pred_score), prediction
 
     def predict_points(self, batch: Any) -> PointScores:  # noqa: ANN401
         """Per-point and object scores of a batch (bank distance, normalcy classifier, learned feature)."""
-        points, clouds = self.organized_clouds(batch)
-        prediction = self.model.predict_clouds(clouds)
+        points, prediction = self._score(batch)
         return PointScores(points, prediction.anomaly_map, prediction.pred_score)
+
+    def _score(self, batch: Any) -> tuple[PointCloudBatch, ThreeDzALPrediction]:  # noqa: ANN401
+        points, clouds = self.organized_clouds(batch)
+        return points, self.model.predict_clouds(clouds)
 
 
 __all__ = ["SMALL_PRESET", "ThreeDzAL"]

@@ -34,12 +34,11 @@ from anomalib_3d.ops import fpfh
 from anomalib_3d.ops.memory_bank import MemoryBank
 
 from .cells import CellPatches, OrganizedCloud, cell_sums, cut_cells, fit_patch_size
-from .grid_defects import KINDS, angular_pitch, interest_centre, synthesise_defect
+from .grid_defects import angular_pitch, interest_centre, synthesise_defect
 from .loss import ThreeDzALLoss, patch_denoising_loss
 from .pointnet2 import PatchDecoder, PatchPointNet2
 from .pseudo_anomaly import GeneratorCNN, interest_region, match_counts, paper_cell_negatives, soft_interest_map
-
-PSEUDO_ANOMALIES = ("grid", "paper")
+from .settings import ThreeDzALSettings
 
 FPFH_DIM = 33
 
@@ -112,158 +111,41 @@ def perturb_patches(classifier: nn.Module, patches: torch.Tensor, epsilon: float
 class ThreeDzALModel(nn.Module):
     """The 3DzAL network, memory bank and scoring (see the module docstring and the README).
 
-    Args: see :class:`~anomalib_3d_plugins.threedzal.lightning_model.ThreeDzAL`.
+    Args:
+        settings: every switch (:class:`~anomalib_3d_plugins.threedzal.settings.ThreeDzALSettings`);
+            ``None`` = the defaults.
     """
 
-    def __init__(
-        self,
-        grid_size: int = 224,
-        patch_size: int = 8,
-        rgb_backbone: str | None = None,
-        rgb_weights: str | None = None,
-        use_fpfh: bool = True,
-        fpfh_radius: float = 0.25,
-        fpfh_normal_k: int = 30,
-        fpfh_max_nn: int = 100,
-        learned_branch: bool = True,
-        feature_dim: int = 32,
-        pointnet_centroids: int = 16,
-        pointnet_group_size: int = 8,
-        pointnet_widths: tuple[int, int] = (32, 64),
-        classifier: bool = True,
-        interest_source: str = "cnn",
-        generator_backbone: str = "resnet50",
-        generator_pretrained: bool | str = False,
-        top_fraction: float = 0.001,
-        region_size: int = 32,
-        adding_ratio: float = 0.5,
-        negative_ratio: float = 1.0,
-        drop_fraction: tuple[float, float] = (0.3, 0.7),
-        adding_scale: float = 1.0,
-        removal: str = "hole",
-        negative_patch: str = "cell",
-        pseudo_anomalies: str = "grid",
-        pseudo_kinds: tuple[str, ...] = KINDS,
-        defect_cells: tuple[float, float] = (0.5, 2.0),
-        defect_height: tuple[float, float] = (0.1, 0.4),
-        min_affected: int = 8,
-        count_matched: bool = True,
-        positives_per_sample: int = 64,
-        min_patch_points: int = 4,
-        rotation_augment: bool = True,
-        irrelevant_positives: int = 0,
-        contrastive_loss: bool = True,
-        disentanglement_loss: bool = True,
-        lambda_contrastive: float = 1.0,
-        lambda_disentanglement: float = 100.0,
-        temperature: float = 0.07,
-        disentanglement_mode: str = "squared",
-        denoising_loss: bool = False,
-        lambda_denoising: float = 1.0,
-        denoising_noise: float = 0.1,
-        perturbation: bool = True,
-        epsilon: float = 0.1,
-        perturbation_direction: str = "paper",
-        coreset_ratio: float = 0.1,
-        coreset_projection_dim: int | None = 128,
-        num_neighbors: int = 3,
-        blur_sigma: float = 4.0,
-        alpha: float = 1.0,
-        beta: float = 1.0,
-        learned_weight: float = 1.0,
-        map_centering: bool = False,
-        normalize_learned: bool = False,
-        depth_consistent: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, settings: ThreeDzALSettings | None = None) -> None:
         super().__init__()
-        if grid_size % patch_size:
-            msg = f"grid_size ({grid_size}) must be a multiple of patch_size ({patch_size})."
-            raise ValueError(msg)
-        if rgb_backbone not in {None, "wide_resnet50_2"}:
-            msg = f"rgb_backbone must be 'wide_resnet50_2' or null, got {rgb_backbone!r}."
-            raise ValueError(msg)
-        if interest_source not in {"cnn", "random"}:
-            msg = f"interest_source must be 'cnn' (random-CNN points of interest) or 'random', got {interest_source!r}."
-            raise ValueError(msg)
-        if negative_patch not in {"cell", "knn"}:
-            msg = f"negative_patch must be 'cell' or 'knn', got {negative_patch!r}."
-            raise ValueError(msg)
-        if pseudo_anomalies not in PSEUDO_ANOMALIES:
-            msg = f"pseudo_anomalies must be one of {PSEUDO_ANOMALIES}, got {pseudo_anomalies!r}."
-            raise ValueError(msg)
-        unknown = sorted(set(pseudo_kinds) - set(KINDS))
-        if unknown or not pseudo_kinds:
-            msg = f"pseudo_kinds must be a non-empty subset of {KINDS}, got {list(pseudo_kinds)!r}."
-            raise ValueError(msg)
-        if denoising_loss and not learned_branch:
-            msg = "denoising_loss trains f_theta: it needs learned_branch: true."
-            raise ValueError(msg)
-        if not 0 <= adding_ratio <= 1:
-            msg = f"adding_ratio must be in [0, 1], got {adding_ratio}."
-            raise ValueError(msg)
-        if not (use_fpfh or learned_branch or rgb_backbone):
-            msg = "at least one feature branch (rgb_backbone, use_fpfh, learned_branch) must be on."
-            raise ValueError(msg)
-        self.grid_size, self.patch_size = int(grid_size), int(patch_size)
-        self.cells_per_side = self.grid_size // self.patch_size
-        self.points_per_patch = self.patch_size**2
-        self.use_fpfh = use_fpfh
-        self.fpfh_radius, self.fpfh_normal_k, self.fpfh_max_nn = float(fpfh_radius), int(fpfh_normal_k), int(fpfh_max_nn)
+        self.settings = settings = settings or ThreeDzALSettings()
+        self.cells_per_side = settings.grid_size // settings.patch_size
+        self.points_per_patch = settings.patch_size**2
         self.rgb = None
-        if rgb_backbone is not None:
+        if settings.rgb_backbone is not None:
             # BTF's RGB branch (one implementation); imported here, not at module import, because
             # the BTF package imports its anomalib model.
             from anomalib_3d.features import RGBBackbone
 
-            self.rgb = RGBBackbone(weights=rgb_weights, pretrained=True)
-        self.feature_net = PatchPointNet2(feature_dim, pointnet_centroids, pointnet_group_size, pointnet_widths) if learned_branch else None
-        self.denoiser = PatchDecoder(feature_dim, self.points_per_patch) if denoising_loss else None
-        self.denoising_noise = float(denoising_noise)
-        self.classifier = PatchPointNet2(2, pointnet_centroids, pointnet_group_size, pointnet_widths) if classifier else None
-        self.interest_source = interest_source
-        self.generator_backbone = generator_backbone
-        self.generator_pretrained = generator_pretrained
-        self.top_fraction, self.region_size = float(top_fraction), int(region_size)
-        self.adding_ratio, self.negative_ratio = float(adding_ratio), float(negative_ratio)
-        self.drop_fraction = (float(drop_fraction[0]), float(drop_fraction[1]))
-        self.adding_scale = float(adding_scale)
-        self.removal = removal
-        self.negative_patch = negative_patch
-        self.pseudo_anomalies = pseudo_anomalies
-        self.pseudo_kinds = tuple(pseudo_kinds)
-        self.defect_cells = (float(defect_cells[0]), float(defect_cells[1]))
-        self.defect_height = (float(defect_height[0]), float(defect_height[1]))
-        self.min_affected = int(min_affected)
-        self.count_matched = count_matched
-        self.positives_per_sample = int(positives_per_sample)
-        self.min_patch_points = int(min_patch_points)
-        self.rotation_augment = rotation_augment
-        self.irrelevant_positives = int(irrelevant_positives)
+            self.rgb = RGBBackbone(weights=settings.rgb_weights, pretrained=True)
+        network = (settings.pointnet_centroids, settings.pointnet_group_size, settings.pointnet_widths)
+        self.feature_net = PatchPointNet2(settings.feature_dim, *network) if settings.learned_branch else None
+        self.denoiser = PatchDecoder(settings.feature_dim, self.points_per_patch) if settings.denoising_loss else None
+        self.classifier = PatchPointNet2(2, *network) if settings.classifier else None
         self.loss = ThreeDzALLoss(
-            contrastive=contrastive_loss and learned_branch,
-            disentanglement=disentanglement_loss and learned_branch and use_fpfh,
-            classification=classifier,
-            lambda_contrastive=lambda_contrastive,
-            lambda_disentanglement=lambda_disentanglement,
-            temperature=temperature,
-            feature_dim=feature_dim,
-            disentanglement_mode=disentanglement_mode,
-            denoising=denoising_loss,
-            lambda_denoising=lambda_denoising,
+            contrastive=settings.contrastive_loss and settings.learned_branch,
+            disentanglement=settings.disentanglement_loss and settings.learned_branch and settings.use_fpfh,
+            classification=settings.classifier,
+            lambda_contrastive=settings.lambda_contrastive,
+            lambda_disentanglement=settings.lambda_disentanglement,
+            temperature=settings.temperature,
+            feature_dim=settings.feature_dim,
+            disentanglement_mode=settings.disentanglement_mode,
+            denoising=settings.denoising_loss,
+            lambda_denoising=settings.lambda_denoising,
         )
-        self.perturbation = perturbation
-        self.epsilon = float(epsilon)
-        self.perturbation_direction = perturbation_direction
-        self.memory_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=coreset_projection_dim, seed=seed)
-        self.num_neighbors = int(num_neighbors)
-        self.blur_sigma = float(blur_sigma)
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.learned_weight = float(learned_weight)
-        self.map_centering = map_centering
-        self.normalize_learned = normalize_learned
-        self.depth_consistent = depth_consistent
-        self.seed = int(seed)
+        self.memory_bank = MemoryBank(coreset_ratio=settings.coreset_ratio,
+                                      projection_dim=settings.coreset_projection_dim, seed=settings.seed)
         # Fitted statistics (buffers: checkpoints carry them).
         self.register_buffer("patch_scale", torch.zeros(()))
         self.register_buffer("branch_norms", torch.ones(3))  # rgb, fpfh, learned
@@ -273,7 +155,7 @@ class ThreeDzALModel(nn.Module):
         self.interest_sources: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]] = []
         self.irrelevant_clouds: list[OrganizedCloud] = []
         self._fpfh_cache: dict[str, torch.Tensor] = {}
-        self._generator: torch.Generator = torch.Generator().manual_seed(seed)
+        self._generator: torch.Generator = torch.Generator().manual_seed(settings.seed)
 
     # ------------------------------------------------------------------------------------------
     # switches
@@ -292,9 +174,9 @@ class ThreeDzALModel(nn.Module):
         """Whether training reads task-irrelevant samples (adding / attach pseudo-anomalies)."""
         if not self.needs_pseudo_anomalies:
             return False
-        if self.pseudo_anomalies == "grid":
-            return "attach" in self.pseudo_kinds
-        return self.adding_ratio > 0
+        if self.settings.pseudo_anomalies == "grid":
+            return "attach" in self.settings.pseudo_kinds
+        return self.settings.adding_ratio > 0
 
     # ------------------------------------------------------------------------------------------
     # organized input
@@ -317,7 +199,7 @@ class ThreeDzALModel(nn.Module):
             (others are scored but never become features); keys: per-cloud cache keys.
         """
         shapes = torch.as_tensor(grid_shape).reshape(-1, 2)
-        size = (self.grid_size, self.grid_size)
+        size = (self.settings.grid_size, self.settings.grid_size)
         clouds = []
         for b in range(num_clouds):
             mask = batch_index == b
@@ -336,7 +218,7 @@ class ThreeDzALModel(nn.Module):
 
     def cell_patches(self, cloud: OrganizedCloud) -> CellPatches:
         """The cloud's non-empty ``patch_size`` cells as ``(P, n, 3)`` patches (:func:`~.cells.cut_cells`)."""
-        return cut_cells(cloud.xyz, cloud.valid, self.patch_size)
+        return cut_cells(cloud.xyz, cloud.valid, self.settings.patch_size)
 
     def normalise_patches(self, patches: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """Centre each patch on its points' mean and divide by the fitted ``patch_scale``."""
@@ -351,13 +233,14 @@ class ThreeDzALModel(nn.Module):
         # (path) across epochs and for the bank; test clouds come without a key.
         cached = self._fpfh_cache.get(cloud.key) if cloud.key is not None else None
         if cached is None:
+            settings = self.settings
             points = cloud.xyz[cloud.valid]
-            k = max(3, min(self.fpfh_normal_k, points.shape[0]))
+            k = max(3, min(settings.fpfh_normal_k, points.shape[0]))
             from anomalib_3d.features import grid_patch_features
 
-            values = fpfh(points.double(), radius=self.fpfh_radius, max_nn=self.fpfh_max_nn, normal_k=k).float()
+            values = fpfh(points.double(), radius=settings.fpfh_radius, max_nn=settings.fpfh_max_nn, normal_k=k).float()
             pixels = cloud.valid.reshape(-1).nonzero().squeeze(1)
-            pooled = grid_patch_features(values, pixels, (self.grid_size, self.grid_size), self.cells_per_side, 3)
+            pooled = grid_patch_features(values, pixels, (settings.grid_size, settings.grid_size), self.cells_per_side, 3)
             cached = pooled[0].reshape(FPFH_DIM, -1).T  # (h*w, 33)
             if cloud.key is not None:
                 self._fpfh_cache[cloud.key] = cached.detach()
@@ -369,11 +252,11 @@ class ThreeDzALModel(nn.Module):
         if self.rgb is not None and cloud.rgb is not None:
             maps = self.rgb(cloud.rgb[None], self.cells_per_side, 3, image_size=224)[0]
             rgb = maps.reshape(maps.shape[0], -1).T[patches.cells]
-        if self.use_fpfh:
+        if self.settings.use_fpfh:
             fp = self.fpfh_cells(cloud, patches.cells)
         if self.feature_net is not None:
             learned = self.feature_net(self.normalise_patches(patches.points, patches.centers))
-            if self.normalize_learned:
+            if self.settings.normalize_learned:
                 # Eq. 1 shapes f_theta only through cosine similarities; its norm is untrained and
                 # would add unshaped variation to the bank's Euclidean distances.
                 learned = F.normalize(learned, dim=1)
@@ -382,7 +265,7 @@ class ThreeDzALModel(nn.Module):
     def combine(self, branches: list[torch.Tensor | None]) -> torch.Tensor:
         """Concatenate the active branches, each divided by its mean training norm (the learned one
         then multiplied by ``learned_weight``)."""
-        weights = (1.0, 1.0, self.learned_weight)
+        weights = (1.0, 1.0, self.settings.learned_weight)
         parts = [b * (weights[i] / self.branch_norms[i]) for i, b in enumerate(branches) if b is not None]
         return torch.cat(parts, dim=1)
 
@@ -397,10 +280,11 @@ class ThreeDzALModel(nn.Module):
         Returns:
             number of usable samples.
         """
+        settings = self.settings
         generator = None
-        if self.interest_source == "cnn":
-            generator = GeneratorCNN(self.generator_backbone, self.generator_pretrained, seed=self.seed)
-        rng = torch.Generator().manual_seed(self.seed + 1)
+        if settings.interest_source == "cnn":
+            generator = GeneratorCNN(settings.generator_backbone, settings.generator_pretrained, seed=settings.seed)
+        rng = torch.Generator().manual_seed(settings.seed + 1)
         self.regions, self.interest_sources, self.irrelevant_clouds = [], [], []
         for i, (xyz, valid) in enumerate(samples):
             if int(valid.sum()) < 4:
@@ -411,8 +295,8 @@ class ThreeDzALModel(nn.Module):
                 soft = torch.zeros(xyz.shape[:2])
                 soft[valid] = torch.rand(int(valid.sum()), generator=rng)
             soft = soft.cpu()
-            self.interest_sources.append((xyz.cpu(), valid.cpu(), soft, interest_centre(valid.cpu(), soft, self.top_fraction)))
-            self.regions.append(interest_region(xyz, valid, soft.to(xyz.device), self.top_fraction, self.region_size).cpu())
+            self.interest_sources.append((xyz.cpu(), valid.cpu(), soft, interest_centre(valid.cpu(), soft, settings.top_fraction)))
+            self.regions.append(interest_region(xyz, valid, soft.to(xyz.device), settings.top_fraction, settings.region_size).cpu())
             self.irrelevant_clouds.append(
                 OrganizedCloud(xyz, valid, None, tuple(xyz.shape[:2]), torch.empty(0, dtype=torch.long), f"task-irrelevant:{i}"))
         return len(self.regions)
@@ -428,7 +312,8 @@ class ThreeDzALModel(nn.Module):
         Returns:
             ``(patches (Q, n, 3) normalised, counts (Q,) long)``.
         """
-        kinds = [k for k in self.pseudo_kinds if k != "attach" or self.interest_sources]
+        settings = self.settings
+        kinds = [k for k in settings.pseudo_kinds if k != "attach" or self.interest_sources]
         g = self._generator
         pitch = angular_pitch(cloud.xyz, cloud.valid)
         made, counts, total = [], [], 0
@@ -436,14 +321,15 @@ class ThreeDzALModel(nn.Module):
             if total >= count or not kinds:
                 break
             kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
-            defect = synthesise_defect(cloud.xyz, cloud.valid, kind, g, patch_size=self.patch_size,
-                                       diameter_cells=self.defect_cells, height_fraction=self.defect_height,
+            defect = synthesise_defect(cloud.xyz, cloud.valid, kind, g, patch_size=settings.patch_size,
+                                       diameter_cells=settings.defect_cells, height_fraction=settings.defect_height,
                                        sources=self.interest_sources, pitch=pitch)
             if defect is None:
                 continue
             edited = OrganizedCloud(defect.xyz, defect.valid, None, cloud.source_shape, cloud.grid_index)
             patches = self.cell_patches(edited)
-            hit = (cell_sums(defect.affected.to(torch.long), self.patch_size)[patches.cells] >= self.min_affected).nonzero().squeeze(1)
+            affected = cell_sums(defect.affected.to(torch.long), settings.patch_size)[patches.cells]
+            hit = (affected >= settings.min_affected).nonzero().squeeze(1)
             made.append(self.normalise_patches(patches.points[hit], patches.centers[hit]))
             counts.append(patches.counts[hit])
             total += hit.numel()
@@ -458,10 +344,11 @@ class ThreeDzALModel(nn.Module):
         Returns:
             ``(patches (count, n, 3) normalised, counts (count,) long)``.
         """
+        settings = self.settings
         made, counts = paper_cell_negatives(
-            cloud.xyz[cloud.valid], patches, count, self.regions, self._generator, min_patch_points=self.min_patch_points,
-            adding_ratio=self.adding_ratio, negative_patch=self.negative_patch, adding_scale=self.adding_scale,
-            depth_consistent=self.depth_consistent, drop_fraction=self.drop_fraction, removal=self.removal)
+            cloud.xyz[cloud.valid], patches, count, self.regions, self._generator, min_patch_points=settings.min_patch_points,
+            adding_ratio=settings.adding_ratio, negative_patch=settings.negative_patch, adding_scale=settings.adding_scale,
+            depth_consistent=settings.depth_consistent, drop_fraction=settings.drop_fraction, removal=settings.removal)
         scale = self.patch_scale if float(self.patch_scale) > 0 else made.new_ones(())
         return made / scale, counts
 
@@ -475,16 +362,16 @@ class ThreeDzALModel(nn.Module):
             ``(positives (P, n, 3), negatives (Q, n, 3) or None, sources)``, all normalised;
             ``sources`` lists ``(cloud position, cells)`` of the positives in order (for their FPFH).
         """
-        g = self._generator
+        settings, g = self.settings, self._generator
         negatives, negative_counts = [], []
         if self.needs_pseudo_anomalies:
-            wanted = max(1, round(self.negative_ratio * self.positives_per_sample))
+            wanted = max(1, round(settings.negative_ratio * settings.positives_per_sample))
             for cloud, patches in per_cloud:
-                made = (self.grid_negatives(cloud, wanted) if self.pseudo_anomalies == "grid"
+                made = (self.grid_negatives(cloud, wanted) if settings.pseudo_anomalies == "grid"
                         else self.pseudo_anomalous_patches(cloud, patches, wanted))
                 negatives.append(made[0])
                 negative_counts.append(made[1])
-        if self.count_matched and negatives:
+        if settings.count_matched and negatives:
             # Positives drawn to the negatives' point counts (one per negative, from every cell of
             # the step's clouds): how many points a cell holds must not tell the label.
             neg, counts = torch.cat(negatives), torch.cat(negative_counts)
@@ -503,8 +390,8 @@ class ThreeDzALModel(nn.Module):
             return torch.cat(positives), neg, sources
         positives, sources = [], []
         for i, (_, patches) in enumerate(per_cloud):
-            usable = (patches.counts >= self.min_patch_points).nonzero().squeeze(1)
-            chosen = usable[torch.randperm(usable.numel(), generator=g)[: self.positives_per_sample].to(usable.device)]
+            usable = (patches.counts >= settings.min_patch_points).nonzero().squeeze(1)
+            chosen = usable[torch.randperm(usable.numel(), generator=g)[: settings.positives_per_sample].to(usable.device)]
             positives.append(self.normalise_patches(patches.points[chosen], patches.centers[chosen]))
             sources.append((i, patches.cells[chosen]))
         if not negatives:
@@ -518,10 +405,11 @@ class ThreeDzALModel(nn.Module):
         if float(self.patch_scale) == 0:
             radii = torch.cat([self._cell_rms(p) for _, p in per_cloud])
             self.patch_scale.fill_(float(radii.median().clamp_min(1e-8)))
-        if self.irrelevant_positives and self.irrelevant_clouds:
+        extra_count = self.settings.irrelevant_positives
+        if extra_count and self.irrelevant_clouds:
             # Extension (off in the paper): normal patches of task-irrelevant categories as extra
             # positives, so "normal" is not learned from one category's surfaces only.
-            picks = torch.randperm(len(self.irrelevant_clouds), generator=self._generator)[: self.irrelevant_positives]
+            picks = torch.randperm(len(self.irrelevant_clouds), generator=self._generator)[:extra_count]
             extra = [self.irrelevant_clouds[int(i)] for i in picks]
             per_cloud += [(cloud, self.cell_patches(cloud)) for cloud in extra]
         pos, neg, sources = self.training_patches(per_cloud)
@@ -531,7 +419,7 @@ class ThreeDzALModel(nn.Module):
         pos_fpfh = None
         if self.loss.use_disentanglement:
             pos_fpfh = torch.cat([self.fpfh_cells(per_cloud[i][0], cells) for i, cells in sources])
-        if self.rotation_augment:
+        if self.settings.rotation_augment:
             pos = self._rotate_about_view_axis(pos)
             neg = None if neg is None or neg.shape[0] == 0 else self._rotate_about_view_axis(neg)
         if neg is not None and neg.shape[0] == 0:
@@ -543,7 +431,7 @@ class ThreeDzALModel(nn.Module):
             pos_feat, neg_feat = feats[: pos.shape[0]], (None if neg is None else feats[pos.shape[0]:])
         if self.denoiser is not None:
             noise = torch.randn(pos.shape, generator=self._generator).to(pos)
-            denoising = patch_denoising_loss(self.denoiser(self.feature_net(pos + self.denoising_noise * noise)), pos)
+            denoising = patch_denoising_loss(self.denoiser(self.feature_net(pos + self.settings.denoising_noise * noise)), pos)
         if self.classifier is not None and neg is not None:
             logits = self.classifier(torch.cat([pos, neg]))
             labels = torch.cat([torch.zeros(pos.shape[0]), torch.ones(neg.shape[0])]).long().to(pos.device)
@@ -603,13 +491,13 @@ class ThreeDzALModel(nn.Module):
         h = self.cells_per_side
         grid = values.new_full((h * h,), float(values.min()) if values.numel() else 0.0)
         grid[cells] = values
-        full = F.interpolate(grid.view(1, 1, h, h), size=(self.grid_size, self.grid_size), mode="bilinear",
-                             align_corners=False)
-        if self.blur_sigma > 0:
+        size = (self.settings.grid_size, self.settings.grid_size)
+        full = F.interpolate(grid.view(1, 1, h, h), size=size, mode="bilinear", align_corners=False)
+        if self.settings.blur_sigma > 0:
             from anomalib.models.components import GaussianBlur2d
 
-            radius = math.ceil(4 * self.blur_sigma)
-            full = GaussianBlur2d(sigma=self.blur_sigma, channels=1, kernel_size=2 * radius + 1).to(full.device)(full)
+            radius = math.ceil(4 * self.settings.blur_sigma)
+            full = GaussianBlur2d(sigma=self.settings.blur_sigma, channels=1, kernel_size=2 * radius + 1).to(full.device)(full)
         return full[0, 0]
 
     def cell_scores(self, cloud: OrganizedCloud) -> CellScores:
@@ -618,13 +506,13 @@ class ThreeDzALModel(nn.Module):
         features = self.combine(self.branch_features(cloud, patches))
         distances, index = self.memory_bank.query(features, k=1)
         object_distance = self.memory_bank.object_score(
-            distances[:, 0], features, index[:, 0], num_neighbors=self.num_neighbors,
+            distances[:, 0], features, index[:, 0], num_neighbors=self.settings.num_neighbors,
         )[0] / self.distance_scale
         probability = None
         if self.classifier is not None:
             inputs = self.normalise_patches(patches.points, patches.centers)
-            if self.perturbation:
-                inputs = perturb_patches(self.classifier, inputs, self.epsilon, self.perturbation_direction)
+            if self.settings.perturbation:
+                inputs = perturb_patches(self.classifier, inputs, self.settings.epsilon, self.settings.perturbation_direction)
             probability = torch.softmax(self.classifier(inputs), dim=-1)[:, 1]
         return CellScores(patches.cells, patches.counts, distances[:, 0] / self.distance_scale, object_distance, probability)
 
@@ -637,21 +525,21 @@ class ThreeDzALModel(nn.Module):
         for cloud in clouds:
             cell = self.cell_scores(cloud)
             patch_distance = cell.distance
-            if self.map_centering:
+            if self.settings.map_centering:
                 patch_distance = (patch_distance - patch_distance.median()).clamp_min(0)
             distance_map = self._to_map(patch_distance, cell.cells)
-            score_map = self.alpha * distance_map
-            object_score = self.alpha * cell.object_distance
+            score_map = self.settings.alpha * distance_map
+            object_score = self.settings.alpha * cell.object_distance
             cls_map = torch.zeros_like(distance_map)
             if cell.probability is not None:
                 patch_map = cell.probability
-                if self.map_centering:
+                if self.settings.map_centering:
                     # Anomalies are rare within one object: what the classifier finds anomalous
                     # everywhere on an unseen category is category shift, not a defect.
                     patch_map = (patch_map - patch_map.median()).clamp_min(0)
                 cls_map = self._to_map(patch_map, cell.cells)
-                score_map = score_map + self.beta * cls_map
-                object_score = object_score + self.beta * cell.probability.max()
+                score_map = score_map + self.settings.beta * cls_map
+                object_score = object_score + self.settings.beta * cell.probability.max()
             source = F.interpolate(score_map[None, None], size=cloud.source_shape, mode="bilinear", align_corners=False)
             maps.append(source.reshape(-1)[cloud.grid_index])
             scores.append(object_score)
@@ -662,18 +550,19 @@ class ThreeDzALModel(nn.Module):
                                    torch.stack(valids))
 
     def extra_repr(self) -> str:
-        return f"grid={self.grid_size}, patch={self.patch_size}, alpha={self.alpha}, beta={self.beta}"
+        settings = self.settings
+        return f"grid={settings.grid_size}, patch={settings.patch_size}, alpha={settings.alpha}, beta={settings.beta}"
 
 
 def describe_switches(model: ThreeDzALModel) -> dict[str, Any]:
     """The active components, for logs and the benchmark table."""
     return {
         "rgb": model.rgb is not None,
-        "fpfh": model.use_fpfh,
+        "fpfh": model.settings.use_fpfh,
         "learned": model.feature_net is not None,
         "classifier": model.classifier is not None,
-        "perturbation": model.perturbation and model.classifier is not None,
-        "interest": model.interest_source,
+        "perturbation": model.settings.perturbation and model.classifier is not None,
+        "interest": model.settings.interest_source,
     }
 
 

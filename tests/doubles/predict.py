@@ -9,19 +9,12 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch import Callback
 
+from doubles.clouds import write_ascii_pcd
+
 #: What :func:`write_mixed_scans` writes: file -> what predict must make of it.
 SCORED = ("a_scan.pcd", "b_scan.ply", "c_scan.xyz", "sub/d_scan.txt", "e_scan.npy", "f_scan.tiff")
 CORRUPT = "g_broken.pcd"
 NOT_A_SCAN = "notes.md"
-
-
-def write_ascii_pcd(path: Path, points: np.ndarray) -> None:
-    header = (
-        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\n"
-        f"COUNT 1 1 1\nWIDTH {len(points)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(points)}\nDATA ascii\n"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + "\n".join(f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in points) + "\n")
 
 
 def write_open3d_ply(path: Path, points: np.ndarray) -> None:

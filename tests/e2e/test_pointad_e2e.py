@@ -12,15 +12,13 @@
 from __future__ import annotations
 
 import math
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from doubles.checkpoints import assert_reload_predicts_the_same
+from doubles.cli import CPU_TRAINER, assert_finite_metrics, mvtec3d_data, run_anomalib
+from doubles.mvtec3d import write_dome_mvtec3d
 
 pytestmark = pytest.mark.slow
 
@@ -35,55 +33,6 @@ TINY_ARGS = [
 ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
-
-
-def _dome_scan(size: int, defect: bool, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An organized scan of a dome on a plane (camera above), optionally with a bump and its mask."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
-    x = (cols - size / 2) * 0.002
-    y = (rows - size / 2) * 0.002
-    radius = 0.3 * size * 0.002
-    d2 = x**2 + y**2
-    height = np.sqrt(np.clip(radius**2 - d2, 0, None))
-    mask = np.zeros((size, size), dtype=bool)
-    if defect:
-        cx, cy = rng.uniform(-0.3, 0.3, size=2) * radius
-        bump = 0.012 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.15 * radius) ** 2))
-        bump[d2 > radius**2] = 0
-        height = height + bump
-        mask = bump > 0.002
-    z = 0.5 - height
-    xyz = np.stack([x, y, z], axis=-1).astype(np.float32)
-    shade = np.clip(0.3 + 0.7 * height / radius, 0, 1)
-    rgb = np.stack([shade * 0.9, shade * 0.7, shade * 0.4], axis=-1)
-    rgb[mask] = [0.2, 0.2, 0.9]  # the defect is also visible in colour
-    return xyz, (rgb * 255).astype(np.uint8), mask
-
-
-def write_mvtec3d_folder(root: Path, category: str = "bagel", size: int = 48) -> Path:
-    """``<root>/<category>/{train,validation}/good`` and ``test/{good,crack}`` with xyz/rgb/gt."""
-    import tifffile
-    from PIL import Image
-
-    layout = {("train", "good"): 2, ("validation", "good"): 1, ("test", "good"): 2, ("test", "crack"): 2}
-    seed = 0
-    for (split, defect), count in layout.items():
-        for i in range(count):
-            xyz, rgb, mask = _dome_scan(size, defect != "good", seed)
-            seed += 1
-            base = root / category / split / defect
-            for sub in ("xyz", "rgb") + (("gt",) if split == "test" else ()):
-                (base / sub).mkdir(parents=True, exist_ok=True)
-            tifffile.imwrite(base / "xyz" / f"{i:03d}.tiff", xyz)
-            Image.fromarray(rgb).save(base / "rgb" / f"{i:03d}.png")
-            if split == "test":
-                Image.fromarray((mask * 255).astype(np.uint8)).save(base / "gt" / f"{i:03d}.png")
-    return root
-
-
 def auxiliary_arg(root: Path) -> str:
     return (
         '{"dataset": "synthetic3d", "root": "' + str(root) + '", "categories": ["cup"], "split": "test", '
@@ -92,38 +41,11 @@ def auxiliary_arg(root: Path) -> str:
     )
 
 
-METRIC_ROW = re.compile(r"(image_AUROC|image_AP|point_AUROC|point_AUPRO)\s*[│|]\s*([^\s│|]+)")
-
-
-def printed_metrics(log: str) -> dict[str, float]:
-    """The metric table anomalib prints after testing, as numbers (``nan`` stays ``nan``)."""
-    return {name: float(value) for name, value in METRIC_ROW.findall(log)}
-
-
-def assert_finite_metrics(log: str, names: tuple[str, ...]) -> dict[str, float]:
-    metrics = printed_metrics(log)
-    for name in names:
-        assert name in metrics, log[-3000:]
-        assert math.isfinite(metrics[name]) and 0.0 <= metrics[name] <= 1.0, (name, metrics)
-    return metrics
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    command = [str(Path(sys.executable).with_name("anomalib")), "train", *args]
-    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1200, check=False)
-
-
 def test_headline_command_on_mvtec3d_layout(tmp_path: Path) -> None:
-    root = write_mvtec3d_folder(tmp_path / "MVTec3D")
-    out = run_cli(
-        [
-            "--model", "PointAD", *TINY_ARGS,
-            "--model.auxiliary", auxiliary_arg(tmp_path / "aux"),
-            "--data", "MVTec3D", "--data.root", str(root), "--data.category", "bagel",
-            "--data.num_workers", "0", "--data.train_batch_size", "2", "--data.eval_batch_size", "2",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
-            "--default_root_dir", str(tmp_path / "results"),
-        ],
+    root = write_dome_mvtec3d(tmp_path / "MVTec3D")
+    out = run_anomalib(
+        ["train", "--model", "PointAD", *TINY_ARGS, "--model.auxiliary", auxiliary_arg(tmp_path / "aux"),
+         *mvtec3d_data(root), *CPU_TRAINER, "--default_root_dir", str(tmp_path / "results")],
         cwd=tmp_path,
     )
     log = out.stdout + out.stderr
@@ -137,16 +59,15 @@ def test_headline_command_on_mvtec3d_layout(tmp_path: Path) -> None:
 
 
 def test_headline_command_on_synthetic3d(tmp_path: Path) -> None:
-    out = run_cli(
+    out = run_anomalib(
         [
-            "--model", "PointAD", *TINY_ARGS,
+            "train", "--model", "PointAD", *TINY_ARGS,
             "--model.auxiliary", auxiliary_arg(tmp_path / "data"),
             "--data", "Synthetic3D", "--data.root", str(tmp_path / "data"), "--data.category", "gear",
             "--data.num_train", "1", "--data.num_test_good", "2", "--data.num_test_per_defect", "1",
             "--data.defect_types", "[bulge, crack]", "--data.num_points", "1024",
             "--data.num_workers", "0", "--data.eval_batch_size", "1",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
-            "--default_root_dir", str(tmp_path / "results"),
+            *CPU_TRAINER, "--default_root_dir", str(tmp_path / "results"),
         ],
         cwd=tmp_path,
     )
@@ -187,7 +108,7 @@ def test_save_load_gives_identical_predictions(tmp_path: Path, pretrained: str, 
         torch.manual_seed(7)
         weights = str(tmp_path / "clip.pt")
         torch.save(load_open_clip("pointad-tiny-vit", None).state_dict(), weights)
-    root = write_mvtec3d_folder(tmp_path / "MVTec3D")
+    root = write_dome_mvtec3d(tmp_path / "MVTec3D")
     model = _tiny_model(tmp_path / "aux", pretrained=weights)
     datamodule = MVTec3D(root=root, category="bagel", num_workers=0, train_batch_size=2, eval_batch_size=2)
     engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
@@ -198,14 +119,7 @@ def test_save_load_gives_identical_predictions(tmp_path: Path, pretrained: str, 
     has_backbone = any(k.startswith("model.backbone.") for k in state)
     assert has_backbone == (weights is None)  # frozen pretrained weights are rebuilt, not stored
     loaded = PointAD.load_from_checkpoint(path, visualizer=False)
-    model.eval()
-    loaded.eval()
-    datamodule.setup("test")
-    batch = next(iter(datamodule.test_dataloader()))
-    _, first = model.predict_batch(batch)
-    _, second = loaded.predict_batch(batch)
-    assert torch.equal(first.anomaly_map, second.anomaly_map)
-    assert torch.equal(first.pred_score, second.pred_score)
+    assert_reload_predicts_the_same(model, loaded, datamodule)
     trained = dict(model.model.prompt_learner.named_parameters())
     for name, value in loaded.model.prompt_learner.named_parameters():
         assert torch.equal(value, trained[name])
@@ -221,7 +135,7 @@ def test_target_train_split_is_never_read(tmp_path: Path, one_thread: None) -> N
             msg = "the target's train split must not be used by a zero-shot model"
             raise AssertionError(msg)
 
-    root = write_mvtec3d_folder(tmp_path / "MVTec3D")
+    root = write_dome_mvtec3d(tmp_path / "MVTec3D")
     model = _tiny_model(tmp_path / "aux", evaluator=False)
     seen: list[str] = []
     step = model.training_step
@@ -249,7 +163,7 @@ def test_separable_case_beats_chance(tmp_path: Path, one_thread: None) -> None:
     from doubles.pointad import BlueCueBackbone, FixedPrompts
     from anomalib_3d_plugins.pointad.torch_model import PointADModel
 
-    root = write_mvtec3d_folder(tmp_path / "MVTec3D", size=48)
+    root = write_dome_mvtec3d(tmp_path / "MVTec3D", size=48)
     model = _tiny_model(tmp_path / "aux", use_colors=True, use_rgb=False, num_views=None)  # the MVTec rig
     model.model = PointADModel(BlueCueBackbone(image_size=64, grid_size=16), FixedPrompts(),
                                render=model.model.render_settings, smoothing_sigma=1.0)

@@ -8,15 +8,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from doubles.checkpoints import assert_reload_predicts_the_same
+from doubles.cli import CPU_TRAINER, assert_finite_metrics, mvtec3d_data, run_anomalib
+from doubles.mvtec3d import write_dome_mvtec3d
 
 pytestmark = pytest.mark.slow
 
@@ -29,70 +28,26 @@ TINY_MODEL_ARGS = [
     "--model.pointnet_widths", "[8, 16]", "--model.positives_per_sample", "8", "--model.blur_sigma", "1.0",
     "--model.fpfh_radius", "0.012", "--model.fpfh_normal_k", "8", "--model.top_fraction", "0.01",
 ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-
-
-def write_dome_mvtec3d(root: Path, category: str = "bagel", size: int = 48) -> Path:
-    """MVTec 3D-AD layout: a dome on a plane seen from above; test defects are bumps with GT masks."""
-    import tifffile
-    from PIL import Image
-
-    layout = {("train", "good"): 3, ("validation", "good"): 1, ("test", "good"): 2, ("test", "bump"): 2}
-    rng = np.random.default_rng(0)
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
-    x, y = (cols - size / 2) * 0.002, (rows - size / 2) * 0.002
-    radius = 0.3 * size * 0.002
-    for (split, defect), count in layout.items():
-        for i in range(count):
-            height = np.sqrt(np.clip(radius**2 - x**2 - y**2, 0, None))
-            mask = np.zeros((size, size), dtype=bool)
-            if defect != "good":
-                cx, cy = rng.uniform(-0.3, 0.3, 2) * radius
-                bump = 0.01 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.15 * radius) ** 2))
-                bump[x**2 + y**2 > radius**2] = 0
-                height, mask = height + bump, bump > 0.002
-            xyz = np.stack([x, y, 0.5 - height], axis=-1).astype(np.float32)
-            shade = np.clip(0.3 + 0.7 * height / radius, 0, 1)
-            rgb = (np.stack([shade, shade * 0.8, shade * 0.5], -1) * 255).astype(np.uint8)
-            base = root / category / split / defect
-            for sub in ("xyz", "rgb", "gt") if split == "test" else ("xyz", "rgb"):
-                (base / sub).mkdir(parents=True, exist_ok=True)
-            tifffile.imwrite(base / "xyz" / f"{i:03d}.tiff", xyz)
-            Image.fromarray(rgb).save(base / "rgb" / f"{i:03d}.png")
-            if split == "test":
-                Image.fromarray((mask * 255).astype(np.uint8)).save(base / "gt" / f"{i:03d}.png")
-    return root
+#: The target: three normal training scans, two good and two bumped test scans.
+LAYOUT = {("train", "good"): 3, ("validation", "good"): 1, ("test", "good"): 2, ("test", "bump"): 2}
 
 
 def _task_irrelevant(root: Path) -> list[dict]:
     return [{"dataset": "synthetic3d", "root": str(root), "categories": ["bottle"], "split": "train", "options": TINY}]
 
 
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    command = [str(Path(sys.executable).with_name("anomalib")), "train", *args]
-    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900, check=False)
-
-
 def test_cli_on_anomalib_mvtec3d(tmp_path: Path) -> None:
-    root = write_dome_mvtec3d(tmp_path / "MVTec3D")
-    out = run_cli(
-        [
-            "--model", "ThreeDzAL", *TINY_MODEL_ARGS, "--model.rgb_backbone", "null",
-            "--model.task_irrelevant", yaml.safe_dump(_task_irrelevant(tmp_path / "synthetic"), default_flow_style=True),
-            "--data", "MVTec3D", "--data.root", str(root), "--data.category", "bagel",
-            "--data.num_workers", "0", "--data.train_batch_size", "2", "--data.eval_batch_size", "2",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
-            "--default_root_dir", str(tmp_path / "results"),
-        ],
+    root = write_dome_mvtec3d(tmp_path / "MVTec3D", layout=LAYOUT)
+    task_irrelevant = yaml.safe_dump(_task_irrelevant(tmp_path / "synthetic"), default_flow_style=True)
+    out = run_anomalib(
+        ["train", "--model", "ThreeDzAL", *TINY_MODEL_ARGS, "--model.rgb_backbone", "null",
+         "--model.task_irrelevant", task_irrelevant, *mvtec3d_data(root), *CPU_TRAINER,
+         "--default_root_dir", str(tmp_path / "results")],
         cwd=tmp_path,
     )
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-5000:]
-    for metric in ("image_AUROC", "image_AP", "point_AUROC", "point_AUPRO"):
-        assert metric in log, log[-3000:]
+    assert_finite_metrics(log, ("image_AUROC", "image_AP", "point_AUROC", "point_AUPRO"))
     run_dir = tmp_path / "results" / "ThreeDzAL" / "MVTec3D" / "bagel"
     assert list(run_dir.rglob("images/**/*.png")), sorted(str(p) for p in run_dir.rglob("*"))
 
@@ -114,7 +69,7 @@ def _tiny_experiment(tmp_path: Path) -> Path:
 
 
 def test_synthetic_leave_one_out_config_through_the_cli(tmp_path: Path) -> None:
-    out = run_cli(["--config", str(_tiny_experiment(tmp_path))], cwd=tmp_path)
+    out = run_anomalib(["train", "--config", str(_tiny_experiment(tmp_path))], cwd=tmp_path)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-5000:]
     for metric in ("image_AUROC", "image_AP", "point_AUROC", "point_AUPRO"):
@@ -201,12 +156,5 @@ def test_save_load_gives_identical_predictions(tmp_path: Path, one_thread: None)
     loaded = ThreeDzAL.load_from_checkpoint(path, visualizer=False)
     assert loaded.model.memory_bank.is_fitted
     assert torch.equal(loaded.model.memory_bank.bank, model.model.memory_bank.bank)
-    model.eval()
-    loaded.eval()
-    datamodule.setup("test")
-    batch = next(iter(datamodule.test_dataloader()))
-    _, first = model.predict_batch(batch)
-    _, second = loaded.predict_batch(batch)
-    assert torch.equal(first.anomaly_map, second.anomaly_map)
-    assert torch.equal(first.pred_score, second.pred_score)
-    assert first.anomaly_map.shape[0] == batch.points.shape[0]  # every input point gets a score
+    batch, scores = assert_reload_predicts_the_same(model, loaded, datamodule)
+    assert scores.anomaly_map.shape[0] == batch.points.shape[0]  # every input point gets a score

@@ -88,3 +88,80 @@ def test_small_preset_check_catches_a_drift() -> None:
     drifted = {**model["init_args"], "num_groups": model["init_args"]["num_groups"] + 1}
     assert _constructor_arguments(IMRNet, drifted) != _constructor_arguments(IMRNet, model["init_args"])
     assert _constructor_arguments(IMRNet, {"feature_layers": (1, 2)})["feature_layers"] == [1, 2]
+
+
+def _model_plugin_names() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="anomalib_3d.models"))
+
+
+def _settings_class(model_class: type) -> type:
+    settings_class = getattr(model_class, "settings_class", None)
+    if settings_class is None:
+        pytest.skip(f"{model_class.__name__} declares no settings_class")
+    return settings_class
+
+
+@pytest.mark.parametrize("name", _model_plugin_names())
+def test_lightning_signature_lists_every_setting_with_its_default(name: str) -> None:
+    """The CLI reads a plugin's switches from its Lightning signature, its torch model from one
+    settings dataclass: both lists must hold the same names with the same defaults."""
+    import dataclasses
+    import inspect
+
+    from anomalib_3d.settings import settings_from
+
+    cls = _model_class(name)
+    settings_class = _settings_class(cls)
+    parameters = inspect.signature(cls.__init__).parameters
+    fields = {field.name for field in dataclasses.fields(settings_class)}
+    assert not fields - set(parameters), f"settings fields missing from {name}'s signature"
+    signature_defaults = {n: parameters[n].default for n in fields}
+    assert settings_from(settings_class, signature_defaults) == settings_class(), (
+        f"{name}'s signature defaults differ from {settings_class.__name__}'s"
+    )
+
+
+#: What a config needs to be built here (no pretrained weights on the test machines).
+OFFLINE = {
+    "ThreeDzAL": {"rgb_backbone": None},
+    "PointAD": {"backbone": "pointad-tiny-vit", "pretrained": None, "feature_layers": None, "vv_start_layer": None,
+                "deep_prompt_depth": None},
+}
+
+
+@pytest.mark.parametrize("config", sorted((CONFIGS / "models").glob("*.yaml")), ids=lambda p: p.stem)
+def test_model_from_yaml_equals_model_from_python(config: Path, tmp_path: Path) -> None:
+    """A model built by anomalib's CLI from a config holds the same settings, state-dict entries and
+    hyper-parameters as the one built in Python from the same values."""
+    import yaml
+    from anomalib.cli.cli import AnomalibCLI
+
+    model_config = yaml.safe_load(config.read_text())["model"]
+    cls = _model_class(model_config["class_path"])
+    settings_class = _settings_class(cls)
+    offline = OFFLINE.get(cls.__name__, {})
+    flags = [item for name, value in offline.items() for item in (f"--model.{name}", yaml.safe_dump(value).split("\n")[0])]
+    cli = AnomalibCLI(
+        args=["fit", "--config", str(config), *flags, "--model.visualizer", "false", "--data", "Real3DAD",
+              "--data.root", str(tmp_path), "--trainer.logger", "false", "--default_root_dir", str(tmp_path)],
+        run=False,
+    )
+    from_yaml = cli.model
+    from_python = cls(**{**model_config.get("init_args", {}), **offline}, visualizer=False)
+    assert isinstance(from_yaml.model.settings, settings_class)
+    assert from_yaml.model.settings == from_python.model.settings
+    yaml_state, python_state = from_yaml.state_dict(), from_python.state_dict()
+    assert {k: v.shape for k, v in yaml_state.items()} == {k: v.shape for k, v in python_state.items()}
+    assert _plain(dict(from_yaml.hparams)) == _plain(dict(from_python.hparams))
+
+
+def test_settings_drift_is_caught() -> None:
+    """A switch missing from the Lightning arguments fails loudly; a changed default compares unequal."""
+    from anomalib_3d.settings import settings_from
+    from anomalib_3d_plugins.threedzal.settings import ThreeDzALSettings
+
+    with pytest.raises(TypeError, match="grid_size"):
+        settings_from(ThreeDzALSettings, {"patch_size": 8})
+    assert ThreeDzALSettings(blur_sigma=3.0) != ThreeDzALSettings()

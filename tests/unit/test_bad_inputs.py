@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from doubles.mvtec3d import noisy_plane_scan, write_mvtec3d_sample
 
 from anomalib_3d.data.errors import (
     CorruptFileError,
@@ -89,25 +90,15 @@ def real3d_tree(root: Path, *, gt_for_good: bool = False) -> Path:
 
 def mvtec_tree(root: Path, h: int = 16, w: int = 16) -> Path:
     """<root>/bagel/{train/good, test/good, test/crack} with xyz, rgb and gt."""
-    import tifffile
-    from PIL import Image
-
     rng = np.random.default_rng(0)
 
     def sample(split: str, defect: str, idx: int, gt: bool) -> None:
-        base = root / "bagel" / split / defect
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        xyz = np.stack([xx / w, yy / h, 0.5 + 0.01 * rng.random((h, w))], axis=-1).astype(np.float32)
-        for sub in ("xyz", "rgb"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(base / "xyz" / f"{idx:03d}.tiff", xyz)
-        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(base / "rgb" / f"{idx:03d}.png")
+        xyz, rgb = noisy_plane_scan(h, w, rng)
+        mask = None
         if gt:
-            mask = np.zeros((h, w), np.uint8)
-            if defect != "good":
-                mask[4:8, 4:8] = 255
-            (base / "gt").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask).save(base / "gt" / f"{idx:03d}.png")
+            mask = np.zeros((h, w), bool)
+            mask[4:8, 4:8] = defect != "good"
+        write_mvtec3d_sample(root / "bagel" / split / defect, idx, xyz, rgb, mask)
 
     for i in range(2):
         sample("train", "good", i, False)

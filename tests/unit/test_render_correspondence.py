@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from doubles.clouds import random_cube_cloud
 
 from anomalib_3d.render import (
     gather_to_points,
@@ -18,13 +19,8 @@ from anomalib_3d.render import (
 )
 
 
-def _random_cloud(num_points: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(num_points, 3, generator=generator) * 2 - 1
-
-
 def test_gather_of_rendered_values_returns_the_values_of_visible_points() -> None:
-    points = _random_cloud(600, 0)
+    points = random_cube_cloud(600, 0)
     batch = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(200, dtype=torch.long)])
     values = torch.randint(0, 1000, (600, 3)).float()  # integers: averaging copies is exact
     # Zero tolerance: visible <=> owner of the centre pixel, so every read is the point's own value.
@@ -43,7 +39,7 @@ def test_gather_of_rendered_values_returns_the_values_of_visible_points() -> Non
 
 def test_gather_averages_over_visible_views_only() -> None:
     rig = rotation_rig([0.0, math.pi / 2, math.pi], image_size=32)
-    out = rasterize_points(_random_cloud(50, 1), rig=rig, point_radius_px=1.0)
+    out = rasterize_points(random_cube_cloud(50, 1), rig=rig, point_radius_px=1.0)
     # View k's map is the constant k + 1 everywhere: each point gets the mean of (k + 1) over its
     # visible views, computed independently here.
     maps = torch.arange(1, 4, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous()
@@ -54,7 +50,7 @@ def test_gather_averages_over_visible_views_only() -> None:
 
 
 def test_low_resolution_maps_are_bilinearly_upsampled() -> None:
-    out = rasterize_points(_random_cloud(300, 2), rig=pointad_rig(3, image_size=48))
+    out = rasterize_points(random_cube_cloud(300, 2), rig=pointad_rig(3, image_size=48))
     coarse = torch.rand(1, 3, 2, 6, 6)  # e.g. CLIP patch maps
     fine = F.interpolate(coarse.view(6, 1, 6, 6), size=(48, 48), mode="bilinear", align_corners=False)
     fine = fine.view(1, 3, 2, 48, 48)
@@ -118,7 +114,7 @@ def test_unseen_points_take_their_nearest_visible_neighbour() -> None:
 
 
 def test_bad_maps_raise() -> None:
-    out = rasterize_points(_random_cloud(20, 3), rig=pointad_rig(3, image_size=16))
+    out = rasterize_points(random_cube_cloud(20, 3), rig=pointad_rig(3, image_size=16))
     with pytest.raises(ValueError, match="maps must have shape"):
         gather_to_points(torch.rand(2, 3, 16, 16), out)
     with pytest.raises(ValueError, match="maps must have shape"):
@@ -130,7 +126,7 @@ def test_bad_maps_raise() -> None:
 def test_view_loop_for_wide_maps_matches_the_one_shot_read(monkeypatch: pytest.MonkeyPatch) -> None:
     from anomalib_3d.render import correspondence
 
-    out = rasterize_points(_random_cloud(400, 4), rig=pointad_rig(5, image_size=32))
+    out = rasterize_points(random_cube_cloud(400, 4), rig=pointad_rig(5, image_size=32))
     maps = torch.rand(1, 5, 6, 32, 32)
     one_shot = gather_to_points(maps, out, fallback="nan")
     monkeypatch.setattr(correspondence, "_ALL_VIEWS_AT_ONCE", 0)

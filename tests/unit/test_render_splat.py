@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from doubles.clouds import random_cube_cloud
 
 from anomalib_3d.data.errors import EmptyPointCloudError, GroundTruthMismatchError, InvalidPointsError
 from anomalib_3d.render import (
@@ -18,11 +19,6 @@ from anomalib_3d.render import (
     render_points,
     rotation_rig,
 )
-
-
-def _random_cloud(num_points: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(num_points, 3, generator=generator) * 2 - 1
 
 
 def _brute_force_zbuffer(uv: np.ndarray, depth: np.ndarray, batch: np.ndarray, num_clouds: int, hw, radius: float):
@@ -125,7 +121,7 @@ def test_depth_tolerance_rule() -> None:
 @pytest.mark.parametrize("projection", ["orthographic", "pinhole"])
 @pytest.mark.parametrize("radius", [0.0, 1.0, 1.5, 2.5])
 def test_zbuffer_matches_brute_force(projection: str, radius: float) -> None:
-    points = torch.cat([_random_cloud(150, 1), _random_cloud(90, 2) * 0.3])
+    points = torch.cat([random_cube_cloud(150, 1), random_cube_cloud(90, 2) * 0.3])
     batch = torch.cat([torch.zeros(150, dtype=torch.long), torch.ones(90, dtype=torch.long)])
     rig = rotation_rig([-1.0, 0.0, 2.0], projection=projection, image_size=(24, 30))
     out = rasterize_points(points, batch, rig, point_radius_px=radius, depth_tolerance=0.0)
@@ -141,7 +137,7 @@ def test_zbuffer_matches_brute_force(projection: str, radius: float) -> None:
 
 
 def test_projection_matches_float64_reference() -> None:
-    points = _random_cloud(500, 3)
+    points = random_cube_cloud(500, 3)
     rig = pointad_rig(9, image_size=336)
     out = rasterize_points(points, rig=rig)
     lows, highs = points.double().min(0).values, points.double().max(0).values
@@ -162,7 +158,7 @@ def test_projection_matches_float64_reference() -> None:
 
 
 def test_shapes_and_dtypes() -> None:
-    points = _random_cloud(200, 4)
+    points = random_cube_cloud(200, 4)
     batch = torch.cat([torch.zeros(120, dtype=torch.long), torch.ones(80, dtype=torch.long)])
     out = render_points(points, batch, pointad_rig(5, image_size=(40, 48)), normals=points, values=torch.rand(200, 4))
     assert out.images.shape == (2, 5, 3, 40, 48) and out.images.dtype == torch.float32
@@ -180,7 +176,7 @@ def test_shapes_and_dtypes() -> None:
 
 
 def test_values_are_splatted_with_the_same_zbuffer() -> None:
-    points = _random_cloud(300, 5)
+    points = random_cube_cloud(300, 5)
     values = torch.rand(300, 2)
     out = render_points(points, rig=pointad_rig(3, image_size=32), shading=False, values=values, values_background=-1.0)
     hit = out.pixel_to_point >= 0
@@ -190,7 +186,7 @@ def test_values_are_splatted_with_the_same_zbuffer() -> None:
 
 
 def test_mask_aligns_with_image() -> None:
-    points = _random_cloud(400, 6)
+    points = random_cube_cloud(400, 6)
     labels = torch.zeros(400, dtype=torch.long)
     labels[:40] = 1
     colors = torch.full((400, 3), 0.5)
@@ -211,8 +207,8 @@ def test_mask_aligns_with_image() -> None:
 
 
 def test_batched_render_equals_each_cloud_alone() -> None:
-    first, second = _random_cloud(250, 7) * 5 + 3, _random_cloud(120, 8)
-    normals = torch.nn.functional.normalize(_random_cloud(370, 9), dim=1)
+    first, second = random_cube_cloud(250, 7) * 5 + 3, random_cube_cloud(120, 8)
+    normals = torch.nn.functional.normalize(random_cube_cloud(370, 9), dim=1)
     points = torch.cat([first, second])
     batch = torch.cat([torch.zeros(250, dtype=torch.long), torch.ones(120, dtype=torch.long)])
     rig = pointad_rig(5, image_size=40)
@@ -233,7 +229,7 @@ def test_batched_render_equals_each_cloud_alone() -> None:
 
 def test_trailing_empty_cloud_renders_blank() -> None:
     batch = torch.zeros(20, dtype=torch.long)
-    out = render_points(_random_cloud(20, 10), batch, pointad_rig(1, image_size=16), num_clouds=2, shading=False)
+    out = render_points(random_cube_cloud(20, 10), batch, pointad_rig(1, image_size=16), num_clouds=2, shading=False)
     assert out.images.shape[0] == 2 and (out.images[1] == 1.0).all() and (out.pixel_to_point[1] == -1).all()
 
 
@@ -316,7 +312,7 @@ def test_bad_points_raise(points, error, match: str) -> None:
 
 
 def test_bad_companions_raise() -> None:
-    points = _random_cloud(10, 12)
+    points = random_cube_cloud(10, 12)
     rig = pointad_rig(1, image_size=8)
     with pytest.raises(InvalidPointsError, match="batch"):
         render_points(points, torch.zeros(9, dtype=torch.long), rig, shading=False)
@@ -342,8 +338,8 @@ def test_bad_companions_raise() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu() -> None:
-    points = _random_cloud(2000, 13)
-    normals = torch.nn.functional.normalize(_random_cloud(2000, 14), dim=1)
+    points = random_cube_cloud(2000, 13)
+    normals = torch.nn.functional.normalize(random_cube_cloud(2000, 14), dim=1)
     rig = pointad_rig(9, image_size=64)
     cpu = render_points(points, rig=rig, normals=normals)
     gpu = render_points(points.cuda(), rig=rig, normals=normals.cuda())
@@ -354,7 +350,7 @@ def test_cuda_matches_cpu() -> None:
 def test_arithmetic_key_packing_matches_in_place_packing(monkeypatch: pytest.MonkeyPatch) -> None:
     from anomalib_3d.render import zbuffer
 
-    points = _random_cloud(300, 15)
+    points = random_cube_cloud(300, 15)
     rig = pointad_rig(3, image_size=32)
     in_place = rasterize_points(points, rig=rig)
     monkeypatch.setattr(zbuffer, "_LITTLE_ENDIAN", False)  # the portable shift/or path
@@ -367,7 +363,7 @@ def test_arithmetic_key_packing_matches_in_place_packing(monkeypatch: pytest.Mon
 def test_per_cloud_radius_renders_each_cloud_as_alone() -> None:
     """Clouds of a batch with radii 1, 3 and 0 give the very images / owners / visibility they give alone."""
     rig = pointad_rig(3, image_size=40)
-    clouds = [_random_cloud(150, 21), _random_cloud(400, 22), _random_cloud(60, 23)]
+    clouds = [random_cube_cloud(150, 21), random_cube_cloud(400, 22), random_cube_cloud(60, 23)]
     radii = [1.0, 3.0, 0.0]
     alone = [render_points(c, rig=rig, point_radius_px=r, normals=c) for c, r in zip(clouds, radii, strict=True)]
     points = torch.cat(clouds)

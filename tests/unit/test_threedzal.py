@@ -22,6 +22,7 @@ from anomalib_3d_plugins.threedzal.pseudo_anomaly import (
     remove_points,
     soft_interest_map,
 )
+from anomalib_3d_plugins.threedzal.settings import ThreeDzALSettings
 from anomalib_3d_plugins.threedzal.torch_model import OrganizedCloud, ThreeDzALModel, fit_patch_size, perturb_patches
 
 
@@ -208,13 +209,13 @@ def test_pretrained_generator_and_rgb_without_weights_raise(tmp_path: Path, monk
     with pytest.raises(MissingWeightsError, match="torchvision's cache"):
         GeneratorCNN("resnet18", pretrained=True)
     with pytest.raises(MissingWeightsError):
-        ThreeDzALModel(grid_size=16, rgb_backbone="wide_resnet50_2")
+        ThreeDzALModel(ThreeDzALSettings(grid_size=16, rgb_backbone="wide_resnet50_2"))
     with pytest.raises(MissingWeightsError):
-        ThreeDzALModel(grid_size=16, rgb_backbone="wide_resnet50_2", rgb_weights=str(tmp_path / "nope.pth"))
+        ThreeDzALModel(ThreeDzALSettings(grid_size=16, rgb_backbone="wide_resnet50_2", rgb_weights=str(tmp_path / "nope.pth")))
 
 
 def test_cell_patches_hold_exactly_each_cells_points() -> None:
-    model = ThreeDzALModel(grid_size=16, patch_size=4, learned_branch=False, classifier=False)
+    model = ThreeDzALModel(ThreeDzALSettings(grid_size=16, patch_size=4, learned_branch=False, classifier=False))
     rng = torch.Generator().manual_seed(0)
     xyz = torch.rand(16, 16, 3, generator=rng) + 0.1
     valid = torch.rand(16, 16, generator=rng) > 0.4
@@ -314,8 +315,8 @@ def test_camera_visible_is_a_z_buffer_on_the_cells_pixel_lattice() -> None:
 def test_pseudo_anomalous_patches_are_centred_like_real_cells() -> None:
     """Removal patches are padded by cycling; they must be centred on their distinct points' mean
     (as normal / test cells are), not on the padded patch's mean."""
-    model = ThreeDzALModel(grid_size=16, patch_size=8, learned_branch=False, classifier=True, adding_ratio=0.0,
-                           rotation_augment=False)
+    model = ThreeDzALModel(ThreeDzALSettings(grid_size=16, patch_size=8, learned_branch=False, classifier=True, adding_ratio=0.0,
+                           rotation_augment=False))
     xyz = torch.zeros(16, 16, 3)
     xyz[..., :2] = torch.stack(torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij"), -1) * 0.01
     xyz[..., 2] = 1.0 + 0.05 * torch.sin(xyz[..., 0] * 40)

@@ -37,6 +37,7 @@ from anomalib_3d_plugins.threedzal.grid_defects import (
 )
 from anomalib_3d_plugins.threedzal.loss import patch_denoising_loss
 from anomalib_3d_plugins.threedzal.pseudo_anomaly import add_points, camera_visible, interest_region, match_counts
+from anomalib_3d_plugins.threedzal.settings import ThreeDzALSettings
 from anomalib_3d_plugins.threedzal.torch_model import ThreeDzALModel
 
 FOCAL = 100.0
@@ -171,9 +172,9 @@ def _distinct_counts(patches: torch.Tensor) -> np.ndarray:
 
 
 def _count_model(**switches: object) -> ThreeDzALModel:
-    model = ThreeDzALModel(grid_size=96, patch_size=8, use_fpfh=False, feature_dim=8, pointnet_centroids=4,
+    model = ThreeDzALModel(ThreeDzALSettings(grid_size=96, patch_size=8, use_fpfh=False, feature_dim=8, pointnet_centroids=4,
                            pointnet_widths=(8, 8), generator_backbone="small", top_fraction=0.01, region_size=24,
-                           positives_per_sample=48, seed=0, **switches)
+                           positives_per_sample=48, seed=0, **switches))
     source = _scan_cloud("bottle", 1)
     model.set_task_irrelevant([(source.xyz, source.valid)])
     return model
@@ -260,9 +261,9 @@ def test_pseudo_kinds_switch_each_kind() -> None:
     _, counts = bulge_model.grid_negatives(cloud, 20)
     assert set(counts.tolist()) <= full_counts  # bumps move points, never remove them
     with pytest.raises(ValueError, match="pseudo_kinds"):
-        ThreeDzALModel(grid_size=16, pseudo_kinds=("crack",))
+        ThreeDzALModel(ThreeDzALSettings(grid_size=16, pseudo_kinds=("crack",)))
     with pytest.raises(ValueError, match="pseudo_anomalies"):
-        ThreeDzALModel(grid_size=16, pseudo_anomalies="voxels")
+        ThreeDzALModel(ThreeDzALSettings(grid_size=16, pseudo_anomalies="voxels"))
 
 
 def test_synthesise_defect_sizes_span_whole_cells() -> None:
@@ -288,7 +289,7 @@ def test_disentanglement_mode_and_adding_scale_switches_reach_the_model() -> Non
     assert signed.model.loss.disentanglement(-projected, fpfh).item() == pytest.approx(-1.0, abs=1e-6)
     assert squared.model.loss.disentanglement(-projected, fpfh).item() == pytest.approx(1.0, abs=1e-6)
     assert signed.model.loss.disentanglement(features, fpfh) != squared.model.loss.disentanglement(features, fpfh)
-    assert ThreeDzAL(grid_size=16, adding_scale=2.5).model.adding_scale == 2.5
+    assert ThreeDzAL(grid_size=16, adding_scale=2.5).model.settings.adding_scale == 2.5
     cloud, _ = pinhole_plane()
     cloud = cloud.reshape(-1, 3)
     region = _bumpy_region()
@@ -304,7 +305,7 @@ def test_denoising_loss_and_its_switch() -> None:
     # mean over rebuilt of nearest squared distance (0.25, 0, 1) / 3 + mean over clean (0.25, 0) / 2
     assert patch_denoising_loss(rebuilt, clean).item() == pytest.approx((0.25 + 0 + 1) / 3 + 0.25 / 2)
     with pytest.raises(ValueError, match="learned_branch"):
-        ThreeDzALModel(grid_size=16, learned_branch=False, denoising_loss=True)
+        ThreeDzALModel(ThreeDzALSettings(grid_size=16, learned_branch=False, denoising_loss=True))
     model = _count_model(denoising_loss=True, contrastive_loss=False, classifier=False)
     assert not model.needs_pseudo_anomalies and not model.uses_task_irrelevant
     losses = model.training_losses([_scan_cloud("cup", 0)])

@@ -5,27 +5,21 @@ Imported lazily: ``from anomalib_3d.data.datamodules import Real3DAD`` loads onl
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anomalib_3d._lazy import exported_names, lazy_exports
 
-_WHERE = {
-    "PointCloudDataModule": "base",
-    "Real3DAD": "real3d_ad",
-    "AnomalyShapeNet": "anomaly_shapenet",
-    "MVTec3DPointCloud": "mvtec3d",
-    "Synthetic3D": "synthetic",
-    "ZeroShot3D": "zero_shot",
-    "Eyecandies": "eyecandies",
-    "MultiViewScenes": "multiview_scenes",
-    "DataSource": "zero_shot",
+_EXPORTS = {
+    ".base": ("PointCloudDataModule",),
+    ".real3d_ad": ("Real3DAD",),
+    ".anomaly_shapenet": ("AnomalyShapeNet",),
+    ".mvtec3d": ("MVTec3DPointCloud",),
+    ".synthetic": ("Synthetic3D",),
+    ".zero_shot": ("ZeroShot3D", "DataSource"),
+    ".eyecandies": ("Eyecandies",),
+    ".multiview_scenes": ("MultiViewScenes",),
 }
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-__all__ = list(_WHERE)
+__all__ = exported_names(_EXPORTS)

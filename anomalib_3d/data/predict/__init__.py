@@ -1,7 +1,8 @@
 """Predict on new scans: ``anomalib predict --model <Name> --ckpt_path <ckpt> --data <file, folder or glob>``.
 
 * :mod:`.inputs` — which files a path names (scans, their RGB images, everything else rejected by name);
-* :mod:`.preprocessing` — the reading options recorded at fit in the model's pre-processor and its
+* :mod:`.options` — the reading options of the test data, as plain data (:func:`describe_preprocessing`);
+* :mod:`.preprocessing` — those options recorded at fit in the model's pre-processor and its
   checkpoint (:class:`PointCloudPreProcessor`);
 * :mod:`.dataset` — :class:`PointCloudPredictDataset`: the scans read as the test data was read,
   bad files set aside under their named errors;
@@ -20,13 +21,8 @@ from anomalib_3d.data.predict.inputs import (
     holds_point_clouds,
     list_predict_inputs,
 )
-from anomalib_3d.data.predict.preprocessing import (
-    DEFAULT_PREPROCESSING,
-    READ_OPTIONS,
-    PointCloudPreProcessor,
-    describe_preprocessing,
-    predict_datasets,
-)
+from anomalib_3d.data.predict.options import DEFAULT_PREPROCESSING, READ_OPTIONS, describe_preprocessing
+from anomalib_3d.data.predict.preprocessing import PointCloudPreProcessor, predict_datasets
 from anomalib_3d.data.predict.router import PointCloudPredictRoute, install_predict_route
 
 __all__ = [

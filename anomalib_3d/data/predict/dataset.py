@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from anomalib_3d.data.dataclasses import PointCloudBatch, PointCloudItem
 from anomalib_3d.data.predict.inputs import PredictInput, PredictInputs, list_predict_inputs
-from anomalib_3d.data.predict.preprocessing import DEFAULT_PREPROCESSING, READ_OPTIONS
+from anomalib_3d.data.predict.options import DEFAULT_PREPROCESSING, READ_OPTIONS
 from anomalib_3d.errors import (
     CorruptFileError,
     DatasetRootNotFoundError,

@@ -5,14 +5,15 @@
 on loose scans has no datamodule, so the options travel with the model instead, in anomalib's own
 component for that job, the pre-processor: :class:`PointCloudPreProcessor`
 
-* records the options of the test split at ``fit`` start (:func:`describe_preprocessing`);
+* records the options of the test split at ``fit`` start
+  (:func:`~anomalib_3d.data.predict.options.describe_preprocessing`);
 * saves them in the checkpoint with its configuration (``anomalib_pre_processor_config``) and
   reads them back when a checkpoint is loaded;
 * hands them to every :class:`~anomalib_3d.data.predict.PointCloudPredictDataset` of a predict run
   before the first scan is read.
 
 A checkpoint written before the options were recorded reads scans with
-:data:`DEFAULT_PREPROCESSING` (one log line says so).
+:data:`~anomalib_3d.data.predict.options.DEFAULT_PREPROCESSING` (one log line says so).
 """
 
 from __future__ import annotations
@@ -22,71 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 from anomalib.pre_processing import PreProcessor
 
+from anomalib_3d.data.predict.dataset import PointCloudPredictDataset
+from anomalib_3d.data.predict.options import describe_preprocessing
+
 if TYPE_CHECKING:
     from lightning.pytorch import LightningModule, Trainer
 
 logger = logging.getLogger(__name__)
 
-#: Version of the recorded options (bumped when their meaning changes).
-RECORD_FORMAT = 1
-#: Reading options of :class:`~anomalib_3d.data.datasets.PointCloudDataset`, as recorded.
-READ_OPTIONS = ("remove_background", "background_threshold", "keep_largest_cluster", "grid_size", "columns")
-#: What scans are read with when the checkpoint records nothing: the file as it is (no support-plane
-#: removal, native grid, text columns inferred) and no category.
-DEFAULT_PREPROCESSING: dict[str, Any] = {
-    "remove_background": False,
-    "background_threshold": 0.005,
-    "keep_largest_cluster": False,
-    "grid_size": None,
-    "columns": None,
-    "categories": None,
-}
+#: Where the checkpoint keeps the recorded options (inside the pre-processor's configuration).
 _CHECKPOINT_KEY = "point_cloud_inputs"
 
 
-def _plain(value: Any) -> Any:  # noqa: ANN401
-    """Checkpoint-safe plain data (tuples become lists)."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
-    return value
-
-
-def describe_preprocessing(datamodule: Any) -> dict[str, Any] | None:  # noqa: ANN401
-    """The reading options of ``datamodule``'s test split, as plain data.
-
-    Args:
-        datamodule: a set-up datamodule (``test_data`` built).
-
-    Returns:
-        ``{"format", "datamodule", "categories", <READ_OPTIONS>}``; for anomalib's own depth
-        datamodules (``MVTec3D``, ``Folder3D``, ``ADAM3D``), whose batches the depth adapter turns
-        into points without reading options, the defaults with ``"depth_batches": True``.
-        ``None`` when there is no datamodule or no test split.
-    """
-    from anomalib_3d.data.datasets import PointCloudDataset
-
-    dataset = getattr(datamodule, "test_data", None)
-    if datamodule is None or dataset is None:
-        return None
-    record: dict[str, Any] = {"format": RECORD_FORMAT, "datamodule": type(datamodule).__name__}
-    if isinstance(dataset, PointCloudDataset):
-        record.update({key: _plain(getattr(dataset, key)) for key in READ_OPTIONS})
-        categories = sorted({str(c) for c in dataset.samples.category}) if len(dataset.samples) else []
-    else:
-        record.update({key: DEFAULT_PREPROCESSING[key] for key in READ_OPTIONS})
-        record["depth_batches"] = True
-        category = getattr(datamodule, "category", None)
-        categories = [str(category)] if category else []
-    record["categories"] = categories or None
-    return record
-
-
-def predict_datasets(trainer: Trainer) -> list[Any]:
+def predict_datasets(trainer: Trainer) -> list[PointCloudPredictDataset]:
     """The :class:`~anomalib_3d.data.predict.PointCloudPredictDataset` objects of a predict run."""
-    from anomalib_3d.data.predict.dataset import PointCloudPredictDataset
-
     loaders = getattr(trainer, "predict_dataloaders", None)
     if loaders is None:
         return []
@@ -138,11 +88,4 @@ class PointCloudPreProcessor(PreProcessor):
         self.input_preprocessing = dict(record) if record is not None else None
 
 
-__all__ = [
-    "DEFAULT_PREPROCESSING",
-    "READ_OPTIONS",
-    "RECORD_FORMAT",
-    "PointCloudPreProcessor",
-    "describe_preprocessing",
-    "predict_datasets",
-]
+__all__ = ["PointCloudPreProcessor", "predict_datasets"]
