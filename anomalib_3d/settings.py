@@ -12,9 +12,12 @@ A settings object is plain data, not a module: it adds nothing to a model's stat
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import textwrap
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 SettingsT = TypeVar("SettingsT", bound="ModelSettings")
@@ -92,4 +95,71 @@ def settings_from(settings_type: type[SettingsT], arguments: Mapping[str, Any]) 
     return settings_type(**{name: arguments[name] for name in names})
 
 
-__all__ = ["ModelSettings", "settings_from"]
+_FIELD_LINE = re.compile(r"([A-Za-z_]\w*)\s*:")
+
+
+def switch_docs(settings_type: type[ModelSettings]) -> dict[str, str]:
+    """The doc of every field of a settings dataclass, by name, in field order.
+
+    A field's doc is the run of ``#:`` comment lines right above it; a run above several consecutive
+    fields documents each of them. A blank line or a plain ``#`` comment ends a run. Fields inherited
+    from a settings base are included.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(settings_type.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is ModelSettings:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # no source (frozen application): no docs, never an error
+            continue
+        own = {field.name for field in dataclasses.fields(klass)}
+        run: list[str] = []
+        reading_comment = False
+        for line in source.splitlines()[1:]:
+            text = line.strip()
+            if text.startswith("#:"):
+                run = run if reading_comment else []
+                run.append(text[2:].strip())
+                reading_comment = True
+                continue
+            reading_comment = False
+            match = _FIELD_LINE.match(text)
+            if match and match.group(1) in own:
+                if run:
+                    docs.setdefault(match.group(1), " ".join(run))
+            else:
+                run = []
+    names = [field.name for field in dataclasses.fields(settings_type)]
+    return {name: docs[name] for name in names if name in docs}
+
+
+def document_switches(settings_type: type[ModelSettings]) -> Callable[[type], type]:
+    """Class decorator for a Lightning module whose switches are ``settings_type``'s fields.
+
+    The module's ``__init__`` docstring gains an ``Args:`` entry per switch, taken from the settings
+    (:func:`switch_docs`), so that ``anomalib train --model X --model.help X`` (jsonargparse reads the
+    class and ``__init__`` docstrings) describes every flag while the docs are written once.
+    """
+
+    def decorate(cls: type) -> type:
+        if "__init__" not in cls.__dict__:
+            msg = f"{cls.__name__} must define its own __init__ listing the switches of {settings_type.__name__}."
+            raise TypeError(msg)
+        lines = [
+            f"Build {cls.__name__}; every switch below is a field of "
+            f":class:`~{settings_type.__module__}.{settings_type.__qualname__}`.",
+            "",
+            "Args:",
+        ]
+        for name, doc in switch_docs(settings_type).items():
+            wrapped = textwrap.wrap(doc, width=92) or [""]
+            lines.append(f"    {name}: {wrapped[0]}")
+            lines.extend(f"        {more}" for more in wrapped[1:])
+        cls.__init__.__doc__ = "\n".join(lines) + "\n"
+        return cls
+
+    return decorate
+
+
+__all__ = ["ModelSettings", "document_switches", "settings_from", "switch_docs"]

@@ -43,7 +43,7 @@ from anomalib_3d.data.zero_shot import (
 )
 from anomalib_3d.errors import GroundTruthMismatchError
 from anomalib_3d.models import PointCloudModelMixin, PointScores
-from anomalib_3d.settings import settings_from
+from anomalib_3d.settings import document_switches, settings_from
 from anomalib_3d_plugins.pointad.loss import HybridLoss
 from anomalib_3d_plugins.pointad.scoring import PointADPrediction, segment_max
 from anomalib_3d_plugins.pointad.settings import PointADSettings
@@ -84,6 +84,7 @@ def _on_one_device(points: PointCloudBatch) -> PointCloudBatch:
     return points
 
 
+@document_switches(PointADSettings)
 class PointAD(PointCloudModelMixin, AnomalibModule):
     """PointAD with anomalib's components (3D metrics and visualizer from ``anomalib_3d``).
 

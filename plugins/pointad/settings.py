@@ -100,8 +100,11 @@ class PointADSettings(ModelSettings):
     #: preset's per-category size.
     point_size_px: float | None = None
     # -- hybrid loss (:class:`~anomalib_3d_plugins.pointad.loss.HybridLoss`, Table 6)
+    #: the four terms of the hybrid loss, each a switch: point-level global (cross-entropy of the
+    #: view-averaged object probabilities) and local (Dice of the point maps gathered from the views) ...
     loss_global_3d: bool = True
     loss_local_3d: bool = True
+    #: ... and pixel-level global (cross-entropy per view) and local (focal + Dice per rendered view).
     loss_global_2d: bool = True
     loss_local_2d: bool = True
     #: ``tau`` of the cosine similarities.

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from anomalib_3d.data.dataclasses import PointCloudBatch
 from anomalib_3d.data.zero_shot import foreground_mask, read_organized_scans, source_dicts, task_irrelevant_dataset
 from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
-from anomalib_3d.settings import settings_from
+from anomalib_3d.settings import document_switches, settings_from
 
 from .settings import ThreeDzALSettings
 from .torch_model import OrganizedCloud, ThreeDzALModel, ThreeDzALPrediction
@@ -66,6 +66,7 @@ SMALL_PRESET: dict[str, Any] = {
 }
 
 
+@document_switches(ThreeDzALSettings)
 class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """3DzAL: zero-shot 3D anomaly localization from task-irrelevant data.
 

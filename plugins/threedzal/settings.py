@@ -97,9 +97,11 @@ class ThreeDzALSettings(ModelSettings):
     #: as an organized scan would), not two layers.
     depth_consistent: bool = False
     # -- losses
+    #: Eq. 1, contrastive loss of f_theta (normal patch vs its pseudo-anomaly), weight ``lambda_contrastive``.
     contrastive_loss: bool = True
-    disentanglement_loss: bool = True
     lambda_contrastive: float = 1.0
+    #: Eq. 2, disentanglement of f_theta from the FPFH branch, weight ``lambda_disentanglement`` (100).
+    disentanglement_loss: bool = True
     lambda_disentanglement: float = 100.0
     #: temperature of the contrastive loss.
     temperature: float = 0.07

@@ -62,3 +62,39 @@ def test_settings_from_picks_the_fields_and_names_a_missing_one() -> None:
     del arguments["sigma"]
     with pytest.raises(TypeError, match="sigma"):
         settings_from(Example, arguments)
+
+
+@dataclasses.dataclass(frozen=True)
+class Documented(ModelSettings):
+    # -- a section comment documents nothing
+    undocumented: int = 0
+    #: one line
+    first: int = 1
+    #: two lines that
+    #: continue
+    second: int = 2
+    third: int = 3
+    # -- a new section ends the run above
+
+    fourth: int = 4
+
+
+def test_switch_docs_reads_the_comment_runs_above_the_fields() -> None:
+    from anomalib_3d.settings import switch_docs
+
+    assert switch_docs(Documented) == {"first": "one line", "second": "two lines that continue",
+                                       "third": "two lines that continue"}
+
+
+@pytest.mark.parametrize("plugin", ["threedzal", "pointad"])
+def test_every_switch_of_a_plugin_has_help_on_the_command_line(plugin: str) -> None:
+    """``anomalib train --model X --model.help X`` reads the ``__init__`` docstring made from the settings."""
+    import importlib
+
+    from docstring_parser import parse
+
+    package = importlib.import_module(f"anomalib_3d_plugins.{plugin}")
+    module = getattr(package, {"threedzal": "ThreeDzAL", "pointad": "PointAD"}[plugin])
+    documented = {param.arg_name: param.description for param in parse(module.__init__.__doc__).params}
+    fields = [field.name for field in dataclasses.fields(module.settings_class)]
+    assert [name for name in fields if not documented.get(name)] == []
