@@ -43,7 +43,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import MMAP_THRESHOLD_ENV, PeakMemory
 
 MODES = ("none", "dense", "sparse")
 
@@ -76,75 +75,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "render_size": [32, 32], "num_samples": 64},
     },
 }
-
-_MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
-
-
-# ----------------------------------------------------------------------------------------------
-# memory
-
-
-def _status_mib(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _can_reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return _status_mib("VmHWM") is not None
-
-
-class PeakMemory:
-    """Peak memory of one step above its start (MiB): CUDA allocator or the process's RSS high-water mark."""
-
-    def __init__(self, device: Any) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.hwm = (not self.cuda) and _can_reset_hwm()
-
-    @property
-    def method(self) -> str:
-        if self.cuda:
-            return "torch.cuda.max_memory_allocated above the allocation at step start (tensors only)"
-        if self.hwm:
-            pinned = os.environ.get(_MMAP_ENV)
-            return (f"RSS high-water mark (VmHWM, reset via /proc/self/clear_refs) above the RSS at step start; "
-                    f"glibc mmap threshold {pinned or 'NOT pinned'} bytes")
-        return "growth of ru_maxrss over the step (a lower bound: /proc/self/clear_refs is not writable)"
-
-    def start(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = self.torch.cuda.memory_allocated(self.device) / 2**20
-        elif self.hwm:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-            self.base = _status_mib("VmRSS") or 0.0
-        else:
-            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def stop(self) -> float:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            return self.torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
-        if self.hwm:
-            return (_status_mib("VmHWM") or 0.0) - self.base
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - self.base
-
 
 # ----------------------------------------------------------------------------------------------
 # inputs
@@ -314,7 +244,7 @@ def memory_pass_in_subprocess(argv: list[str]) -> tuple[dict[tuple[str, str, str
     """Run this script with ``--memory-pass`` and the mmap threshold pinned; ``({row: MiB}, method)``."""
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "memory.json"
-        env = {**os.environ, _MMAP_ENV: "65536"}
+        env = {**os.environ, MMAP_THRESHOLD_ENV: "65536"}
         done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--memory-pass", str(target)],
                               env=env, check=False)
         if done.returncode != 0 or not target.is_file():

@@ -24,33 +24,25 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from _common import cpu_seconds
 
-import torch  # noqa: E402
-
-from anomalib_3d.data.datamodules.multiview_scenes import MultiViewScenes  # noqa: E402
-from anomalib_3d.data.scenes import load_scene  # noqa: E402
-from anomalib_3d.data.synthetic.scenes import (  # noqa: E402
+from anomalib_3d.data.datamodules.multiview_scenes import MultiViewScenes
+from anomalib_3d.data.scenes import load_scene
+from anomalib_3d.data.synthetic.scenes import (
     generate_scene_dataset,
     make_scene,
     render_scene,
     scene_dataset_params,
     write_scene,
 )
-from anomalib_3d.render.volume import VoxelGrid, backproject_features, render_volume  # noqa: E402
+from anomalib_3d.render.volume import VoxelGrid, backproject_features, render_volume
 
 TARGET_SECONDS_PER_200 = 180.0
-
-
-def _cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _disk_mb(root: Path) -> float:
@@ -67,9 +59,9 @@ def generation_table(work: Path, num_scenes: int) -> tuple[Path, float]:
     per_scene = 0.0
     for workers in (0, 2):
         root = work / f"workers{workers}"
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         generate_scene_dataset(root, num_workers=workers, **params)
-        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         per_scene = per_scene or wall / num_scenes
         target = TARGET_SECONDS_PER_200 * num_scenes / 200
         print(f"| {workers} | {wall:.1f} | {cpu:.1f} | {1000 * wall / num_scenes:.0f} | {_disk_mb(root):.0f} | "

@@ -1,4 +1,4 @@
-"""Object-level metrics of multi-object scenes (Odd-One-Out): 3D box IoU, matching, accuracy.
+"""Object-level metrics of multi-object scenes (Odd-One-Out): 3D box IoU, matching, accuracy, AUROC per scene.
 
 Boxes are axis-aligned world boxes ``(K, 2, 3)`` = ``[centre xyz, size xyz]`` (the convention of
 :mod:`anomalib_3d.data.scenes`); ragged batches carry a sorted scene vector per box set.
@@ -29,6 +29,12 @@ boxes would need more than half its volume in each). ``method="hungarian"`` (Sci
 ``linear_sum_assignment`` maximising the summed IoU over the pairs above the threshold) is the
 switch for overlapping ground truth.
 
+Object AUROC, two ways: pooled over every object of every scene (anomalib's ``AUROC`` on
+``object_scores`` / ``object_labels``: a score must mean the same in every scene), and **per scene**
+(:func:`scene_object_auroc`, :class:`SceneObjectAUROC`): the AUROC of each scene's own objects,
+averaged over the scenes that hold both a normal and an odd object (the paper's "calculated
+object-wise and then averaged across all test scenes"; only the ranking inside a scene counts).
+
 Without predicted boxes (``pred_boxes`` is ``None``: the model scored the ground-truth boxes, as
 the first Odd-One-Out version does) the metrics fall back to the ground-truth boxes themselves
 (IoU = 1 with their own object, 0 elsewhere), i.e. plain per-object label accuracy of
@@ -51,11 +57,13 @@ MatchMethod = Literal["greedy", "hungarian"]
 __all__ = [
     "MatchMethod",
     "ObjectAccuracy",
+    "SceneObjectAUROC",
     "box_iou_3d",
     "ground_truth_scores",
     "match_boxes",
     "object_accuracy",
     "object_correct",
+    "scene_object_auroc",
 ]
 
 
@@ -439,3 +447,85 @@ class ObjectAccuracy(AnomalibMetric, _ObjectAccuracy):  # type: ignore[misc]
             except TypeError:
                 extra["num_scenes"] = None
         super().update(batch, *args, **extra, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# object AUROC per scene
+
+
+def scene_object_auroc(scores: Tensor, labels: Tensor, object_batch: Tensor | None = None,
+                       num_scenes: int | None = None) -> Tensor:
+    """AUROC of each scene's objects: the chance that an odd object of the scene outscores a normal one.
+
+    Args:
+        scores: ``(ΣK,)`` object scores; labels: ``(ΣK,)`` bool (True = odd).
+        object_batch: ``(ΣK,)`` sorted scene of each object (``None``: one scene).
+        num_scenes: scenes in the batch (default: the last scene index + 1).
+
+    Returns:
+        ``(S,)`` float64: per scene, the fraction of (odd, normal) pairs ordered correctly, ties
+        counting one half; NaN for a scene without an odd or without a normal object.
+    """
+    scores = _plain(torch.as_tensor(scores)).detach().reshape(-1).double().cpu()
+    labels = _plain(torch.as_tensor(labels)).detach().reshape(-1).bool().cpu()
+    batch = torch.zeros_like(labels, dtype=torch.long) if object_batch is None else _plain(object_batch).long().cpu()
+    size = max(int(batch.max()) + 1 if batch.numel() else 0, num_scenes or 0)
+    out = torch.full((size,), float("nan"), dtype=torch.float64)
+    for scene in range(size):
+        mine = batch == scene
+        odd, normal = scores[mine & labels], scores[mine & ~labels]
+        if odd.numel() and normal.numel():
+            difference = odd[:, None] - normal[None]
+            out[scene] = ((difference > 0).double() + 0.5 * (difference == 0).double()).mean()
+    return out
+
+
+class _SceneObjectAUROC(Metric):
+    """Mean over scenes of :func:`scene_object_auroc` (scenes with both classes); states per scene."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(**kwargs)
+        self.add_state("per_scene", default=[], dist_reduce_fx="cat")
+
+    def update(self, object_scores: Tensor, object_labels: Tensor, *, object_batch: Tensor | None = None,
+               num_scenes: int | None = None) -> None:
+        """Add a batch of scenes (arguments as :func:`scene_object_auroc`)."""
+        self.per_scene.append(scene_object_auroc(object_scores, object_labels, object_batch, num_scenes).to(self.device))
+
+    def compute(self) -> Tensor:
+        """Mean over the scenes that hold both a normal and an odd object (NaN if none does)."""
+        if not self.per_scene:
+            return torch.tensor(float("nan"), device=self.device)
+        values = dim_zero_cat(self.per_scene)
+        judged = values[~torch.isnan(values)]
+        return (judged.mean() if judged.numel() else torch.tensor(float("nan"), dtype=torch.float64)).float().to(self.device)
+
+
+class SceneObjectAUROC(AnomalibMetric, _SceneObjectAUROC):  # type: ignore[misc]
+    """Object AUROC per scene, averaged over scenes, as an anomalib metric (``prefix + "SceneAUROC"``).
+
+    Reads ``object_scores``, ``object_labels`` and ``object_batch`` from the batch.
+
+    Example:
+        >>> SceneObjectAUROC().name
+        'object_SceneAUROC'
+    """
+
+    def __init__(self, fields: Sequence[str] | None = None, prefix: str = "object_", strict: bool = True,
+                 **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(fields=fields or ["object_scores", "object_labels"], prefix=prefix, strict=strict, **kwargs)
+        self.name = f"{prefix}SceneAUROC"
+
+    def update(self, batch: Any, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        """Update from a ``SceneBatch`` (or any object with the same field names)."""
+        kwargs.setdefault("object_batch", _plain(getattr(batch, "object_batch", None)))
+        if "num_scenes" not in kwargs:
+            try:
+                kwargs["num_scenes"] = len(batch)
+            except TypeError:
+                kwargs["num_scenes"] = None
+        super().update(batch, *args, **kwargs)

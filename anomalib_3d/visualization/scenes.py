@@ -38,6 +38,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities import rank_zero_info
 
 from anomalib_3d.render.volume import project_points
+from anomalib_3d.runtime.files import atomic_write
 from anomalib_3d.visualization.colormap import GT_ANOMALOUS_RGB, score_to_rgb
 from anomalib_3d.visualization.visualizer import _display_rgb
 
@@ -606,7 +607,8 @@ class SceneVisualizer(Visualizer):
                 str(_entry(getattr(batch, "scene_id", None), b) or f"batch{batch_idx:04d}_{b:02d}"),
                 dataset_name, category,
             )
-            Image.fromarray(picture).save(path)
+            with atomic_write(path) as handle:  # a stopped or failed run leaves no truncated picture
+                Image.fromarray(picture).save(handle, format="PNG")
             written.append(path)
             self._saved += 1
         return written

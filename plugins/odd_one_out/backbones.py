@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 ENCODERS = ("small", "resnet50_fpn")
-TEACHERS = ("random", "dinov2_vits14")
+TEACHERS = ("random", "dinov2_vits14", "contrastive", "canonical")
 DINOV2_VITS14_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -477,8 +477,8 @@ class DinoV2Teacher(nn.Module):
 
 
 class FrozenSmallEncoder2D(SmallEncoder2D):
-    """The CPU stand-in teacher: a randomly initialised, frozen :class:`SmallEncoder2D` (same
-    parameter names, so checkpoints of the earlier ``teacher = SmallEncoder2D(...)`` still load)."""
+    """A randomly initialised, frozen :class:`SmallEncoder2D` (``teacher: random``): a teacher with
+    nothing to teach beyond local colour and edges, kept as the floor of the teacher comparison."""
 
     def __init__(self, out_channels: int = 32, width: int = 32) -> None:
         super().__init__(out_channels, width)
@@ -525,7 +525,7 @@ def build_encoder(
 
 
 def build_teacher(
-    name: Literal["random", "dinov2_vits14"],
+    name: Literal["random", "dinov2_vits14", "contrastive", "canonical"],
     out_dim: int,
     weights: str | Path | None = "default",
     image_size: int | Sequence[int] | None = None,
@@ -535,11 +535,15 @@ def build_teacher(
     Every teacher returned has no trainable parameter and stays in eval mode under ``.train()``.
 
     Args:
-        name: ``"random"`` (a frozen random :class:`SmallEncoder2D`, stride 4: the CPU stand-in) or
+        name: ``"random"`` (a frozen random :class:`SmallEncoder2D`, stride 4: the CPU stand-in),
             ``"dinov2_vits14"`` (:class:`DinoV2Teacher`, stride 14; PCA to ``out_dim`` unless
-            ``out_dim == 384``; call its ``fit_pca`` before use when ``needs_fit``).
+            ``out_dim == 384``; call its ``fit_pca`` before use when ``needs_fit``),
+            ``"contrastive"`` (:class:`~.teachers.ContrastiveTeacher`, trained on the training
+            renders by its ``fit`` when ``needs_fit``) or ``"canonical"`` (:class:`~.teachers.CanonicalTeacher`,
+            privileged targets from depth and object poses; ``scene_targets`` instead of a forward).
         out_dim: channels of the teacher's map (= the width of the rendered features β).
-        weights: ``"default"`` (``"hub"`` for DINOv2), ``"hub"``, a local file, or ``None`` (random).
+        weights: ``"default"`` (``"hub"`` for DINOv2; none for the others), ``"hub"``, a local file
+            (DINOv2, or a state dict saved from a fitted contrastive teacher), or ``None`` (random).
         image_size: DINOv2 only: resize inputs to this size (multiples of 14; official: 14 x the
             render size).
     """
@@ -552,5 +556,28 @@ def build_teacher(
     if name == "dinov2_vits14":
         output_dim = None if out_dim == _DINOV2_DIM else out_dim
         return DinoV2Teacher("hub" if weights == "default" else weights, output_dim, image_size)
+    if name in ("contrastive", "canonical"):
+        from .teachers import CanonicalTeacher, ContrastiveTeacher  # noqa: PLC0415 - teachers imports torch_model
+
+        if image_size is not None:
+            msg = "image_size applies to the 'dinov2_vits14' teacher only."
+            raise ValueError(msg)
+        if name == "canonical":
+            _no_weights("teacher", name, weights)
+            return CanonicalTeacher(out_dim)
+        teacher = ContrastiveTeacher(out_dim)
+        if weights not in (None, "default"):
+            path = Path(weights)
+            fix = "pass the file saved from a fitted teacher (torch.save(model.teacher.state_dict(), path)), or None to fit one"
+            if not path.is_file():
+                raise MissingWeightsError("no contrastive-teacher weights at this path.", path=path, fix=fix)
+            state = load_state_dict_file(path, "the contrastive teacher's weights", fix)
+            try:
+                teacher.load_state_dict(state)
+            except RuntimeError as exc:
+                raise CorruptFileError(f"not a contrastive teacher of width {out_dim}: {_load_error(exc)}", path=path,
+                                       fix=fix) from exc
+            teacher.fitted.fill_(True)
+        return teacher
     msg = f"unknown teacher {name!r}; choose one of {TEACHERS}."
     raise ValueError(msg)

@@ -2,11 +2,13 @@
 
 Training follows the paper's two stages: for the first ``render_epochs`` epochs only the rendering
 loss (RGB + silhouette + feature distillation into the supervising views); afterwards the object
-classification loss (class-weighted BCE) plus ``render_loss_weight`` x the rendering loss.
+classification loss (class-weighted BCE) plus ``render_loss_weight`` x the rendering loss. Each
+training scene is moved by the official code's random scene augmentation (:mod:`.augmentation`).
 
 Outputs per scene: ``object_scores`` (sigmoid of the object logits, one per ground-truth box),
 ``pred_score`` = the highest object score, ``anomaly_map`` = each object's score painted on its
-segmentation in every view (so anomalib's post-processor and pixel metrics see per-view maps); with
+segmentation in every view (for anomalib's post-processor and the pictures: it paints object scores,
+it localises nothing inside an object, so no pixel metric is computed from it); with
 ``boxes="proposals"`` also ``pred_boxes`` / ``pred_object_scores`` / ``pred_object_batch``.
 """
 
@@ -21,18 +23,27 @@ from anomalib import LearningType
 from anomalib.metrics import AUROC, Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.scenes import SceneBatch
-from anomalib_3d.metrics.objects import ObjectAccuracy, ground_truth_scores
+from anomalib_3d.metrics.objects import ObjectAccuracy, SceneObjectAUROC, ground_truth_scores
 from anomalib_3d.visualization.scenes import SceneVisualizer
 from anomalib_3d.render.volume import VoxelGrid
 
+from .augmentation import augment_scene
 from .backbones import build_encoder, build_teacher
 from .proposals import density_proposals
+from .teachers import ContrastiveTeacher
 from .torch_model import OddOneOutModel
 
 __all__ = ["OddOneOut", "paint_object_scores"]
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}."
+        raise ValueError(msg)
 
 
 def paint_object_scores(object_scores: torch.Tensor, object_index: torch.Tensor, object_batch: torch.Tensor) -> torch.Tensor:
@@ -70,19 +81,31 @@ class OddOneOut(AnomalibModule):
             ``encoder_weights``: ``"default"`` (ImageNet from torch hub's cache for ResNet-50), a local
             file, or ``None`` (random init).
         teacher: distillation teacher, ``"dinov2_vits14"`` (the paper; weights from a local file or
-            torch hub's cache, else :class:`~anomalib_3d.data.errors.MissingWeightsError`) or
-            ``"random"`` (a frozen, randomly initialised small CNN: the CPU stand-in used in tests and
-            in our synthetic results, *not* the paper's teacher). ``teacher_weights`` as for the
-            encoder; ``teacher_image_size``: DINOv2 input size (official code: 14 x render size);
-            ``pca_fit_batches``: training batches used to fit DINOv2's PCA to ``projection_dim``.
+            torch hub's cache, else :class:`~anomalib_3d.data.errors.MissingWeightsError`),
+            ``"contrastive"`` (a small CNN trained self-supervised on the training renders by dense
+            multi-view contrast before training starts, unless ``teacher_weights`` names a fitted one;
+            needs depth: ``MultiViewScenes(load_depth=True)``), ``"canonical"`` (privileged upper
+            bound: object-frame coordinates and normals from depth and object poses) or ``"random"``
+            (a frozen, randomly initialised small CNN). See :mod:`.teachers`. ``teacher_weights`` as
+            for the encoder; ``teacher_image_size``: DINOv2 input size (official code: 14 x render
+            size); ``pca_fit_batches``: training batches used to fit DINOv2's PCA to ``projection_dim``;
+            ``teacher_epochs``: passes over the training data that fit the contrastive teacher.
         readout: ``"conv"`` (the paper) or ``"mean"``, see
             :class:`~anomalib_3d_plugins.odd_one_out.torch_model.ObjectReadout`.
         feature_loss: distillation loss, ``"cosine"`` (the paper: cosine distance per pixel) or ``"mse"``.
         image_loss: ``"l2"`` (the paper's Eq. 3: squared error of RGB and silhouette) or ``"l1_bce"``
             (L1 on RGB, binary cross-entropy on the silhouette).
         feature_stop_gradient: render β with the density detached (the paper).
-        unet_scales: resolutions of the 3D encoder-decoder (the paper's "four-scale" backbone: 4, also the
-            CPU preset; 3 is the network of the earlier presets).
+        feature_loss_region: ``"silhouette"`` (the distillation loss averages over the pixels of the
+            objects only) or ``"image"`` (every pixel, as the official code).
+        rgb_target: ``"masked"`` (the RGB target is the image times the silhouette, the official code:
+            the rendered colour of empty space is black, consistent with its zero opacity) or
+            ``"full"`` (the whole image, floor and sky included).
+        head_layers, projection_layers, head_hidden: the 1 x 1 x 1 heads (paper: 2 layers for colour
+            and density, 4 for the projector β; official width 128).
+        scene_augmentation: move each training scene by the official code's random turn / mirror /
+            shift / scale (rendering stage) or scale (classification stage), see :mod:`.augmentation`.
+        unet_scales: resolutions of the 3D encoder-decoder (the paper's "four-scale" backbone: 4).
         boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
             or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
             boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each
@@ -96,9 +119,9 @@ class OddOneOut(AnomalibModule):
         learning_rate: Adam learning rate.
         lr_schedule: ``"constant"`` (the paper: Adam at a fixed rate) or ``"cosine"`` (cosine decay to
             0 over ``max_epochs``).
-        gradient_clip_val: clip the gradient norm at this value (the CPU preset: 1, because its rate,
-            100x the paper's, diverged late in training on some seeds; see the README). 0 leaves
-            Lightning's own ``--trainer.gradient_clip_val`` in charge.
+        gradient_clip_val: clip the gradient norm at this value (the CPU preset: 1, because it trains at
+            100x the paper's rate, which can diverge late in training). 0 leaves Lightning's own
+            ``--trainer.gradient_clip_val`` in charge.
         visualizer: ``True``: :class:`~anomalib_3d.visualization.scenes.SceneVisualizer` writes one
             picture per test / predict scene; ``False`` for none; or any anomalib ``Visualizer``.
     """
@@ -126,10 +149,17 @@ class OddOneOut(AnomalibModule):
         teacher_weights: str | None = "default",
         teacher_image_size: Sequence[int] | None = None,
         pca_fit_batches: int = 8,
+        teacher_epochs: int = 4,
         readout: str = "conv",
         feature_loss: str = "cosine",
         image_loss: str = "l2",
         feature_stop_gradient: bool = True,
+        feature_loss_region: str = "silhouette",
+        rgb_target: str = "masked",
+        head_layers: int = 2,
+        projection_layers: int = 4,
+        head_hidden: int = 128,
+        scene_augmentation: bool = True,
         unet_scales: int = 4,
         boxes: str = "ground_truth",
         proposal_method: str = "dbscan",
@@ -151,28 +181,26 @@ class OddOneOut(AnomalibModule):
         self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
                                     heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights),
                                     readout=readout, feature_stop_gradient=feature_stop_gradient,
-                                    unet_scales=unet_scales)
-        if feature_loss not in ("cosine", "mse"):
-            msg = f"feature_loss must be 'cosine' or 'mse', got {feature_loss!r}."
-            raise ValueError(msg)
+                                    unet_scales=unet_scales, head_layers=head_layers,
+                                    projection_layers=projection_layers, head_hidden=head_hidden)
+        _check_choice("feature_loss", feature_loss, ("cosine", "mse"))
         self.feature_loss = feature_loss
-        if image_loss not in ("l2", "l1_bce"):
-            msg = f"image_loss must be 'l2' or 'l1_bce', got {image_loss!r}."
-            raise ValueError(msg)
+        _check_choice("image_loss", image_loss, ("l2", "l1_bce"))
         self.image_loss = image_loss
+        _check_choice("feature_loss_region", feature_loss_region, ("silhouette", "image"))
+        _check_choice("rgb_target", rgb_target, ("masked", "full"))
+        self.feature_loss_region = feature_loss_region
+        self.rgb_target = rgb_target
+        self.scene_augmentation = bool(scene_augmentation)
         self.teacher = (build_teacher(teacher, projection_dim, teacher_weights, image_size=teacher_image_size)
                         if distillation else None)
         self.pca_fit_batches = int(pca_fit_batches)
-        if boxes not in ("ground_truth", "proposals"):
-            msg = f"boxes must be 'ground_truth' or 'proposals', got {boxes!r}."
-            raise ValueError(msg)
-        if proposal_count not in ("estimate", "ground_truth"):
-            msg = f"proposal_count must be 'estimate' or 'ground_truth', got {proposal_count!r}."
-            raise ValueError(msg)
+        self.teacher_epochs = int(teacher_epochs)
+        self.teacher_history: list[float] = []
+        _check_choice("boxes", boxes, ("ground_truth", "proposals"))
         # Checked here, not at the first proposal: a typo must not surface only after training.
-        if proposal_method not in ("dbscan", "spectral"):
-            msg = f"proposal_method must be 'dbscan' or 'spectral', got {proposal_method!r}."
-            raise ValueError(msg)
+        _check_choice("proposal_count", proposal_count, ("estimate", "ground_truth"))
+        _check_choice("proposal_method", proposal_method, ("dbscan", "spectral"))
         if not 0.0 < float(proposal_threshold) < 1.0:
             msg = f"proposal_threshold is an opacity in (0, 1), got {proposal_threshold!r}."
             raise ValueError(msg)
@@ -187,9 +215,7 @@ class OddOneOut(AnomalibModule):
         self.render_loss_weight = float(render_loss_weight)
         self.positive_weight = float(positive_weight)
         self.learning_rate = float(learning_rate)
-        if lr_schedule not in ("constant", "cosine"):
-            msg = f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}."
-            raise ValueError(msg)
+        _check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         if gradient_clip_val < 0:
             msg = f"gradient_clip_val must be >= 0, got {gradient_clip_val!r}."
             raise ValueError(msg)
@@ -211,27 +237,44 @@ class OddOneOut(AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Scene AUROC (max object score vs 'scene holds an odd object'), object AUROC, the paper's
-        object accuracy (IoU > 0.5 and the right label, mean over scenes) with the official code's
-        pooled variant (max-IoU box, pooled over objects), and pixel AUROC of the per-view maps."""
+        """Scene AUROC (max object score vs 'scene holds an odd object'), object AUROC pooled over all
+        objects and per scene (mean over scenes with a normal and an odd object), the paper's object
+        accuracy (IoU > 0.5 and the right label, mean over scenes) with the official code's pooled
+        variant (max-IoU box, pooled over objects)."""
         scene = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
         objects = AUROC(fields=["object_scores", "object_labels"], prefix="object_")
+        per_scene = SceneObjectAUROC(fields=["object_scores", "object_labels"])
         accuracy = ObjectAccuracy(fields=["object_scores", "object_labels"], iou_threshold=0.5, threshold=0.5)
         pooled = ObjectAccuracy(fields=["object_scores", "object_labels"], threshold=0.5, pooled=True)
-        # Per-view maps (each object's score on its footprint) against the per-view anomaly masks.
-        pixel = AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_")
-        return Evaluator(test_metrics=[scene, objects, accuracy, pooled, pixel])
+        return Evaluator(test_metrics=[scene, objects, per_scene, accuracy, pooled])
 
     @classmethod
     def configure_visualizer(cls) -> SceneVisualizer:
         """One PNG per test / predict scene: boxes coloured by object score above the ground truth."""
         return SceneVisualizer()
 
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """anomalib's component callbacks and the fault handling of every anomalib-3d model
+        (:class:`~anomalib_3d.runtime.callback.FaultGuard`: SIGTERM, checkpoint errors, ``last.ckpt``)."""
+        from anomalib_3d.runtime.callback import FaultGuard
+
+        callbacks = super().configure_callbacks()
+        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+        return [*callbacks, FaultGuard()]
+
     def on_train_start(self) -> None:
-        """Fit the teacher's fixed PCA (DINOv2 384 -> ``projection_dim``) once, on the first training views."""
+        """Fit what the teacher needs once, on the training data: DINOv2's fixed PCA (384 ->
+        ``projection_dim``) on the first training views, or the contrastive teacher itself."""
         if self.teacher is None or not getattr(self.teacher, "needs_fit", False):
             return
         loader = self.trainer.train_dataloader
+        if isinstance(self.teacher, ContrastiveTeacher):
+            self.teacher_history = self.teacher.fit(loader, epochs=self.teacher_epochs, seed=torch.initial_seed() % 2**31)
+            if self.trainer.world_size > 1:
+                # Every rank fitted on its own shard: all keep rank 0's teacher.
+                state = self.trainer.strategy.broadcast(self.teacher.state_dict(), src=0)
+                self.teacher.load_state_dict(state)
+            return
         images = (batch.image.flatten(0, 1).to(self.device) for batch, _ in zip(loader, range(self.pca_fit_batches), strict=False))
         self.teacher.fit_pca(images)
 
@@ -258,28 +301,65 @@ class OddOneOut(AnomalibModule):
         small = F.interpolate(images.flatten(0, 1).float(), size=self.render_size, mode="area")
         return small.view(batch, views, *small.shape[1:])
 
-    def render_loss(self, batch: SceneBatch, render: Any, views: torch.Tensor) -> torch.Tensor:  # noqa: ANN401
-        """Paper Eq. 3-4 in the supervising ``views``: squared error of the rendered RGB and silhouette
-        (lambda_sigma = 1) plus the feature distillation loss (cosine distance, lambda_f = 1)."""
-        target_rgb = self._downsample(batch.image[:, views])
-        l2 = self.image_loss == "l2"
-        loss = (F.mse_loss if l2 else F.l1_loss)(render.features[:, :, :3], target_rgb)
+    def _downsample_masked(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``(B, V, C, H, W)`` averaged over the ``weight > 0`` pixels of each render cell (0 where none)."""
+        total = self._downsample(values * weight.unsqueeze(2))
+        share = self._downsample(weight.unsqueeze(2).float())
+        return total / share.clamp(min=1e-6)
+
+    def teacher_targets(self, batch: SceneBatch, views: torch.Tensor) -> torch.Tensor:
+        """The teacher's features of the supervising ``views``, ``(B, v, C, h, w)`` at the render size."""
+        with torch.no_grad():
+            if getattr(self.teacher, "uses_scene_geometry", False):
+                targets = self.teacher.scene_targets(batch, views)
+                objects = batch.object_index[:, views] >= 0
+                return self._downsample_masked(targets, objects.float())
+            images = batch.image[:, views]
+            teacher = self.teacher(images.flatten(0, 1))
+            teacher = F.interpolate(teacher, size=self.render_size, mode="bilinear", align_corners=False)
+            return teacher.view(*images.shape[:2], *teacher.shape[1:])
+
+    def render_losses(self, batch: SceneBatch, render: Any, views: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: ANN401
+        """Paper Eq. 3-4 in the supervising ``views``, term by term: ``rgb`` and ``silhouette`` (squared
+        errors for ``image_loss="l2"``, lambda_sigma = 1) and ``feature`` (the distillation loss,
+        lambda_f = 1) when there is a teacher.
+
+        The RGB target is the image times the silhouette (``rgb_target="masked"``); the feature loss
+        averages over the objects' pixels (``feature_loss_region="silhouette"``) or the whole image.
+        """
+        silhouette = None
         if batch.silhouette is not None:
-            target = self._downsample(batch.silhouette[:, views].unsqueeze(2).float())[:, :, 0]
+            silhouette = self._downsample(batch.silhouette[:, views].unsqueeze(2).float())[:, :, 0]
+        images = batch.image[:, views]
+        if self.rgb_target == "masked":
+            if batch.silhouette is None:
+                msg = "rgb_target='masked' needs the silhouettes (load the scenes with masks) or rgb_target='full'."
+                raise ValueError(msg)
+            images = images * batch.silhouette[:, views].unsqueeze(2).to(images.dtype)
+        l2 = self.image_loss == "l2"
+        losses = {"rgb": (F.mse_loss if l2 else F.l1_loss)(render.features[:, :, :3], self._downsample(images))}
+        if silhouette is not None:
             opacity = render.opacity if l2 else render.opacity.clamp(1e-5, 1 - 1e-5)
-            loss = loss + (F.mse_loss if l2 else F.binary_cross_entropy)(opacity, target)
+            losses["silhouette"] = (F.mse_loss if l2 else F.binary_cross_entropy)(opacity, silhouette)
         if self.teacher is not None:
-            with torch.no_grad():
-                images = batch.image[:, views]
-                teacher = self.teacher(images.flatten(0, 1))
-                teacher = F.interpolate(teacher, size=self.render_size, mode="bilinear", align_corners=False)
-                teacher = teacher.view(*images.shape[:2], *teacher.shape[1:])
+            teacher = self.teacher_targets(batch, views)
             rendered = render.features[:, :, 3:]
             if self.feature_loss == "cosine":
-                loss = loss + (1.0 - F.cosine_similarity(rendered, teacher, dim=2, eps=1e-6)).mean()
+                per_pixel = 1.0 - F.cosine_similarity(rendered, teacher, dim=2, eps=1e-6)
             else:
-                loss = loss + F.mse_loss(rendered, teacher)
-        return loss
+                per_pixel = (rendered - teacher).pow(2).mean(dim=2)
+            if self.feature_loss_region == "silhouette":
+                if silhouette is None:
+                    msg = "feature_loss_region='silhouette' needs the silhouettes (load the scenes with masks)."
+                    raise ValueError(msg)
+                losses["feature"] = (per_pixel * silhouette).sum() / silhouette.sum().clamp(min=1e-6)
+            else:
+                losses["feature"] = per_pixel.mean()
+        return losses
+
+    def render_loss(self, batch: SceneBatch, render: Any, views: torch.Tensor) -> torch.Tensor:  # noqa: ANN401
+        """The sum of :meth:`render_losses`."""
+        return sum(self.render_losses(batch, render, views).values())
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Class-weighted BCE (anomalous objects weigh ``positive_weight``)."""
@@ -293,10 +373,15 @@ class OddOneOut(AnomalibModule):
         source = batch.source_views[0] if batch.source_views is not None else torch.ones(batch.num_views, dtype=torch.bool)
         supervise = ~source if bool((~source).any()) else source
         image_hw = tuple(batch.image.shape[-2:])
+        world_to_camera, boxes = batch.world_to_camera, batch.boxes
+        if self.scene_augmentation:
+            world_to_camera, boxes = augment_scene(world_to_camera, boxes, batch.object_batch, self.grid,
+                                                   rendering_stage=self.current_epoch < self.render_epochs,
+                                                   object_poses=batch.object_poses, object_sizes=batch.object_sizes)
         out = self.model(
-            batch.image[:, source], batch.intrinsics[:, source], batch.world_to_camera[:, source],
-            batch.boxes, batch.object_batch,
-            self._render_cameras(batch.intrinsics[:, supervise], image_hw), batch.world_to_camera[:, supervise],
+            batch.image[:, source], batch.intrinsics[:, source], world_to_camera[:, source],
+            boxes, batch.object_batch,
+            self._render_cameras(batch.intrinsics[:, supervise], image_hw), world_to_camera[:, supervise],
             self.render_size, self.num_samples,
         )
         render = self.render_loss(batch, out.render, supervise)

@@ -6,7 +6,8 @@ Data flow of one forward::
 
     views (B, M, 3, H, W) ──2D encoder──► stride-4 maps (B, M, C, H/4, W/4)
         ──back-projection (anomalib_3d.render.volume)──► feature volume (B, C, 16, 96, 96)
-        ──3D encoder-decoder (4 scales)──► F (B, d, ...) ──heads──► density σ (softplus), RGB (sigmoid), β (projection)
+        ──3D encoder-decoder (4 scales)──► F (B, d, ...) ──1x1x1 MLP heads──► density σ (softplus, 2 layers),
+                                                          RGB (sigmoid, 2 layers), β (4 layers)
         ├─ render (training): emission-absorption rendering of RGB/β into the other M views
         └─ boxes (ground truth or proposals) ──crop_boxes──► per-object volumes z_n (K, d + d_β + 1, 8, 8, 8)
               ──cross-instance attention ×L (sparse top-k over the *other* instances' voxels,
@@ -36,6 +37,7 @@ __all__ = [
     "CrossInstanceBlock",
     "ObjectReadout",
     "OddOneOutModel",
+    "PointwiseMLP3D",
     "OddOneOutOutput",
     "SmallEncoder2D",
     "VolumeNet3D",
@@ -198,7 +200,7 @@ class ObjectReadout(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# 2D and 3D backbones (CPU presets; the paper's ResNet-50 + FPN is left to the next step)
+# 2D and 3D backbones (the small CPU encoder; the paper's ResNet-50 + FPN is in backbones.py)
 
 
 class SmallEncoder2D(nn.Module):
@@ -220,12 +222,42 @@ class SmallEncoder2D(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
+class PointwiseMLP3D(nn.Module):
+    """A per-voxel MLP: ``layers`` 1 x 1 x 1 convolutions with LeakyReLU between them (paper Sec. 3.2:
+    "a two-layered 1 x 1 x 1 convolution block" for colour and density, a four-layered one for the
+    projector β; the official code's heads are per-voxel MLPs of width 128).
+
+    ``(B, C_in, Z, Y, X) -> (B, C_out, Z, Y, X)``; ``layers=1`` is a single linear map.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int = 2, hidden: int = 128) -> None:
+        super().__init__()
+        if int(layers) < 1:
+            msg = f"a head needs at least one layer, got layers={layers!r}."
+            raise ValueError(msg)
+        widths = [in_channels] + [int(hidden)] * (int(layers) - 1) + [out_channels]
+        modules: list[nn.Module] = []
+        for index, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            if index:
+                modules.append(nn.LeakyReLU(inplace=True))
+            modules.append(nn.Conv3d(cin, cout, 1))
+        self.net = nn.Sequential(*modules)
+
+    @property
+    def depth(self) -> int:
+        """Number of 1 x 1 x 1 convolutions."""
+        return sum(isinstance(m, nn.Conv3d) for m in self.net)
+
+    def forward(self, volume: Tensor) -> Tensor:
+        return self.net(volume)
+
+
 class VolumeNet3D(nn.Module):
     """A 3D encoder-decoder with skip connections (U-Net style).
 
     ``scales`` resolutions (full, 1/2, 1/4, ...; each stride-2 step rounds up): the paper's 3D backbone
-    is "a four-scale encoder-decoder 3D CNN" (Atlas, Murez et al. 2020), i.e. ``scales=4``; ``scales=3`` is
-    the network of the earlier CPU presets (same module names, so their checkpoints load). Channels:
+    is "a four-scale encoder-decoder 3D CNN" (Atlas, Murez et al. 2020), i.e. ``scales=4``; fewer scales
+    give the same network without its coarsest levels (a prefix of the same module names). Channels:
     ``width`` at full resolution, ``2 * width`` below. Decoder level ``i`` takes the
     upsampled level below concatenated with encoder level ``i`` and returns encoder level ``i - 1``'s width
     (``out_channels`` at full resolution).
@@ -248,7 +280,8 @@ class VolumeNet3D(nn.Module):
                                  nn.ReLU(inplace=True))
 
         channels = [width] + [2 * width] * (self.scales - 1)
-        # Registered as enc0, enc1, ..., then dec{scales-2}, ..., dec0 (creation order fixes the seeded init).
+        # Registered as enc0, enc1, ..., then dec{scales-2}, ..., dec0 (creation order fixes the seeded init,
+        # and a network of fewer scales is a prefix of the same names).
         for level in range(self.scales):
             cin = in_channels if level == 0 else channels[level - 1]
             setattr(self, f"enc{level}", block(cin, channels[level], stride=1 if level == 0 else 2))
@@ -314,6 +347,12 @@ class OddOneOutModel(nn.Module):
         feature_stop_gradient: render β with the density detached (the paper), so distillation
             shapes the features but not the geometry.
         unet_scales: resolutions of the 3D encoder-decoder (paper: 4), see :class:`VolumeNet3D`.
+        head_layers: 1 x 1 x 1 layers of the colour and density heads (paper: 2).
+        projection_layers: layers of the projector β (paper: 4).
+        head_hidden: width of the heads' hidden layers (official code: 128).
+
+    Eq. 5's correspondences are the top-k dot products of β itself, the projector that the
+    distillation trains (``match = β`` of the crops; no extra projection).
     """
 
     def __init__(
@@ -332,20 +371,24 @@ class OddOneOutModel(nn.Module):
         readout: ReadoutMode = "conv",
         feature_stop_gradient: bool = True,
         unet_scales: int = 4,
+        head_layers: int = 2,
+        projection_layers: int = 4,
+        head_hidden: int = 128,
     ) -> None:
         super().__init__()
         self.grid = grid or VoxelGrid()
         self.crop_size = int(crop_size)
         self.crop_margin = float(crop_margin)
         self.encoder = encoder if encoder is not None else SmallEncoder2D(feature_dim)
-        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim, scales=unet_scales)  # +1: the views-that-saw-it count
-        self.density_head = nn.Conv3d(feature_dim, 1, 1)
-        self.rgb_head = nn.Conv3d(feature_dim, 3, 1)
-        self.projection_head = nn.Conv3d(feature_dim, projection_dim, 1)
+        # +1 input channel: the fraction of views that saw the voxel (0 outside every frustum), which
+        # tells the network an unseen voxel from a seen one with zero features.
+        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim, scales=unet_scales)
+        self.density_head = PointwiseMLP3D(feature_dim, 1, head_layers, head_hidden)
+        self.rgb_head = PointwiseMLP3D(feature_dim, 3, head_layers, head_hidden)
+        self.projection_head = PointwiseMLP3D(feature_dim, projection_dim, projection_layers, head_hidden)
         crop_channels = feature_dim + projection_dim + 1
         self.embed = nn.Linear(crop_channels, token_dim)
         self.position = nn.Parameter(torch.zeros(1, self.crop_size**3, token_dim))
-        self.match_projection = nn.Linear(projection_dim, projection_dim, bias=False)
         self.blocks = nn.ModuleList(
             CrossInstanceBlock(token_dim, heads, attention, topk) for _ in range(num_blocks)
         )
@@ -364,14 +407,20 @@ class OddOneOutModel(nn.Module):
         projection = self.projection_head(features)
         return features, density, rgb, projection
 
-    def classify(self, features: Tensor, density: Tensor, projection: Tensor, boxes: Tensor, object_batch: Tensor) -> Tensor:
-        """Per-object logits ``(ΣK,)`` from the volumes and the boxes ``(ΣK, 2, 3)``."""
+    def crop_tokens(self, features: Tensor, density: Tensor, projection: Tensor, boxes: Tensor,
+                    object_batch: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-object crops as tokens ``(ΣK, T, d + d_β + 1)`` and their β part ``(ΣK, T, d_β)`` (Eq. 5's
+        correspondence features); ``T = crop_size ** 3`` cells, x fastest."""
         volume = torch.cat([features, projection, density], dim=1)
         size = (self.crop_size,) * 3
         crops = crop_boxes(volume, boxes, self.grid, object_batch, size=size, margin=self.crop_margin)
         tokens = crops.flatten(2).transpose(1, 2)  # (K, T, C)
-        beta_channels = slice(features.shape[1], features.shape[1] + projection.shape[1])
-        match = F.normalize(self.match_projection(tokens[..., beta_channels]), dim=-1)
+        beta = tokens[..., features.shape[1] : features.shape[1] + projection.shape[1]]
+        return tokens, beta
+
+    def classify(self, features: Tensor, density: Tensor, projection: Tensor, boxes: Tensor, object_batch: Tensor) -> Tensor:
+        """Per-object logits ``(ΣK,)`` from the volumes and the boxes ``(ΣK, 2, 3)``."""
+        tokens, match = self.crop_tokens(features, density, projection, boxes, object_batch)
         x = self.embed(tokens) + self.position
         for block in self.blocks:
             x = block(x, match, object_batch)

@@ -15,11 +15,13 @@ from torchmetrics.utilities import dim_zero_cat
 from anomalib_3d.data.scenes import SceneBatch
 from anomalib_3d.metrics.objects import (
     ObjectAccuracy,
+    SceneObjectAUROC,
     box_iou_3d,
     ground_truth_scores,
     match_boxes,
     object_accuracy,
     object_correct,
+    scene_object_auroc,
 )
 
 
@@ -269,3 +271,44 @@ def test_pred_fields_are_validated() -> None:
         batch.update(pred_object_batch=torch.tensor([1, 0, 0]))
     with pytest.raises(Exception, match="size <= 0"):
         batch.update(pred_boxes=-torch.ones(3, 2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# object AUROC per scene
+
+
+def test_scene_object_auroc_hand_computed_and_against_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    # Scene 0: odd 0.7 vs normals 0.1, 0.6 -> 1.0; scene 1: odd 0.5 vs normal 0.5 (a tie) -> 0.5.
+    scores = torch.tensor([0.1, 0.7, 0.6, 0.5, 0.5])
+    assert scene_object_auroc(scores, GT_LABELS, GT_BATCH).tolist() == [1.0, 0.5]
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(40, generator=generator)
+    labels = torch.rand(40, generator=generator) < 0.3
+    batch = torch.arange(40) // 8
+    per_scene = scene_object_auroc(scores, labels, batch)
+    for scene in range(5):
+        mine = batch == scene
+        if 0 < int(labels[mine].sum()) < int(mine.sum()):
+            assert float(per_scene[scene]) == pytest.approx(roc_auc_score(labels[mine].numpy(), scores[mine].numpy()))
+        else:
+            assert torch.isnan(per_scene[scene])
+
+
+def test_scene_object_auroc_metric_in_evaluator_and_ddp_state() -> None:
+    object_scores = torch.tensor([0.1, 0.7, 0.6, 0.5, 0.2])
+    metric = SceneObjectAUROC()
+    assert metric.name == "object_SceneAUROC" and all(fn is dim_zero_cat for fn in metric._reductions.values())  # noqa: SLF001
+    evaluator = Evaluator(test_metrics=[metric])
+    for index, split in enumerate((slice(0, 1), slice(1, 2))):
+        evaluator.on_test_batch_end(None, None, None, _scene_batch(split, object_scores, False), index)
+    expected = scene_object_auroc(object_scores, GT_LABELS, GT_BATCH).mean()
+    assert evaluator.test_metrics[0].compute().item() == pytest.approx(expected.item())
+    # A scene without an odd object is left out, not counted as 0 or 0.5.
+    only_normal = _scene_batch(slice(0, 1), object_scores, False)
+    only_normal.object_labels = torch.zeros_like(only_normal.object_labels)
+    lone = SceneObjectAUROC()
+    lone.update(only_normal)
+    lone.update(_scene_batch(slice(1, 2), object_scores, False))
+    assert lone.compute().item() == pytest.approx(1.0)  # scene 1: odd 0.5 above normal 0.2

@@ -146,6 +146,7 @@ def test_engine_fits_and_tests_on_synthetic_scenes(tmp_path) -> None:  # noqa: A
     assert engine.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     results = engine.test(model=model, datamodule=datamodule)
     assert "object_AUROC" in results[0] and 0.0 <= results[0]["object_AUROC"] <= 1.0
+    assert "object_SceneAUROC" in results[0] and not any(name.startswith("pixel_") for name in results[0])
     batch = next(iter(datamodule.test_dataloader()))
     predicted = model.predict_step(batch, 0)
     assert predicted.object_scores.shape == batch.object_labels.shape

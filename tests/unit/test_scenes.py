@@ -159,6 +159,60 @@ def test_box_conversions_roundtrip() -> None:
     assert torch.allclose(corners[0, 1], torch.tensor([0.35, 0.4, 0.6]))
 
 
+def _yaw(angle: float, location: tuple[float, float, float]) -> list[list[float]]:
+    c, s = math.cos(angle), math.sin(angle)
+    return [[c, -s, 0.0, location[0]], [s, c, 0.0, location[1]], [0.0, 0.0, 1.0, location[2]], [0.0, 0.0, 0.0, 1.0]]
+
+
+def test_released_boxes_are_local_sizes_turned_by_the_rotation_matrix(tmp_path: Path) -> None:
+    """An elongated object (0.4 x 0.1 x 0.05 m along its own axes) turned by 30 degrees about z."""
+    scene = _write_scene(tmp_path)
+    location = (0.1, -0.2, 0.03)
+    sizes = (0.4, 0.1, 0.05)
+
+    def rotate(meta: dict) -> None:
+        for index, obj in enumerate(meta["objects"]):
+            obj["rotation_matrix"] = _yaw(math.radians(30.0) if index == 1 else 0.0, location)
+            obj["bbox"] = [list(location), list(sizes)]
+
+    _edit_metadata(scene, rotate)
+    meta = read_scene_metadata(scene)
+    c, s = math.cos(math.radians(30.0)), math.sin(math.radians(30.0))
+    # The enclosing world box of the turned box, by hand: |cos| 0.4 + |sin| 0.1 along x, etc.
+    expected = torch.tensor([list(location), [0.4 * c + 0.1 * s, 0.4 * s + 0.1 * c, 0.05]])
+    assert torch.allclose(meta.boxes[1], expected, atol=1e-6)
+    # Not turned: the sizes are x, y, z as written (no h / w swap).
+    assert torch.allclose(meta.boxes[0], torch.tensor([list(location), list(sizes)]), atol=1e-6)
+    assert torch.allclose(meta.object_sizes, torch.tensor([sizes] * 3))
+    assert torch.allclose(meta.object_poses[1], torch.tensor(_yaw(math.radians(30.0), location)), atol=1e-6)
+    item = load_scene(scene)
+    assert torch.equal(item.object_poses, meta.object_poses) and torch.equal(item.object_sizes, meta.object_sizes)
+    # Every corner of the oriented box lies inside the world box, and the box touches them.
+    signs = torch.tensor([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)], dtype=torch.float32)
+    corners = (signs * torch.tensor(sizes) / 2) @ meta.object_poses[1, :3, :3].T + torch.tensor(location)
+    low, high = boxes_to_corners(meta.boxes[1:2])[0]
+    assert bool(((corners >= low - 1e-6) & (corners <= high + 1e-6)).all())
+    assert torch.allclose(corners.min(0).values, low, atol=1e-6) and torch.allclose(corners.max(0).values, high, atol=1e-6)
+
+
+def test_rotation_matrix_scale_is_removed_and_mixed_conventions_refused(tmp_path: Path) -> None:
+    scene = _write_scene(tmp_path)
+
+    def scaled(meta: dict) -> None:
+        for obj in meta["objects"]:
+            pose = np.array(_yaw(0.5, (0.0, 0.0, 0.0)))
+            pose[:3, :3] *= 0.9999999  # Blender's scale of ~1 in the released matrices
+            obj["rotation_matrix"] = pose.tolist()
+
+    _edit_metadata(scene, scaled)
+    rotation = read_scene_metadata(scene).object_poses[0, :3, :3].double()
+    assert torch.allclose(rotation @ rotation.T, torch.eye(3, dtype=torch.float64), atol=1e-6)
+
+    _edit_metadata(scene, lambda meta: meta["objects"][0].pop("rotation_matrix"))
+    with pytest.raises(InvalidSceneError, match="rotation_matrix"):
+        read_scene_metadata(scene)
+
+
 # ----------------------------------------------------------------------------------------------
 # bad scenes -> named errors that name the file
 
@@ -226,22 +280,45 @@ def test_missing_metadata_and_split_file(tmp_path: Path) -> None:
         read_split(tmp_path / "toys-split.json")
 
 
-def test_exr_depth_needs_openexr_or_reads_it(tmp_path: Path) -> None:
-    path = tmp_path / "0000.exr"
+@pytest.mark.parametrize("channels", ["blender_rgb", "z"])
+def test_exr_depth_is_read_with_the_installed_dependency(tmp_path: Path, channels: str) -> None:
+    import OpenEXR  # a dependency of anomalib-3d: the released scenes ship depth as EXR only
+
     depth = np.full((4, 5), 1e10, dtype=np.float32)
     depth[1:3, 2:4] = 0.75
-    try:
-        import OpenEXR  # noqa: F401
-    except ImportError:
-        path.write_bytes(b"\x76\x2f\x31\x01" + b"\0" * 16)
-        with pytest.raises(UnsupportedFormatError, match="pip install OpenEXR"):
-            read_depth(path)
-        return
+    depth[3, 0] = 1.25
+    # Blender (the release) writes depth into R, G and B, ZIP-compressed; other tools write Z.
+    layers = {"R": depth, "G": depth, "B": depth} if channels == "blender_rgb" else {"Z": depth}
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    with OpenEXR.File(header, {"Z": depth}) as exr:
+    path = tmp_path / "0000.exr"
+    with OpenEXR.File(header, layers) as exr:
         exr.write(str(path))
     read = read_depth(path)
-    assert read[1, 2] == pytest.approx(0.75) and read[0, 0] == 0.0
+    expected = np.where(depth < 1e9, depth, 0.0)
+    assert read.dtype == np.float32 and read.shape == (4, 5)
+    assert np.array_equal(read, expected)
+
+
+def test_scene_with_exr_depth_loads_like_npy(tmp_path: Path) -> None:
+    import OpenEXR
+
+    scene = _write_scene(tmp_path)
+    reference = load_scene(scene, load_depth=True).depth
+    (scene / "depth_exr").mkdir()
+    for view in range(3):
+        depth = np.load(scene / "depth" / f"{view:04d}.npy")
+        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        with OpenEXR.File(header, {"R": depth, "G": depth, "B": depth}) as exr:
+            exr.write(str(scene / "depth_exr" / f"{view:04d}.exr"))
+        (scene / "depth" / f"{view:04d}.npy").unlink()
+    assert torch.equal(load_scene(scene, load_depth=True).depth, reference)
+
+
+def test_corrupt_exr_raises_a_named_error(tmp_path: Path) -> None:
+    path = tmp_path / "0000.exr"
+    path.write_bytes(b"\x76\x2f\x31\x01" + b"\0" * 16)
+    with pytest.raises(PointCloudError, match="EXR"):
+        read_depth(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,7 +462,8 @@ def test_loader_reads_what_the_generator_writes_geometry_included(tmp_path: Path
     render = render_scene(scene)
     item = load_scene(write_scene(scene, tmp_path / "cup_scene", render), load_depth=True)
     assert item.object_labels.tolist() == scene.object_labels.tolist()
-    assert torch.allclose(item.boxes, torch.from_numpy(scene.boxes).float(), atol=1e-6)
+    assert torch.allclose(item.boxes, torch.from_numpy(scene.boxes).float(), atol=1e-5)
+    assert torch.allclose(item.object_poses, torch.from_numpy(scene.object_poses).float(), atol=1e-6)
     assert torch.equal(item.object_index, torch.from_numpy(render.object_index))
     assert torch.equal(item.gt_mask, torch.from_numpy(render.anomaly))
     assert item.gt_mask.any() and not (item.gt_mask & ~item.silhouette).any()
@@ -412,3 +490,8 @@ def test_loader_reads_what_the_generator_writes_geometry_included(tmp_path: Path
     slack = 0.03  # a disc of ~1.5 px at ~1 m is ~2.5 cm wide
     inside = ((world >= corners[:, 0] - slack) & (world <= corners[:, 1] + slack)).all(dim=1)
     assert inside.float().mean().item() > 0.98
+    # ... and inside their oriented box, in each object's own frame (the released convention).
+    pose = item.object_poses.double()[owner]
+    local = torch.einsum("nji,nj->ni", pose[:, :3, :3], world - pose[:, :3, 3])
+    half = item.object_sizes.double()[owner] / 2
+    assert (local.abs() <= half + slack).all(dim=1).float().mean().item() > 0.98

@@ -206,7 +206,8 @@ class MultiViewScenes(AnomalibDataModule):
         train_view_sets: training draws ``train_view_sets * num_views`` views; the first
             ``num_views`` build the volume, the rest supervise the rendering (2, as in the paper).
         image_size: ``(H, W)`` to resize views to (``None``: as stored, 256 x 256).
-        load_depth: also load depth maps (``.exr`` needs ``pip install OpenEXR``).
+        load_depth: also load depth maps (``depth_exr/*.exr`` of the release or ``depth/*.npy``); needed by
+            the contrastive and canonical teachers and the neighbour-median baseline of Odd-One-Out.
         load_masks: load silhouettes, object segmentations and per-view anomaly masks.
         synthetic: ``True`` or a dict of :func:`~anomalib_3d.data.synthetic.scenes.generate_scene_dataset`
             parameters: generate the embedded synthetic scenes under ``root`` first.

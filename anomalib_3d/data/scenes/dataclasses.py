@@ -28,6 +28,8 @@ pred_mask         (V, H, W) bool | None       (B, V, H, W)
 gt_label          () bool (any object odd)    (B,) bool
 pred_score        () float                    (B,) float
 boxes             (K, 2, 3) float             (ΣK, 2, 3) — [centre xyz, size xyz], world, axis-aligned
+object_poses      (K, 4, 4) float | None      (ΣK, 4, 4) — object-to-world, origin at the box centre
+object_sizes      (K, 3) float | None         (ΣK, 3) — box extents along the object's own x, y, z
 object_labels     (K,) bool                   (ΣK,) bool — True = anomalous object
 object_scores     (K,) float | None           (ΣK,) float — predicted score per object
 object_batch      —                           (ΣK,) long, scene of each object (sorted, PyG style)
@@ -49,10 +51,9 @@ with a sorted ``object_batch`` vector (the project-wide convention of ``PointClo
 Views are dense: every scene of a batch must have the same ``V`` and ``H x W`` (the datamodule
 samples a fixed number of views per scene).
 
-Box sizes: the released metadata stores ``bbox = [[cx, cy, cz], [h, w, d]]`` with ``h`` the
-extent along **y**, ``w`` along **x** and ``d`` along **z** (the official code swaps the first
-two sizes before building corners). :func:`boxes_from_metadata` / :func:`boxes_to_metadata`
-convert; inside anomalib-3d sizes are always ``(x, y, z)``.
+Boxes: ``boxes`` are world axis-aligned; the released metadata's oriented boxes (location, sizes
+along the object's own axes, ``rotation_matrix``) are kept as ``object_poses`` / ``object_sizes``.
+Conversions: :mod:`anomalib_3d.data.scenes.boxes`. Inside anomalib-3d sizes are always ``(x, y, z)``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ from anomalib.data.dataclasses.torch.base import Batch, DatasetItem
 from torch import Tensor
 
 from anomalib_3d.data.dataclasses import _check_str, _check_str_list
+from anomalib_3d.data.scenes.boxes import (  # noqa: F401 - also public names of this module
+    boxes_from_metadata,
+    boxes_to_corners,
+    boxes_to_metadata,
+    oriented_boxes_to_aabb,
+)
 from anomalib_3d.data.scenes.errors import (
     InvalidBoxError,
     InvalidPoseError,
@@ -85,48 +92,8 @@ PER_VIEW_FIELDS = (
 # Per-scene tensors: () in an item, (B,) in a batch.
 PER_SCENE_TENSOR_FIELDS = ("gt_label", "pred_score", "pred_label")
 # Per-object tensors: (K, ...) in an item, (ΣK, ...) in a batch.
-PER_OBJECT_FIELDS = ("boxes", "object_labels", "object_scores")
+PER_OBJECT_FIELDS = ("boxes", "object_poses", "object_sizes", "object_labels", "object_scores")
 PER_SCENE_LIST_FIELDS = ("scene_id", "category", "image_path", "mask_path", "explanation")
-
-
-def boxes_from_metadata(bbox: object, path: str | None = None) -> Tensor:
-    """``(K, 2, 3)`` ``[centre, size (x, y, z)]`` from metadata boxes ``[[cx, cy, cz], [h, w, d]]``.
-
-    Raises:
-        InvalidBoxError: a box is not 2 x 3, not finite, or has a size <= 0.
-    """
-    try:
-        boxes = torch.as_tensor(bbox, dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidBoxError(f"object boxes {bbox!r} are not numeric.", path=path,
-                              fix="write each bbox as [[cx, cy, cz], [h, w, d]] in metres") from exc
-    if boxes.numel() == 0:
-        return torch.zeros(0, 2, 3)
-    if boxes.ndim == 2:
-        boxes = boxes.unsqueeze(0)
-    if boxes.ndim != 3 or boxes.shape[1:] != (2, 3):
-        raise InvalidBoxError(f"object boxes have shape {tuple(boxes.shape)[1:]}, expected (2, 3).", path=path,
-                              fix="write each bbox as [[cx, cy, cz], [h, w, d]] in metres")
-    if not bool(torch.isfinite(boxes).all()):
-        raise InvalidBoxError("an object box contains NaN/inf.", path=path, fix="repair the bbox values")
-    if bool((boxes[:, 1] <= 0).any()):
-        raise InvalidBoxError(f"an object box has a size <= 0: {boxes[:, 1].tolist()}.", path=path,
-                              fix="sizes [h, w, d] must be positive extents in metres")
-    h, w, d = boxes[:, 1].unbind(-1)
-    return torch.stack([boxes[:, 0], torch.stack([w, h, d], dim=-1)], dim=1).float()
-
-
-def boxes_to_metadata(boxes: Tensor) -> list[list[list[float]]]:
-    """Inverse of :func:`boxes_from_metadata`: ``(K, 2, 3)`` -> ``[[[cx, cy, cz], [h, w, d]], ...]``."""
-    out = []
-    for centre, size in boxes.tolist():
-        out.append([list(centre), [size[1], size[0], size[2]]])
-    return out
-
-
-def boxes_to_corners(boxes: Tensor) -> Tensor:
-    """``(K, 2, 3)`` centre/size -> ``(K, 2, 3)`` ``[min corner, max corner]``."""
-    return torch.stack([boxes[:, 0] - boxes[:, 1] / 2, boxes[:, 0] + boxes[:, 1] / 2], dim=1)
 
 
 @dataclass
@@ -141,6 +108,8 @@ class _SceneInputFields(Generic[T, PathT], ABC):
     view_index: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_view_index")
     source_views: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_source_views")
     boxes: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_boxes")
+    object_poses: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_object_poses")
+    object_sizes: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_object_sizes")
     object_labels: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_object_labels")
     object_scores: FieldDescriptor[T | None] = FieldDescriptor(validator_name="validate_object_scores")
     object_names: FieldDescriptor[list[str] | None] = FieldDescriptor(validator_name="validate_object_names")
@@ -186,6 +155,16 @@ class _SceneInputFields(Generic[T, PathT], ABC):
     @staticmethod
     @abstractmethod
     def validate_boxes(boxes: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_object_poses(poses: T | None) -> T | None:
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def validate_object_sizes(sizes: T | None) -> T | None:
         raise NotImplementedError
 
     @staticmethod
@@ -287,6 +266,20 @@ class _SharedSceneValidators:
             if bool((boxes[:, 1] <= 0).any()):
                 raise InvalidBoxError("a box has a size <= 0.", fix="box sizes are positive extents (x, y, z)")
         return boxes
+
+    @staticmethod
+    def validate_object_poses(poses: Tensor | None) -> Tensor | None:
+        poses = _objects(poses, "object_poses", (4, 4), torch.float32)
+        if poses is not None and poses.numel() and not bool(torch.isfinite(poses).all()):
+            raise InvalidPoseError("object_poses contain NaN/inf.", fix="repair the objects' rotation_matrix")
+        return poses
+
+    @staticmethod
+    def validate_object_sizes(sizes: Tensor | None) -> Tensor | None:
+        sizes = _objects(sizes, "object_sizes", (3,), torch.float32)
+        if sizes is not None and sizes.numel() and not bool((torch.isfinite(sizes) & (sizes > 0)).all()):
+            raise InvalidBoxError("object_sizes must be finite and > 0.", fix="repair the objects' bbox sizes")
+        return sizes
 
     @staticmethod
     def validate_object_labels(labels: Tensor | None) -> Tensor | None:
@@ -679,4 +672,5 @@ __all__ = [
     "boxes_from_metadata",
     "boxes_to_corners",
     "boxes_to_metadata",
+    "oriented_boxes_to_aabb",
 ]

@@ -4,7 +4,7 @@ One folder per scene::
 
     <scene_id>/
         RGB/NNNN.png                          RGBA 256 x 256 (alpha ignored, as the official loader does)
-        depth_exr/NNNN.exr                    camera depth in metres, background 1e10 (needs ``pip install OpenEXR``)
+        depth_exr/NNNN.exr                    camera depth in metres, background 1e10 (read with the OpenEXR wheel)
         depth/NNNN.npy                        the same as float32 .npy (what our synthetic generator writes)
         segmentations/<obj>/<obj>_NNNN.png    visible pixels of object <obj> (``objects[i].name``)
         binary_labels/NNNN.png                per-view anomaly mask (optional)
@@ -12,9 +12,13 @@ One folder per scene::
                                               the object segmentations)
         scene3d.metadata.json                 camera.K (3 x 3), camera.poses[i].rotation (4 x 4
                                               world-to-camera, OpenCV, z up), objects[i].{name, path,
-                                              bbox = [[cx, cy, cz], [h, w, d]], rotation_matrix}
+                                              bbox = [location, local sizes (x, y, z)],
+                                              rotation_matrix (4 x 4 object-to-world)}
 
-``NNNN`` is the view index (4 digits) and view ``i`` uses ``camera.poses[i]``. An object is
+``NNNN`` is the view index (4 digits) and view ``i`` uses ``camera.poses[i]``. A box is the object's
+location with its sizes along the object's own axes, turned by ``rotation_matrix`` (see
+:mod:`anomalib_3d.data.scenes.dataclasses`); metadata without ``rotation_matrix`` holds world-aligned
+``[[cx, cy, cz], [h, w, d]]`` boxes. An object is
 anomalous iff the file name of its asset (``objects[i].path``) contains ``-`` (e.g.
 ``banana_028-crack-001.blend``), the rule of the official code. Splits come from
 ``<dataset>-split.json``: ``{split name: [scene ids]}``; every key containing ``"test"`` is a
@@ -33,7 +37,8 @@ import torch
 from torch import Tensor
 
 from anomalib_3d.data.errors import CorruptFileError, DatasetRootNotFoundError, UnsupportedFormatError
-from anomalib_3d.data.scenes.dataclasses import SceneItem, boxes_from_metadata
+from anomalib_3d.data.scenes.boxes import boxes_from_metadata
+from anomalib_3d.data.scenes.dataclasses import SceneItem
 from anomalib_3d.data.scenes.errors import InvalidPoseError, InvalidSceneError, MissingViewError, UnknownSplitError
 
 METADATA_NAME = "scene3d.metadata.json"
@@ -75,11 +80,16 @@ class SceneMetadata:
         scene_dir: the scene folder.
         intrinsics: ``(3, 3)`` float ``K`` (shared by every view).
         world_to_camera: ``(N, 4, 4)`` float, one pose per view of the scene.
-        boxes: ``(K, 2, 3)`` float ``[centre, size (x, y, z)]``.
+        boxes: ``(K, 2, 3)`` float world axis-aligned ``[centre, size (x, y, z)]`` (enclosing the
+            oriented boxes when the metadata has ``rotation_matrix``).
         object_names: ``K`` names (segmentation folder names).
         asset_paths: ``K`` asset paths (the anomaly rule reads their file names).
         object_labels: ``(K,)`` bool, True = anomalous.
-        object_poses: ``(K, 4, 4)`` float object-to-world transforms, or ``None`` when absent.
+        object_poses: ``(K, 4, 4)`` float object-to-world rigid transforms with the origin at the
+            box centre (``rotation_matrix`` with its rotation orthonormalised), or ``None`` when absent.
+        object_sizes: ``(K, 3)`` float box extents along the objects' own axes, or ``None``.
+        object_defects: ``K`` defect names (``None`` for normal objects) when the metadata records
+            them (the synthetic scenes do), else ``None``.
     """
 
     scene_dir: Path
@@ -90,6 +100,8 @@ class SceneMetadata:
     asset_paths: list[str]
     object_labels: Tensor
     object_poses: Tensor | None = None
+    object_sizes: Tensor | None = None
+    object_defects: list[str | None] | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -161,19 +173,40 @@ def read_scene_metadata(scene_dir: str | Path) -> SceneMetadata:
     if not isinstance(objects, list):
         raise InvalidSceneError("the metadata has no objects list.", path=path,
                                 fix="the metadata must hold objects: [{name, path, bbox}, ...]")
-    names, assets, boxes, object_poses = [], [], [], []
     for index, obj in enumerate(objects):
         if not isinstance(obj, dict) or "path" not in obj or "bbox" not in obj:
             raise InvalidSceneError(f"objects[{index}] lacks 'path' or 'bbox'.", path=path,
-                                    fix="each object needs its asset path and bbox [[cx, cy, cz], [h, w, d]]")
+                                    fix="each object needs its asset path and bbox [location, sizes]")
+    oriented = [("rotation_matrix" in obj) for obj in objects]
+    if any(oriented) and not all(oriented):
+        raise InvalidSceneError("some objects have a rotation_matrix and others not: their boxes cannot be read "
+                                "in one convention.", path=path,
+                                fix="give every object its rotation_matrix, or none of them (world-aligned boxes)")
+    rotations = None
+    if objects and all(oriented):
+        matrices = [_matrix(obj["rotation_matrix"], (4, 4), f"objects[{index}].rotation_matrix", path)
+                    for index, obj in enumerate(objects)]
+        rotations = torch.stack([_orthonormal(m[:3, :3], f"objects[{i}].rotation_matrix", path)
+                                 for i, m in enumerate(matrices)])
+    names, assets, boxes, sizes = [], [], [], []
+    for index, obj in enumerate(objects):
         names.append(str(obj.get("name", f"object_{index}")))
         assets.append(str(obj["path"]))
         try:
-            boxes.append(boxes_from_metadata([obj["bbox"]], path=str(path))[0])
+            boxes.append(boxes_from_metadata([obj["bbox"]], path=str(path),
+                                             rotations=None if rotations is None else rotations[index : index + 1])[0])
         except InvalidSceneError as exc:
             raise type(exc)(f"objects[{index}].bbox: {exc.problem}", path=path, fix=exc.fix) from exc
-        if "rotation_matrix" in obj:
-            object_poses.append(_matrix(obj["rotation_matrix"], (4, 4), f"objects[{index}].rotation_matrix", path))
+        sizes.append(torch.as_tensor(obj["bbox"], dtype=torch.float64)[1])
+    object_poses = object_sizes = None
+    if rotations is not None:
+        object_poses = torch.eye(4, dtype=torch.float64).repeat(len(objects), 1, 1)
+        object_poses[:, :3, :3] = rotations
+        object_poses[:, :3, 3] = torch.stack(boxes)[:, 0].double()
+        object_sizes = torch.stack(sizes).float()
+    defects = None
+    if objects and all("defect" in obj for obj in objects):
+        defects = [None if obj["defect"] is None else str(obj["defect"]) for obj in objects]
     return SceneMetadata(
         scene_dir=scene_dir,
         intrinsics=intrinsics.float(),
@@ -182,9 +215,24 @@ def read_scene_metadata(scene_dir: str | Path) -> SceneMetadata:
         object_names=names,
         asset_paths=assets,
         object_labels=torch.tensor([is_anomalous_asset(a) for a in assets], dtype=torch.bool),
-        object_poses=torch.stack(object_poses).float() if object_poses and len(object_poses) == len(objects) else None,
+        object_poses=None if object_poses is None else object_poses.float(),
+        object_sizes=object_sizes,
+        object_defects=defects,
         raw=raw,
     )
+
+
+def _orthonormal(matrix: Tensor, what: str, path: Path) -> Tensor:
+    """The rotation nearest to ``matrix`` (the released matrices carry Blender scales of ~1)."""
+    u, s, vh = torch.linalg.svd(matrix)
+    if float(s.min()) < 1e-6 or float(s.max() / s.min()) > 1.5:
+        raise InvalidPoseError(f"{what} is not a rotation (singular values {s.tolist()}).", path=path,
+                               fix="rotation_matrix must be a 4 x 4 rigid object-to-world transform")
+    rotation = u @ vh
+    if float(torch.linalg.det(rotation)) < 0:
+        raise InvalidPoseError(f"{what} mirrors the object (determinant < 0).", path=path,
+                               fix="rotation_matrix must be a proper rotation")
+    return rotation
 
 
 def write_scene_metadata(
@@ -199,8 +247,9 @@ def write_scene_metadata(
     Args:
         intrinsics: ``(3, 3)``.
         world_to_camera: ``(N, 4, 4)``.
-        objects: dicts with ``name``, ``path``, ``bbox = [[cx, cy, cz], [h, w, d]]`` and
-            optionally ``rotation_matrix (4, 4)``, written as given (plain lists).
+        objects: dicts with ``name``, ``path`` and ``bbox``: ``[location, local sizes (x, y, z)]``
+            with ``rotation_matrix (4, 4)`` (the released convention), or world-aligned
+            ``[[cx, cy, cz], [h, w, d]]`` without it; written as given (plain lists).
         extra: more top-level keys (e.g. ``scene``).
     """
     payload = {
@@ -223,8 +272,8 @@ def write_scene_metadata(
 def read_depth(path: str | Path) -> np.ndarray:
     """``(H, W)`` float32 camera depth in metres, ``0`` where the file stores background (>= 1e9).
 
-    Reads ``.exr`` (first of the channels ``Z``, ``R``, ``Y``, ``V``, or the only one; needs the
-    ``OpenEXR`` wheel from PyPI) and ``.npy``.
+    Reads ``.exr`` (the first of the channels ``Z``, ``R``, ``Y``, ``V`` present, else the first
+    channel; with the ``OpenEXR`` wheel, a dependency of anomalib-3d) and ``.npy``.
 
     Raises:
         MissingViewError: the file does not exist.
@@ -254,23 +303,21 @@ def read_depth(path: str | Path) -> np.ndarray:
 
 def _read_exr(path: Path) -> np.ndarray:
     try:
-        import OpenEXR  # noqa: PLC0415 - optional dependency
+        import OpenEXR  # noqa: PLC0415 - imported only when an EXR file is read
     except ImportError as exc:
         raise UnsupportedFormatError(
             "reading .exr depth needs the OpenEXR package, which is not installed.",
             path=path,
-            fix="pip install OpenEXR (a binary wheel, no compiler needed), or load the scenes with load_depth=False",
+            fix="pip install OpenEXR (a binary wheel, installed with anomalib-3d), or load the scenes with load_depth=False",
         ) from exc
     try:
-        with OpenEXR.File(str(path)) as exr:
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
             channels = exr.channels()
+            # Blender writes depth into R (G = B = the same); other tools use Z / Y / V.
             for name in ("Z", "R", "Y", "V", "depth.Z"):
                 if name in channels:
                     return np.asarray(channels[name].pixels)
-            if len(channels) == 1:
-                return np.asarray(next(iter(channels.values())).pixels)
-            first = next(iter(channels.values())).pixels
-            return np.asarray(first)
+            return np.asarray(next(iter(channels.values())).pixels)
     except Exception as exc:  # OpenEXR raises plain RuntimeError/OSError on bad files
         raise CorruptFileError(f"cannot read the EXR file ({exc}).", path=path) from exc
 
@@ -434,6 +481,8 @@ def load_scene(
         view_index=torch.tensor(views, dtype=torch.long),
         source_views=None if source_views is None else torch.as_tensor(source_views, dtype=torch.bool),
         boxes=metadata.boxes,
+        object_poses=metadata.object_poses,
+        object_sizes=metadata.object_sizes,
         object_labels=metadata.object_labels,
         object_names=list(metadata.object_names),
         gt_label=bool(metadata.object_labels.any()),
