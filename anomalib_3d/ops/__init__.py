@@ -11,10 +11,16 @@ vector for several clouds, on any device. Each search / sampling op takes ``back
 from anomalib_3d.ops.backend import available_backends, resolve_backend
 from anomalib_3d.ops.chamfer import chamfer_distance
 from anomalib_3d.ops.geometry import estimate_normals, fpfh, normalize_clouds, normals_from_neighbors, orient_normals
-from anomalib_3d.ops.graph import connected_components, gaussian_filter_grid, smooth_grid_scores, smooth_scores
+from anomalib_3d.ops.graph import (
+    connected_components,
+    gaussian_filter_grid,
+    interpolate_nearest,
+    smooth_grid_scores,
+    smooth_scores,
+)
 from anomalib_3d.ops.grouping import SAMPLERS, Patches, group_patches
 from anomalib_3d.ops.memory_bank import MemoryBank, greedy_coreset, nearest_neighbors, reweighted_max
-from anomalib_3d.ops.neighbors import interpolate_nearest, knn, knn_graph, radius, radius_graph
+from anomalib_3d.ops.neighbors import knn, knn_blocks, knn_graph, radius, radius_graph
 from anomalib_3d.ops.registration import (
     Registration,
     apply_transform,
@@ -60,6 +66,7 @@ __all__ = [
     "group_patches",
     "interpolate_nearest",
     "knn",
+    "knn_blocks",
     "knn_graph",
     "normalize_clouds",
     "normals_from_neighbors",

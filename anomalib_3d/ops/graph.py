@@ -1,6 +1,8 @@
-"""Operations on neighbourhood graphs and grids: score smoothing and connected components.
+"""Operations on neighbourhood graphs and grids: scores carried from a subsample to every point,
+score smoothing and connected components.
 
-Smoothing comes in two forms, one per kind of input:
+:func:`interpolate_nearest` carries values from sampled points to all points (inverse distance
+over the ``k`` nearest). Smoothing comes in two forms, one per kind of input:
 
 * :func:`smooth_scores`: a Gaussian over each point's neighbourhood (``k`` nearest or a radius;
   with ``radius = 3 sigma`` or more the Gaussian keeps >= 99 % of its mass on a surface);
@@ -15,13 +17,81 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from anomalib_3d.ops.backend import check_batch, check_points
-from anomalib_3d.ops.neighbors import knn, radius_graph
+from anomalib_3d.ops.backend import check_batch, check_points, check_positive_int
+from anomalib_3d.ops.neighbors import knn_blocks, radius_graph
 
-__all__ = ["connected_components", "gaussian_filter_grid", "smooth_grid_scores", "smooth_scores"]
+__all__ = [
+    "connected_components",
+    "gaussian_filter_grid",
+    "interpolate_nearest",
+    "smooth_grid_scores",
+    "smooth_scores",
+]
 
 # Largest number of (query, neighbour) pairs held at once by the radius smoothing.
 _RADIUS_EDGE_BUDGET = 1 << 22
+
+
+def interpolate_nearest(
+    src_points: torch.Tensor,
+    src_values: torch.Tensor,
+    dst_points: torch.Tensor,
+    batch_src: torch.Tensor | None = None,
+    batch_dst: torch.Tensor | None = None,
+    *,
+    k: int = 1,
+    eps: float = 1e-12,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Carry values from ``src_points`` to ``dst_points`` (e.g. scores of a subsample to all points).
+
+    Args:
+        src_points: ``(N_src, D)``.
+        src_values: ``(N_src, ...)`` values attached to ``src_points``.
+        dst_points: ``(N_dst, D)``.
+        batch_src / batch_dst: sorted cloud ids (both or neither).
+        k: 1 copies the nearest source value; k > 1 averages the k nearest with inverse-distance
+            weights ``1 / max(d, eps)`` (``d`` the Euclidean distance). A destination that coincides
+            with a source point takes that point's value exactly.
+        eps: distance floor of the weights.
+        backend: kNN backend (see :func:`knn`).
+
+    Returns:
+        ``(N_dst, ...)`` values; floating for k > 1.
+    """
+    if not isinstance(src_values, torch.Tensor) or src_values.shape[:1] != src_points.shape[:1]:
+        msg = "src_values must be a tensor with one row per source point."
+        raise ValueError(msg)
+    k = check_positive_int(k, "k")
+    blocks = knn_blocks(src_points, dst_points, k, batch_src, batch_dst, backend=backend)
+    if torch.is_grad_enabled() and src_values.requires_grad:
+        return torch.cat([_interpolate_block(src_values, index, sq, eps) for _, index, sq in blocks])
+    out = None
+    for start, index, sq in blocks:
+        part = _interpolate_block(src_values, index, sq, eps)
+        if out is None:
+            out = part.new_empty((dst_points.shape[0], *part.shape[1:]))
+        out[start : start + part.shape[0]] = part
+    if out is None:  # no destination point
+        none = src_points.new_empty((0, k), dtype=torch.long)
+        return _interpolate_block(src_values, none, src_points.new_empty((0, k)), eps)
+    return out
+
+
+def _interpolate_block(src_values: torch.Tensor, index: torch.Tensor, sq: torch.Tensor, eps: float) -> torch.Tensor:
+    """Inverse-distance average of ``src_values`` over ``index (m, k)`` at squared distances ``sq``."""
+    if index.shape[1] == 1:
+        return src_values[index[:, 0]]
+    values = src_values[index]  # (m, k, ...)
+    weight = 1.0 / sq.detach().sqrt().clamp_min(eps)
+    exact = sq[:, 0] == 0
+    if bool(exact.any()):
+        weight[exact] = 0.0
+        weight[exact, 0] = 1.0
+    weight = weight / weight.sum(dim=1, keepdim=True)
+    out_dtype = values.dtype if values.is_floating_point() else weight.dtype
+    weight = weight.view(weight.shape + (1,) * (values.dim() - 2)).to(out_dtype)
+    return (values * weight).sum(dim=1)
 
 
 def smooth_scores(
@@ -70,12 +140,28 @@ def smooth_scores(
         return scores.clone()
     values = scores if scores.dim() == 2 else scores.unsqueeze(1)
     if k is not None:
-        index, sq = knn(points, points, k, batch, batch, backend=backend)
-        weight = torch.exp(-sq.detach() / (2 * sigma * sigma)).to(values.dtype)  # (N, k)
-        out = (weight.unsqueeze(-1) * values[index]).sum(1) / weight.sum(1, keepdim=True)
+        out = _smooth_over_knn(points, values, batch, k, float(sigma), backend)
     else:
         out = _smooth_within_radius(points, values, batch, float(radius), float(sigma), backend)
     return out if scores.dim() == 2 else out.squeeze(1)
+
+
+def _smooth_over_knn(
+    points: torch.Tensor, values: torch.Tensor, batch: torch.Tensor | None, k: int, sigma: float, backend: str
+) -> torch.Tensor:
+    """kNN-Gaussian average, block of queries after block (:func:`knn_blocks`): beyond the result,
+    memory stays at one block's ``(m, k)`` neighbour lists whatever the size of the cloud."""
+    blocks = knn_blocks(points, points, k, batch, batch, backend=backend)
+    parts = []
+    out = None if torch.is_grad_enabled() and values.requires_grad else torch.empty_like(values)
+    for start, index, sq in blocks:
+        weight = torch.exp(-sq.detach() / (2 * sigma * sigma)).to(values.dtype)  # (m, k)
+        smoothed = (weight.unsqueeze(-1) * values[index]).sum(1) / weight.sum(1, keepdim=True)
+        if out is None:
+            parts.append(smoothed)  # keeps the graph to the scores
+        else:
+            out[start : start + smoothed.shape[0]] = smoothed
+    return torch.cat(parts) if out is None else out
 
 
 def _smooth_within_radius(

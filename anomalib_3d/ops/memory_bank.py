@@ -52,6 +52,14 @@ def greedy_coreset(
     coreset is still a subset of the original rows). Deterministic for a given ``seed``, unlike
     anomalib's ``KCenterGreedy`` which draws from the global RNG.
 
+    Each step is computed in one pass over the rows: the squared distance to the new centre ``c``
+    is first bounded through ``|x|^2 + |c|^2 - 2 x.c`` (row norms computed once, so the pass is one
+    matrix-vector product, memory-bandwidth bound, instead of an ``(M, D)`` difference tensor);
+    only the rows that bound cannot rule out (those the new centre may bring closer, a few per
+    step once the coreset covers the data) get their distance recomputed as ``|x - c|^2``. The
+    selection is therefore exactly that of the plain difference form, row for row. A chosen row
+    is never chosen again (exact duplicates of it can be, once nothing else is left).
+
     Args:
         features: ``(M, D)`` float.
         num_samples: coreset size; ``>= M`` returns every row (``arange(M)``).
@@ -78,14 +86,71 @@ def greedy_coreset(
         work = _random_projection(work, projection_dim, seed)
     if start is None:
         start = int(torch.randint(num_rows, (1,), generator=torch.Generator().manual_seed(seed)))
+    work = work.contiguous()
+    # Centred copy for the bound: the rounding error of the norm expansion grows with |x|^2, and
+    # centring makes the norms as small as they can be.
+    centred = (work - work.mean(dim=0)).contiguous()
+    sq_norms = centred.pow(2).sum(dim=1)
+    # Rounding bound of the expansion (and of the exact form it is compared with), relative to
+    # |x|^2 + |c|^2 + d: a few dot-product lengths of machine epsilon.
+    slack = (2 * work.shape[1] + 8) * torch.finfo(work.dtype).eps
     selected = torch.empty(num_samples, dtype=torch.long, device=features.device)
     selected[0] = start
     min_sq = (work - work[start]).pow(2).sum(dim=1)
+    min_sq[start] = -1.0
+    bound = torch.empty_like(sq_norms)
+    limit = torch.empty_like(sq_norms)
+    # One Python iteration per selected row: a stop signal is handled between two steps.
     for step in range(1, num_samples):
-        index = torch.argmax(min_sq)
+        index = _first_argmax(min_sq)
         selected[step] = index
-        min_sq = torch.minimum(min_sq, (work - work[index]).pow(2).sum(dim=1))
+        _update_nearest_centre(work, centred, sq_norms, min_sq, index, slack, bound, limit)
+        min_sq[index] = -1.0  # below every unchosen row, so no row is chosen twice
     return selected
+
+
+def _first_argmax(values: torch.Tensor) -> int:
+    """Index of the first maximum of ``values (M,)`` (numpy's on CPU: ~10x faster than torch's)."""
+    if values.device.type == "cpu":
+        return int(np.argmax(values.numpy()))
+    return int(torch.argmax(values))
+
+
+def _true_rows(mask: torch.Tensor) -> torch.Tensor:
+    """``(K,) long`` indices where ``mask (M,) bool`` holds (numpy's on CPU: ~10x faster than torch's)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return torch.nonzero(mask).squeeze(1)
+
+
+def _update_nearest_centre(
+    work: torch.Tensor,
+    centred: torch.Tensor,
+    sq_norms: torch.Tensor,
+    min_sq: torch.Tensor,
+    index: int,
+    slack: float,
+    bound: torch.Tensor,
+    limit: torch.Tensor,
+) -> None:
+    """``min_sq = min(min_sq, |work - work[index]|^2)`` in place, the distance recomputed exactly
+    only where the norm-expansion estimate leaves the minimum in doubt.
+
+    Args:
+        work: ``(M, D)`` rows; centred: the same rows minus their mean; sq_norms: ``(M,)`` squared
+            norms of ``centred``; min_sq: ``(M,)`` squared distance to the nearest centre so far;
+            index: the new centre's row; slack: relative rounding bound of the estimate;
+            bound, limit: ``(M,)`` scratch.
+    """
+    centre_sq = sq_norms[index]
+    torch.mv(centred, centred[index], out=bound)
+    bound.mul_(-2.0).add_(sq_norms).add_(centre_sq)  # ~ |x - c|^2
+    # A row can get closer only if its estimate, less the rounding bound, is below its minimum.
+    torch.add(sq_norms, min_sq, out=limit).add_(centre_sq).mul_(slack).add_(min_sq)
+    rows = _true_rows(bound < limit).to(work.device)
+    if rows.numel():
+        exact = (work[rows] - work[index]).pow(2).sum(dim=1)
+        min_sq[rows] = torch.minimum(min_sq[rows], exact)
 
 
 def nearest_neighbors(

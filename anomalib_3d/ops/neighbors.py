@@ -16,6 +16,8 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -32,8 +34,9 @@ from anomalib_3d.ops.backend import (
 
 __all__ = [
     "CANDIDATE_MARGIN",
-    "interpolate_nearest",
+    "QUERY_BLOCK",
     "knn",
+    "knn_blocks",
     "knn_graph",
     "radius",
     "radius_graph",
@@ -41,6 +44,10 @@ __all__ = [
 
 #: Extra neighbours requested from a backend beyond ``k`` before the exact re-ranking.
 CANDIDATE_MARGIN: int = 4
+
+#: Queries searched at once (:func:`knn_blocks`): the candidate lists and their exact re-ranking
+#: then take a few tens of MB whatever the size of the cloud.
+QUERY_BLOCK: int = 1 << 16
 
 # Relative slack applied to the search radius when collecting candidates; candidates are then
 # filtered with the exact squared distance, so the slack only protects against rounding.
@@ -109,36 +116,54 @@ def _torch_knn_dense(points: torch.Tensor, queries: torch.Tensor, kc: int) -> to
     return out
 
 
+def _blocks(size: int, block: int) -> range:
+    return range(0, size, block)
+
+
 def _torch_knn(
     points: torch.Tensor,
     queries: torch.Tensor,
     ptr_p: list[int],
     ptr_q: list[int],
     kcs: list[int],
-) -> list[torch.Tensor]:
+    block: int,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     points = points.detach()
     queries = queries.detach()
     sizes_p, sizes_q = split_sizes(ptr_p), split_sizes(ptr_q)
     active = [b for b, m in enumerate(sizes_q) if m > 0]
-    result: list[torch.Tensor] = [queries.new_empty((0, kcs[b]), dtype=torch.long) for b in range(len(sizes_q))]
     uniform = (
         len(active) == len(sizes_q)
         and len({sizes_p[b] for b in active}) == 1
         and len({sizes_q[b] for b in active}) == 1
         and len({kcs[b] for b in active}) == 1
     )
-    if uniform and len(active) > 1:
+    if uniform and len(active) > 1 and queries.shape[0] <= block:
         # Equal-sized clouds (the common training batch) go through one batched matmul.
         n, m, kc = sizes_p[0], sizes_q[0], kcs[0]
         local = _torch_knn_dense(points.reshape(-1, n, points.shape[1]), queries.reshape(-1, m, queries.shape[1]), kc)
         offsets = torch.as_tensor(ptr_p[:-1], device=points.device).view(-1, 1, 1)
-        global_index = local + offsets
-        return list(global_index.unbind(0))
+        for b, candidates in enumerate((local + offsets).unbind(0)):
+            yield b, 0, candidates
+        return
     for b in active:
-        p = points[ptr_p[b] : ptr_p[b + 1]].unsqueeze(0)
-        q = queries[ptr_q[b] : ptr_q[b + 1]].unsqueeze(0)
-        result[b] = _torch_knn_dense(p, q, kcs[b])[0] + ptr_p[b]
-    return result
+        cloud = points[ptr_p[b] : ptr_p[b + 1]].unsqueeze(0)
+        for q0 in _blocks(sizes_q[b], block):
+            q = queries[ptr_q[b] + q0 : min(ptr_q[b + 1], ptr_q[b] + q0 + block)].unsqueeze(0)
+            yield b, q0, _torch_knn_dense(cloud, q, kcs[b])[0] + ptr_p[b]
+
+
+def _torch_cluster_candidates(x: torch.Tensor, y: torch.Tensor, kc: int, batch_x, batch_y) -> torch.Tensor:  # noqa: ANN001
+    """``(M, kc)`` candidate indices into ``x`` for the rows of ``y``, ordered by query."""
+    import torch_cluster
+
+    edge = torch_cluster.knn(x, y, kc, batch_x, batch_y, num_workers=max(1, torch.get_num_threads()))
+    row, col = edge[0], edge[1]
+    if row.numel() != y.shape[0] * kc:
+        msg = f"torch_cluster.knn returned {row.numel()} edges, expected {y.shape[0] * kc}."
+        raise RuntimeError(msg)
+    order = torch.sort(row, stable=True).indices
+    return col[order].view(y.shape[0], kc)
 
 
 def _torch_cluster_knn(
@@ -149,28 +174,30 @@ def _torch_cluster_knn(
     kcs: list[int],
     batch_points: torch.Tensor | None,
     batch_queries: torch.Tensor | None,
-) -> list[torch.Tensor]:
-    import torch_cluster
-
-    kc = min(kc for kc, m in zip(kcs, split_sizes(ptr_q), strict=True) if m > 0)
+    block: int,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     x, y = points.detach(), queries.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x, y = x.float(), y.float()
-    edge = torch_cluster.knn(
-        x,
-        y,
-        kc,
-        None if batch_points is None else batch_points.long(),
-        None if batch_queries is None else batch_queries.long(),
-        num_workers=max(1, torch.get_num_threads()),
-    )
-    row, col = edge[0], edge[1]
-    if row.numel() != y.shape[0] * kc:
-        msg = f"torch_cluster.knn returned {row.numel()} edges, expected {y.shape[0] * kc}."
-        raise RuntimeError(msg)
-    order = torch.sort(row, stable=True).indices
-    candidates = col[order].view(y.shape[0], kc)
-    return [candidates[ptr_q[b] : ptr_q[b + 1]] for b in range(len(ptr_q) - 1)]
+    sizes_q = split_sizes(ptr_q)
+    if y.shape[0] <= block:
+        # One call for every cloud of the batch.
+        kc = min(kc for kc, m in zip(kcs, sizes_q, strict=True) if m > 0)
+        candidates = _torch_cluster_candidates(
+            x,
+            y,
+            kc,
+            None if batch_points is None else batch_points.long(),
+            None if batch_queries is None else batch_queries.long(),
+        )
+        for b in range(len(ptr_q) - 1):
+            yield b, 0, candidates[ptr_q[b] : ptr_q[b + 1]]
+        return
+    for b, m in enumerate(sizes_q):
+        cloud = x[ptr_p[b] : ptr_p[b + 1]]
+        for q0 in _blocks(m, block):
+            q = y[ptr_q[b] + q0 : min(ptr_q[b + 1], ptr_q[b] + q0 + block)]
+            yield b, q0, _torch_cluster_candidates(cloud, q, kcs[b], None, None) + ptr_p[b]
 
 
 def _kdtree_knn(
@@ -180,30 +207,30 @@ def _kdtree_knn(
     ptr_p: list[int],
     ptr_q: list[int],
     kcs: list[int],
-) -> list[torch.Tensor]:
+    block: int,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     points_np = points.detach().cpu().numpy()
     queries_np = queries.detach().cpu().numpy()
     if library == "pykdtree" and points_np.dtype not in (np.float32, np.float64):
         points_np, queries_np = points_np.astype(np.float32), queries_np.astype(np.float32)
-    result = []
     for b in range(len(ptr_q) - 1):
         m = ptr_q[b + 1] - ptr_q[b]
         if m == 0:
-            result.append(torch.empty((0, kcs[b]), dtype=torch.long, device=points.device))
             continue
         p = np.ascontiguousarray(points_np[ptr_p[b] : ptr_p[b + 1]])
-        q = np.ascontiguousarray(queries_np[ptr_q[b] : ptr_q[b + 1]])
         if library == "scipy":
             from scipy.spatial import cKDTree
 
-            _, index = cKDTree(p).query(q, k=kcs[b], workers=-1)
+            tree = cKDTree(p)
         else:
             from pykdtree.kdtree import KDTree
 
-            _, index = KDTree(p).query(q, k=kcs[b])
-        index = np.asarray(index, dtype=np.int64).reshape(m, kcs[b]) + ptr_p[b]
-        result.append(torch.from_numpy(index).to(points.device))
-    return result
+            tree = KDTree(p)
+        for q0 in _blocks(m, block):
+            q = np.ascontiguousarray(queries_np[ptr_q[b] + q0 : ptr_q[b] + min(m, q0 + block)])
+            _, index = tree.query(q, k=kcs[b], workers=-1) if library == "scipy" else tree.query(q, k=kcs[b])
+            index = np.asarray(index, dtype=np.int64).reshape(q.shape[0], kcs[b]) + ptr_p[b]
+            yield b, q0, torch.from_numpy(index).to(points.device)
 
 
 @torch.no_grad()
@@ -243,6 +270,77 @@ def _select_k(
     return candidates[:, :k], sq[:, :k]
 
 
+def _check_knn(
+    points: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    batch_points: torch.Tensor | None,
+    batch_queries: torch.Tensor | None,
+) -> tuple[int, list[int], list[int]]:
+    """Validated ``(k, ptr_p, ptr_q)`` of a kNN call."""
+    check_points(points, "points")
+    check_points(queries, "queries", dim=points.shape[1])
+    k = check_positive_int(k, "k")
+    ptr_p, ptr_q = paired_ptrs(points.shape[0], queries.shape[0], batch_points, batch_queries)
+    if queries.device != points.device:
+        msg = f"points ({points.device}) and queries ({queries.device}) must be on the same device."
+        raise ValueError(msg)
+    for b, (n, m) in enumerate(zip(split_sizes(ptr_p), split_sizes(ptr_q), strict=True)):
+        if m and n < k:
+            msg = (
+                f"Cloud {b} has {n} points but k={k} neighbours were requested for its {m} queries. "
+                "Fix: lower k or drop clouds smaller than k."
+            )
+            raise ValueError(msg)
+    return k, ptr_p, ptr_q
+
+
+def knn_blocks(
+    points: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    batch_points: torch.Tensor | None = None,
+    batch_queries: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+    block: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """:func:`knn` for consecutive blocks of at most ``block`` queries, in query order.
+
+    The search structure of each cloud (kd-tree) is built once; only one block's candidates exist
+    at a time, so a caller that reduces each block right away (a smoothing, a score) holds memory
+    proportional to the cloud, not to ``queries x k`` intermediates.
+
+    Args:
+        points, queries, k, batch_points, batch_queries, backend: as in :func:`knn`.
+        block: queries per block (>= 1; None: :data:`QUERY_BLOCK`).
+
+    Yields:
+        ``(start, index (m, k) long, sq_dist (m, k))`` for queries ``start .. start + m - 1``,
+        exactly the rows :func:`knn` returns for them.
+    """
+    k, ptr_p, ptr_q = _check_knn(points, queries, k, batch_points, batch_queries)
+    block = check_positive_int(QUERY_BLOCK if block is None else block, "block")
+    if queries.shape[0] == 0:
+        return
+    name = resolve_backend("knn", points.device, backend)
+    kcs = [min(n, k + CANDIDATE_MARGIN) for n in split_sizes(ptr_p)]
+    if name == "torch":
+        candidates = _torch_knn(points, queries, ptr_p, ptr_q, kcs, block)
+    elif name == "torch_cluster":
+        candidates = _torch_cluster_knn(points, queries, ptr_p, ptr_q, kcs, batch_points, batch_queries, block)
+    else:
+        candidates = _kdtree_knn(name, points, queries, ptr_p, ptr_q, kcs, block)
+    for b, q0, cloud_candidates in candidates:
+        if cloud_candidates.shape[0] == 0:
+            continue
+        start = ptr_q[b] + q0
+        index, sq_dist = _select_k(
+            points, queries[start : start + cloud_candidates.shape[0]], cloud_candidates, k, ptr_p[b], ptr_p[b + 1]
+        )
+        yield start, index, sq_dist
+
+
 def knn(
     points: torch.Tensor,
     queries: torch.Tensor,
@@ -253,6 +351,9 @@ def knn(
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest points (of the same cloud) of every query.
+
+    Queries are searched in blocks (:func:`knn_blocks`), so beyond the ``(M, k)`` result the
+    memory held is bounded whatever the size of the clouds.
 
     Args:
         points: ``(N, D)`` searched points.
@@ -271,44 +372,19 @@ def knn(
         ValueError: malformed tensors, unsorted / mismatched batches, or a cloud with fewer than
             ``k`` points.
     """
-    check_points(points, "points")
-    check_points(queries, "queries", dim=points.shape[1])
-    k = check_positive_int(k, "k")
-    ptr_p, ptr_q = paired_ptrs(points.shape[0], queries.shape[0], batch_points, batch_queries)
-    if queries.device != points.device:
-        msg = f"points ({points.device}) and queries ({queries.device}) must be on the same device."
-        raise ValueError(msg)
-    sizes_p, sizes_q = split_sizes(ptr_p), split_sizes(ptr_q)
-    for b, (n, m) in enumerate(zip(sizes_p, sizes_q, strict=True)):
-        if m and n < k:
-            msg = (
-                f"Cloud {b} has {n} points but k={k} neighbours were requested for its {m} queries. "
-                "Fix: lower k or drop clouds smaller than k."
-            )
-            raise ValueError(msg)
-    if queries.shape[0] == 0:
-        return (
-            torch.empty((0, k), dtype=torch.long, device=points.device),
-            points.new_empty((0, k)),
-        )
-    name = resolve_backend("knn", points.device, backend)
-    kcs = [min(n, k + CANDIDATE_MARGIN) for n in sizes_p]
-    if name == "torch":
-        candidates = _torch_knn(points, queries, ptr_p, ptr_q, kcs)
-    elif name == "torch_cluster":
-        candidates = _torch_cluster_knn(points, queries, ptr_p, ptr_q, kcs, batch_points, batch_queries)
-    else:
-        candidates = _kdtree_knn(name, points, queries, ptr_p, ptr_q, kcs)
-    index_parts, dist_parts = [], []
-    for b, m in enumerate(sizes_q):
-        if m == 0:
-            continue
-        index_b, dist_b = _select_k(
-            points, queries[ptr_q[b] : ptr_q[b + 1]], candidates[b], k, ptr_p[b], ptr_p[b + 1]
-        )
-        index_parts.append(index_b)
-        dist_parts.append(dist_b)
-    return torch.cat(index_parts), torch.cat(dist_parts)
+    k, _, _ = _check_knn(points, queries, k, batch_points, batch_queries)
+    blocks = knn_blocks(points, queries, k, batch_points, batch_queries, backend=backend)
+    if torch.is_grad_enabled() and (points.requires_grad or queries.requires_grad):
+        parts = list(blocks)
+        if not parts:
+            return torch.empty((0, k), dtype=torch.long, device=points.device), points.new_empty((0, k))
+        return torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+    index = torch.empty((queries.shape[0], k), dtype=torch.long, device=points.device)
+    sq_dist = points.new_empty((queries.shape[0], k))
+    for start, block_index, block_sq in blocks:
+        index[start : start + block_index.shape[0]] = block_index
+        sq_dist[start : start + block_index.shape[0]] = block_sq
+    return index, sq_dist
 
 
 def knn_graph(
@@ -569,54 +645,3 @@ def radius_graph(
         rank = torch.arange(edge.shape[1], device=edge.device) - starts[edge[0]]
         edge = edge[:, rank < max_num_neighbors]
     return edge
-
-
-# ---------------------------------------------------------------------------------------------
-# Interpolation
-# ---------------------------------------------------------------------------------------------
-
-
-def interpolate_nearest(
-    src_points: torch.Tensor,
-    src_values: torch.Tensor,
-    dst_points: torch.Tensor,
-    batch_src: torch.Tensor | None = None,
-    batch_dst: torch.Tensor | None = None,
-    *,
-    k: int = 1,
-    eps: float = 1e-12,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Carry values from ``src_points`` to ``dst_points`` (e.g. scores of a subsample to all points).
-
-    Args:
-        src_points: ``(N_src, D)``.
-        src_values: ``(N_src, ...)`` values attached to ``src_points``.
-        dst_points: ``(N_dst, D)``.
-        batch_src / batch_dst: sorted cloud ids (both or neither).
-        k: 1 copies the nearest source value; k > 1 averages the k nearest with inverse-distance
-            weights ``1 / max(d, eps)`` (``d`` the Euclidean distance). A destination that coincides
-            with a source point takes that point's value exactly.
-        eps: distance floor of the weights.
-        backend: kNN backend (see :func:`knn`).
-
-    Returns:
-        ``(N_dst, ...)`` values; floating for k > 1.
-    """
-    if not isinstance(src_values, torch.Tensor) or src_values.shape[:1] != src_points.shape[:1]:
-        msg = "src_values must be a tensor with one row per source point."
-        raise ValueError(msg)
-    k = check_positive_int(k, "k")
-    index, sq = knn(src_points, dst_points, k, batch_src, batch_dst, backend=backend)
-    if k == 1:
-        return src_values[index[:, 0]]
-    values = src_values[index]  # (N_dst, k, ...)
-    weight = 1.0 / sq.detach().sqrt().clamp_min(eps)
-    exact = sq[:, 0] == 0
-    if bool(exact.any()):
-        weight[exact] = 0.0
-        weight[exact, 0] = 1.0
-    weight = weight / weight.sum(dim=1, keepdim=True)
-    out_dtype = values.dtype if values.is_floating_point() else weight.dtype
-    weight = weight.view(weight.shape + (1,) * (values.dim() - 2)).to(out_dtype)
-    return (values * weight).sum(dim=1)

@@ -43,7 +43,7 @@ class BTF(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModu
         patch_grid: int = 28,
         pool_kernel: int = 3,
         pool_k: int = 8,
-        max_points: int | None = None,
+        max_points: int | None = 16384,
         normalization: str = "bbox",
         fpfh_radius: float = 0.08,
         fpfh_max_nn: int = 100,

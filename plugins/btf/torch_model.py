@@ -11,9 +11,12 @@ Two input paths:
   (downsampled to ``grid_size``), 3 x 3 average pooling, ``patch_grid`` x ``patch_grid`` patches,
   bilinear upsampling of the patch scores and a Gaussian blur; every valid point reads its pixel;
 * **unorganized** clouds (Real3D-AD, Anomaly-ShapeNet, Synthetic3D ``real3d``): every point is a
-  patch; its features are averaged over its ``pool_k`` nearest neighbours; scores are computed
-  for every point (or for an FPS subsample of ``max_points`` and interpolated back), then
-  Gaussian-smoothed over ``smoothing_k`` neighbours.
+  patch; its features are averaged over its ``pool_k`` nearest neighbours and its score is
+  Gaussian-smoothed over ``smoothing_k`` neighbours. A cloud larger than ``max_points`` is first
+  reduced to a farthest-point subsample of that size: features, bank rows and scores come from
+  the subsample, and the scores are carried back to every point (inverse distance over the 3
+  nearest sampled points), so the cost of a cloud beyond that size grows only with the final
+  interpolation.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ class BTFModel(nn.Module):
         patch_grid: patches per side on organized grids (BTF: 28).
         pool_kernel: average-pooling window on the grid (BTF: 3; 1 disables pooling).
         pool_k: unorganized pooling neighbourhood (1 disables pooling).
-        max_points: unorganized clouds larger than this are scored on an FPS subsample of this size
-            and the scores interpolated back to every point; None scores every point.
+        max_points: unorganized clouds larger than this are reduced to an FPS subsample of this
+            size, which carries the features, the bank rows and the scores (interpolated back to
+            every point); None uses every point (cost and bank grow with the cloud).
         normalization: ``"bbox"`` (centre + unit bounding-box diagonal per cloud) or ``"none"``.
         fpfh_radius, fpfh_max_nn, normal_k: FPFH neighbourhood in normalised units.
         coreset_ratio, projection_dim: memory-bank coreset (PatchCore: 0.1, sparse projection).
@@ -86,7 +90,7 @@ class BTFModel(nn.Module):
         patch_grid: int = 28,
         pool_kernel: int = 3,
         pool_k: int = 8,
-        max_points: int | None = None,
+        max_points: int | None = 16384,
         normalization: str = "bbox",
         fpfh_radius: float = 0.08,
         fpfh_max_nn: int = 100,
@@ -188,7 +192,9 @@ class BTFModel(nn.Module):
         return out
 
     def _unorganized_rows(self, normalized: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """Indices of the points that carry features (all, or an FPS subsample per cloud)."""
+        """Indices of the points that carry features: all, or an FPS subsample of ``max_points``
+        per larger cloud (FPS spreads the samples evenly over the surface, whatever the scan's
+        own density)."""
         if self.max_points is None:
             return torch.arange(normalized.shape[0], device=normalized.device)
         counts = torch.bincount(batch)
@@ -219,10 +225,10 @@ class BTFModel(nn.Module):
                 [torch.full((f.shape[0],), b, dtype=torch.long, device=f.device) for b, f in enumerate(per_cloud)]
             )
             return _Extracted(torch.cat(per_cloud), owner, True), normalized, torch.empty(0, dtype=torch.long)
-        features = self._point_features(normalized, batch)
-        features = knn_pool(normalized, features, batch, self.pool_k)
         rows = self._unorganized_rows(normalized, batch)
-        return _Extracted(features[rows], batch[rows], False), normalized, rows
+        sampled, sampled_batch = normalized[rows], batch[rows]
+        features = knn_pool(sampled, self._point_features(sampled, sampled_batch), sampled_batch, self.pool_k)
+        return _Extracted(features, sampled_batch, False), normalized, rows
 
     @torch.no_grad()
     def collect(self, point_batch) -> torch.Tensor:  # noqa: ANN001
@@ -268,10 +274,16 @@ class BTFModel(nn.Module):
     def _unorganized_map(
         self, normalized: torch.Tensor, batch: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor
     ) -> torch.Tensor:
-        if rows.shape[0] != normalized.shape[0]:
-            scores = interpolate_nearest(normalized[rows], scores, normalized, batch[rows], batch, k=3)
+        """Scores of the sampled ``rows`` smoothed over their neighbours, then carried to every point.
+
+        Smoothing on the subsample keeps ``smoothing_k`` neighbours spanning the same surface
+        area at every cloud size (on a dense scan they would cover almost nothing).
+        """
+        sampled, sampled_batch = normalized[rows], batch[rows]
         if self.smoothing and self.smoothing_k > 1:
-            smallest = int(torch.bincount(batch).min())
+            smallest = int(torch.bincount(sampled_batch).min())
             sigma = self.smoothing_sigma if self.smoothing_sigma is not None else 0.02
-            scores = smooth_scores(normalized, scores, batch, k=min(self.smoothing_k, smallest), sigma=sigma)
+            scores = smooth_scores(sampled, scores, sampled_batch, k=min(self.smoothing_k, smallest), sigma=sigma)
+        if rows.shape[0] != normalized.shape[0]:
+            scores = interpolate_nearest(sampled, scores, normalized, sampled_batch, batch, k=3)
         return scores

@@ -12,6 +12,8 @@ With ``dual_memory_bank`` (Reg3D-AD proper, Liu et al., NeurIPS 2023): all train
 registered to the first template; one memory bank holds their aligned coordinates, another their
 local descriptors (FPFH here, Point-MAE features in the paper); a test point scores the sum of its
 coordinate distance and its feature distance, each divided by its mean on the training clouds.
+A test cloud larger than ``feature_points`` takes its descriptors on an FPS subsample of that size
+(the density the training templates had) and carries the feature distances back to every point.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from anomalib_3d.ops import MemoryBank, default_voxel_size, fpfh, smooth_scores
+from anomalib_3d.ops import (
+    MemoryBank,
+    default_voxel_size,
+    farthest_point_sample,
+    fpfh,
+    interpolate_nearest,
+    smooth_scores,
+)
 from anomalib_3d.ops.templates import TemplateBank
 
 __all__ = ["Reg3DADModel", "Reg3DADPrediction"]
@@ -57,6 +66,9 @@ class Reg3DADModel(nn.Module):
         dual_memory_bank: Reg3D-AD's coordinate + feature banks instead of the plain distance to the
             best template.
         feature_radius: FPFH radius as a fraction of the reference template's bounding-box diagonal.
+        feature_points: dual bank: a test cloud larger than this gets its descriptors on an FPS
+            subsample of this size, the feature distances carried back to every point (inverse
+            distance, 3 nearest); None describes every point (cost grows with the cloud).
         coreset_ratio: coreset of both dual banks.
         point_weight, feature_weight: weights of the two normalised dual scores.
         object_score: ``"max"`` point score or ``"topk"`` mean of the top ``object_topk`` fraction.
@@ -76,6 +88,7 @@ class Reg3DADModel(nn.Module):
         normalization: str = "rms",
         dual_memory_bank: bool = False,
         feature_radius: float = 0.08,
+        feature_points: int | None = 4096,
         coreset_ratio: float = 0.25,
         point_weight: float = 1.0,
         feature_weight: float = 1.0,
@@ -111,6 +124,7 @@ class Reg3DADModel(nn.Module):
         )
         self.dual_memory_bank = dual_memory_bank
         self.feature_radius = feature_radius
+        self.feature_points = feature_points
         self.point_weight = point_weight
         self.feature_weight = feature_weight
         self.object_score = object_score
@@ -179,7 +193,7 @@ class Reg3DADModel(nn.Module):
             aligned, index = bank.align(cloud, candidates)
             if self.dual_memory_bank:
                 point_distance = self.point_bank.query(aligned)[0][:, 0] / self.score_scales[0]
-                feature_distance = self.feature_bank.query(self._features(aligned))[0][:, 0] / self.score_scales[1]
+                feature_distance = self._feature_distance(aligned) / self.score_scales[1]
                 scores = self.point_weight * point_distance + self.feature_weight * feature_distance
             else:
                 scores = bank.distance(aligned, index, candidates)
@@ -190,6 +204,15 @@ class Reg3DADModel(nn.Module):
             maps.append(scores)
             objects.append(self._object(scores))
         return Reg3DADPrediction(anomaly_map=torch.cat(maps), pred_score=torch.stack(objects))
+
+    def _feature_distance(self, aligned: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` distance of every point's descriptor to the feature bank; clouds over
+        ``feature_points`` are described on an FPS subsample and the distances interpolated."""
+        if self.feature_points is None or aligned.shape[0] <= self.feature_points:
+            return self.feature_bank.query(self._features(aligned))[0][:, 0]
+        sampled = aligned[farthest_point_sample(aligned, self.feature_points).to(aligned.device)]
+        distance = self.feature_bank.query(self._features(sampled))[0][:, 0]
+        return interpolate_nearest(sampled, distance, aligned, k=3)
 
     def _object(self, scores: torch.Tensor) -> torch.Tensor:
         if self.object_score == "max":

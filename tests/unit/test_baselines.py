@@ -99,11 +99,19 @@ def math_ceil(x: float) -> int:
 
 
 def test_btf_fps_subsample_scores_every_point(clouds: dict) -> None:
+    """Clouds over ``max_points`` put a subsample in the bank and still score every point; smaller
+    clouds take the whole-cloud path unchanged."""
     from anomalib_3d_plugins.btf import BTFModel
 
-    model = _fit(BTFModel(feature_mode="fpfh", max_points=256, coreset_ratio=1.0), clouds["train"])
-    assert model.memory_bank.bank.shape == (3 * 256, 33)
-    _check_prediction(model(clouds["test"]), clouds["test"], 0.7)
+    train = PointCloudBatch.collate([_item(make_sample(CATEGORY, None, seed=s, num_points=2048).points) for s in range(3)])
+    good = make_sample(CATEGORY, None, seed=7, num_points=2048)
+    test = PointCloudBatch.collate([_item(*_bumped(0, 2048)), _item(good.points)])
+    model = _fit(BTFModel(feature_mode="fpfh", max_points=1024, coreset_ratio=1.0), train)
+    assert model.memory_bank.bank.shape == (3 * 1024, 33)
+    _check_prediction(model(test), test, 0.9)
+    whole = _fit(BTFModel(feature_mode="fpfh", max_points=None, coreset_ratio=0.5), clouds["train"])
+    capped = _fit(BTFModel(feature_mode="fpfh", max_points=1024, coreset_ratio=0.5), clouds["train"])
+    _assert_same(whole(clouds["test"]), capped(clouds["test"]))
 
 
 def _height_field(bump: bool, seed: int, size: int = 40) -> tuple[torch.Tensor, torch.Tensor]:

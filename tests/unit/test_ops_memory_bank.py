@@ -27,6 +27,37 @@ def test_coreset_equals_brute_force_k_center(seed: int) -> None:
     assert len(set(selected.tolist())) == 40
 
 
+def _difference_form_coreset(features: torch.Tensor, num_samples: int, start: int) -> list[int]:
+    """Greedy k-center with every distance taken as ``|x - c|^2`` (the plain, slow form)."""
+    chosen = [start]
+    min_sq = (features - features[start]).pow(2).sum(dim=1)
+    for _ in range(num_samples - 1):
+        index = int(torch.argmax(min_sq))
+        chosen.append(index)
+        min_sq = torch.minimum(min_sq, (features - features[index]).pow(2).sum(dim=1))
+    return chosen
+
+
+def test_coreset_is_row_for_row_the_difference_form_on_near_ties() -> None:
+    """float32 rows far from the origin with near-duplicates (distances ~1e-7 of |x|^2): the norm
+    expansion alone orders these wrongly (checked: it departs after ~200 steps); the exact
+    recomputation of the rows in doubt must give the difference form's selection exactly."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(400, 16, generator=generator) * 3 + 100.0
+    near = base + torch.randn(400, 16, generator=generator) * 1e-4
+    features = torch.cat([base, near, base[:50]]).float()
+    selected = greedy_coreset(features, 600, projection_dim=None, seed=0)
+    assert selected.tolist() == _difference_form_coreset(features, 600, int(selected[0]))
+
+
+def test_coreset_never_repeats_a_row_of_duplicated_data() -> None:
+    features = torch.zeros(30, 4)
+    features[:10, 0] = torch.arange(10, dtype=torch.float32)  # 10 distinct rows, 20 copies of the origin
+    selected = greedy_coreset(features, 25, projection_dim=None, seed=0, start=1)
+    assert len(set(selected.tolist())) == 25
+    assert set(range(10)) <= set(selected.tolist())
+
+
 def test_coreset_is_seeded_and_projection_keeps_rows() -> None:
     features = torch.randn(200, 300)
     a = greedy_coreset(features, 20, projection_dim=16, seed=1)
