@@ -19,6 +19,11 @@ from .network import MaskReconstructionNetwork
 
 # Rows of training features compared with the template at once.
 _CHUNK = 1024
+# Floor of a feature dimension's training spread when standardising (features are layer-normalised,
+# so a spread this small is float32 rounding, not signal).
+MIN_FEATURE_STD = 1e-4
+SCORE_SCALES = ("mean", "cloud_max")
+FEATURE_NORMALIZATIONS = ("none", "center", "standardize")
 
 
 def _rank() -> int:
@@ -41,6 +46,14 @@ def held_out_distances(
     Returns:
         ``(T',)`` the finite distances (a feature whose cloud holds the whole template has none).
     """
+    held_out = all_held_out_distances(features, cloud_ids, bank, bank_ids, exclude_cloud)
+    return held_out[torch.isfinite(held_out)]
+
+
+def all_held_out_distances(
+    features: torch.Tensor, cloud_ids: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tensor, exclude_cloud: bool
+) -> torch.Tensor:
+    """:func:`held_out_distances` for every row: ``(T,)``, ``inf`` where nothing is left to compare with."""
     nearest = []
     for lo in range(0, features.shape[0], _CHUNK):
         dist = torch.cdist(features[lo : lo + _CHUNK], bank)
@@ -49,8 +62,19 @@ def held_out_distances(
         else:
             dist.masked_fill_(dist == 0, float("inf"))
         nearest.append(dist.min(dim=1).values)
-    held_out = torch.cat(nearest)
-    return held_out[torch.isfinite(held_out)]
+    return torch.cat(nearest)
+
+
+def mean_cloud_maximum(values: torch.Tensor, cloud_ids: torch.Tensor) -> float:
+    """Mean over clouds of each cloud's largest finite value (``values``, ``cloud_ids``: ``(T,)``);
+    NaN when no value is finite."""
+    finite = torch.isfinite(values)
+    values, cloud_ids = values[finite], cloud_ids[finite]
+    if values.numel() == 0:
+        return float("nan")
+    maxima = torch.full((int(cloud_ids.max()) + 1,), float("-inf"), dtype=values.dtype, device=values.device)
+    maxima.scatter_reduce_(0, cloud_ids, values, reduce="amax")
+    return float(maxima[torch.isfinite(maxima)].mean())
 
 
 def training_features(
@@ -92,6 +116,10 @@ class DFCCalibration:
 
     template_bank: torch.Tensor
     template_count: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    feature_normalization: str
+    score_scale: str
     template_delta: torch.Tensor
     point_score_scale: torch.Tensor
     feature_score_scale: torch.Tensor
@@ -104,18 +132,44 @@ class DFCCalibration:
     geometric_score_weight: float
     geometric_bank: TemplateBank
 
+    def normalize_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Fused decoder features ``(..., F)`` in the frame of the training features
+        (``feature_normalization``): unchanged, centred on their training mean, or standardised per
+        dimension. Identity before calibration."""
+        if self.feature_normalization == "none":
+            return features
+        return (features - self.feature_mean) / self.feature_std
+
+    def _fit_feature_normalization(self, features: torch.Tensor) -> None:
+        """Mean and spread of the training features ``(T, F)`` (``feature_normalization``)."""
+        self.feature_mean.zero_()
+        self.feature_std.fill_(1.0)
+        if self.feature_normalization in ("center", "standardize"):
+            self.feature_mean.copy_(features.mean(dim=0))
+        if self.feature_normalization == "standardize" and features.shape[0] > 1:
+            self.feature_std.copy_(features.std(dim=0).clamp_min(MIN_FEATURE_STD))
+
+    def _scale(self, values: torch.Tensor, cloud_ids: torch.Tensor) -> float:
+        """The scale a score map is divided by (``score_scale``): the mean of the training values,
+        or the mean over training clouds of each cloud's maximum."""
+        if self.score_scale == "mean":
+            return float(values[torch.isfinite(values)].mean())
+        return mean_cloud_maximum(values, cloud_ids)
+
     @torch.no_grad()
     def calibrate(self, clouds: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Compute the DFC statistics from normal training clouds (call in eval mode).
 
-        1. Template: fused decoder features of every training patch; at most ``template_size`` of
-           them are kept by farthest-point selection in feature space. ``δ`` (unless given) is the
-           ``template_quantile`` quantile of each training feature's distance to the nearest
-           template vector of *another* cloud.
-        2. Scales: the mean point score of the training clouds' network points and the mean
-           feature score (``"template"`` mode: the mean held-out distance above, since a training
-           feature's distance to a template that contains it is 0), used to put both scores on a
-           common scale before they are summed.
+        1. Template: fused decoder features of every training patch, normalised
+           (``feature_normalization``: their training mean and, when standardising, spread per
+           dimension); at most ``template_size`` of them are kept by farthest-point selection in
+           feature space. ``δ`` (unless given) is the ``template_quantile`` quantile of each
+           training feature's distance to the nearest template vector of *another* cloud.
+        2. Scales (``score_scale``): of the point score of the training clouds' network points and
+           of the feature score (``"template"`` mode: the held-out distances above, since a training
+           feature's distance to a template that contains it is 0) - their mean, or the mean over
+           training clouds of each cloud's maximum - used to put both scores on a common scale
+           before they are summed.
         3. Geometric templates (when ``geometric_score_weight > 0``): the training clouds registered
            into one frame and their leave-one-out scale (:meth:`IMRNetModel.fit_geometric_templates`).
 
@@ -130,6 +184,8 @@ class DFCCalibration:
             msg = "calibrate() needs at least one batch of training clouds."
             raise ValueError(msg)
         all_features, all_ids, num_clouds = training_features(self, batches)  # type: ignore[arg-type]
+        self._fit_feature_normalization(all_features)
+        all_features = self.normalize_features(all_features)
         capacity = self.template_bank.shape[0]
         if all_features.shape[0] > capacity:
             chosen = farthest_point_sample(all_features, capacity, backend="torch")
@@ -139,30 +195,35 @@ class DFCCalibration:
         self.template_bank[: chosen.numel()] = all_features[chosen]
         self.template_count.fill_(chosen.numel())
 
-        held_out = held_out_distances(all_features, all_ids, all_features[chosen], all_ids[chosen], num_clouds > 1)
+        held_out_all = all_held_out_distances(all_features, all_ids, all_features[chosen], all_ids[chosen], num_clouds > 1)
+        held_out = held_out_all[torch.isfinite(held_out_all)]
         if self.template_threshold is not None:
             delta = float(self.template_threshold)
         else:
             delta = float(torch.quantile(held_out, self.template_quantile)) if held_out.numel() else float("inf")
         self.template_delta.fill_(delta)
 
-        point_values, feature_values = [], []
+        point_values, feature_values, value_ids = [], [], []
+        offset = 0
         for points, batch in batches:
-            _, point_scores, feature_scores, covered = self.raw_scores(points, batch)  # type: ignore[attr-defined]
+            prepared, point_scores, feature_scores, covered = self.raw_scores(points, batch)  # type: ignore[attr-defined]
+            value_ids.append(prepared.batch[covered] + offset)
+            offset += int(batch[-1]) + 1
             if point_scores is not None:
                 point_values.append(point_scores[covered])
             if feature_scores is not None and self.feature_reference == "reconstruction":
                 feature_values.append(feature_scores[covered])
+        if value_ids:
+            # Cloud ids stay distinct across ranks: offset by the clouds of the ranks before.
+            rank_clouds = all_gather_cat(torch.tensor([offset], dtype=torch.long, device=value_ids[0].device))
+            value_ids = all_gather_cat(torch.cat(value_ids) + int(rank_clouds[: _rank()].sum()))
         if self.use_feature_score and self.feature_reference == "template" and held_out.numel():
             # Scores of training clouds against a template that holds them would be ~0.
-            feature_values = [held_out]
+            self.feature_score_scale.fill_(max(self._scale(held_out_all, all_ids), 1e-12))
         elif feature_values:
-            feature_values = [all_gather_cat(torch.cat(feature_values))]
+            self.feature_score_scale.fill_(max(self._scale(all_gather_cat(torch.cat(feature_values)), value_ids), 1e-12))
         if point_values:
-            point_values = [all_gather_cat(torch.cat(point_values))]
-            self.point_score_scale.fill_(max(float(torch.cat(point_values).mean()), 1e-12))
-        if feature_values:
-            self.feature_score_scale.fill_(max(float(torch.cat(feature_values).mean()), 1e-12))
+            self.point_score_scale.fill_(max(self._scale(all_gather_cat(torch.cat(point_values)), value_ids), 1e-12))
         if self.geometric_score_weight > 0:
             singles = []
             for points, batch in batches:
@@ -180,4 +241,12 @@ class DFCCalibration:
         }
 
 
-__all__ = ["DFCCalibration", "held_out_distances", "training_features"]
+__all__ = [
+    "FEATURE_NORMALIZATIONS",
+    "SCORE_SCALES",
+    "DFCCalibration",
+    "all_held_out_distances",
+    "held_out_distances",
+    "mean_cloud_maximum",
+    "training_features",
+]

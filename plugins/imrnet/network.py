@@ -37,6 +37,10 @@ class MaskReconstructionNetwork(PointMAE):
         num_points: points per cloud fed to the network (clouds are subsampled to it; smaller
             clouds are used whole).
         num_groups: patch centres ``G`` per cloud (paper: 256).
+        test_num_groups: patch centres per cloud when scoring (the training-set statistics after
+            training, and test); None: ``num_groups``. The network takes any number of patches,
+            so scoring may use denser, overlapping patches than training did: every point is then
+            judged by several patches and the feature map gets finer.
         group_size: points ``K`` per patch (paper: 64).
         sampler: centre sampler: ``"gps"`` (paper), ``"fps"``, ``"random"`` or ``"voxel"`` (Table 4).
         gps_k, gps_threshold, gps_salient_density: GPS neighbourhood size, salient fraction ``t``
@@ -64,6 +68,7 @@ class MaskReconstructionNetwork(PointMAE):
         num_groups: int = 256,
         group_size: int = 64,
         sampler: str = "gps",
+        test_num_groups: int | None = None,
         gps_k: int = 16,
         gps_threshold: float = 0.3,
         gps_salient_density: float = 2.0,
@@ -93,6 +98,9 @@ class MaskReconstructionNetwork(PointMAE):
         if num_points < max(num_groups, group_size):
             msg = f"num_points={num_points} must be >= max(num_groups, group_size)={max(num_groups, group_size)}."
             raise ValueError(msg)
+        if test_num_groups is not None and not 2 <= test_num_groups <= num_points:
+            msg = f"test_num_groups must be in 2 .. num_points={num_points} (or None), got {test_num_groups}."
+            raise ValueError(msg)
         if test_masks == "windows" and num_iterations * num_masked < num_groups:
             warnings.warn(
                 f"{num_iterations} iterations x {num_masked} masked patches do not cover all {num_groups} patches; "
@@ -108,6 +116,7 @@ class MaskReconstructionNetwork(PointMAE):
             raise ValueError(msg)
         self.num_points = num_points
         self.num_groups = num_groups
+        self.test_num_groups = test_num_groups
         self.sampler = sampler
         self.gps_kwargs = {"k": gps_k, "threshold": gps_threshold, "salient_density": gps_salient_density}
         self.subsample = subsample
@@ -124,14 +133,21 @@ class MaskReconstructionNetwork(PointMAE):
     # ----------------------------------------------------------------------------------------
     # input preparation
     # ----------------------------------------------------------------------------------------
+    @property
+    def active_num_groups(self) -> int:
+        """Patches per cloud now: ``num_groups`` in training, ``test_num_groups`` (if set) when scoring."""
+        if self.training or self.test_num_groups is None:
+            return self.num_groups
+        return self.test_num_groups
+
     def _check_sizes(self, counts: torch.Tensor, paths: Sequence[str] | None) -> None:
-        need = max(self.num_groups, self.group_size)
+        need = max(self.active_num_groups, self.group_size)
         small = (counts < need).nonzero().flatten().tolist()
         if small:
             b = small[0]
             path = paths[b] if paths is not None and b < len(paths) else None
             raise InvalidPointsError(
-                f"cloud {b} has {int(counts[b])} points; IMRNet's patch setup ({self.num_groups} patches of "
+                f"cloud {b} has {int(counts[b])} points; IMRNet's patch setup ({self.active_num_groups} patches of "
                 f"{self.group_size} points) needs at least {need}"
                 + (f" ({len(small)} clouds of this batch are too small)." if len(small) > 1 else "."),
                 path=path,
@@ -173,7 +189,7 @@ class MaskReconstructionNetwork(PointMAE):
         """Split the network points into ``G`` patches of ``K`` points; centres are drawn at random
         only when ``stochastic`` (default: in training mode) and the sampler is ``fps`` / ``random``."""
         return group_into_patches(
-            prepared, self.num_groups, self.group_size, sampler=self.sampler,
+            prepared, self.active_num_groups, self.group_size, sampler=self.sampler,
             stochastic=self.training if stochastic is None else stochastic, generator=generator, seed=self.seed,
             **self.gps_kwargs,
         )
@@ -241,8 +257,9 @@ class MaskReconstructionNetwork(PointMAE):
         predicted = self.reconstruct(neighborhoods, centers, masked_index)
         return masked_patch_chamfer_loss(predicted, take_patches(neighborhoods, masked_index))
 
-    def test_masks(self, device: torch.device, run: int = 0) -> list[torch.Tensor]:
-        """The ``num_iterations`` test masks of reconstruction run ``run``.
+    def test_masks(self, device: torch.device, run: int = 0, num_groups: int | None = None) -> list[torch.Tensor]:
+        """The ``num_iterations`` test masks of reconstruction run ``run`` over ``num_groups`` patches
+        (default ``num_groups``; ``mask_ratio`` of them are masked).
 
         ``test_masks="windows"``: consecutive windows of one seeded permutation (positions
         ``t*M .. t*M + M - 1``, wrapping), so successive iterations mask different patches and,
@@ -253,18 +270,16 @@ class MaskReconstructionNetwork(PointMAE):
         Returns:
             ``num_iterations`` tensors ``(M,) long``.
         """
+        groups = self.num_groups if num_groups is None else num_groups
+        masked = self.num_masked if groups == self.num_groups else min(max(round(self.mask_ratio * groups), 1), groups - 1)
         generator = torch.Generator().manual_seed(self.seed + 7919 * run)
         if self.test_masks_mode == "random":
             return [
-                torch.randperm(self.num_groups, generator=generator)[: self.num_masked].to(device)
-                for _ in range(self.num_iterations)
+                torch.randperm(groups, generator=generator)[:masked].to(device) for _ in range(self.num_iterations)
             ]
-        permutation = torch.randperm(self.num_groups, generator=generator)
-        positions = torch.arange(self.num_masked)
-        return [
-            permutation[(t * self.num_masked + positions) % self.num_groups].to(device)
-            for t in range(self.num_iterations)
-        ]
+        permutation = torch.randperm(groups, generator=generator)
+        positions = torch.arange(masked)
+        return [permutation[(t * masked + positions) % groups].to(device) for t in range(self.num_iterations)]
 
     def iterative_reconstruct(self, neighborhoods: torch.Tensor, centers: torch.Tensor, run: int = 0) -> torch.Tensor:
         """Test-time reconstruction (paper Alg. 1): mask → reconstruct → merge, repeated.
@@ -279,7 +294,7 @@ class MaskReconstructionNetwork(PointMAE):
         """
         batch = centers.shape[0]
         current = neighborhoods.clone()
-        for mask in self.test_masks(centers.device, run):
+        for mask in self.test_masks(centers.device, run, centers.shape[1]):
             masked_index = mask.unsqueeze(0).expand(batch, -1)
             source = current if self.iterative_reconstruction else neighborhoods
             predicted = self.reconstruct(source, centers, masked_index)

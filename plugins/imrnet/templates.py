@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from anomalib_3d.ops.templates import TemplateBank, cloud_checksums
+from anomalib_3d.ops.neighbors import knn
+from anomalib_3d.ops.templates import TemplateBank, cloud_checksums, leave_one_out_distances
 
 
 class _BankSetting:
@@ -24,6 +25,16 @@ class _BankSetting:
         setattr(model.geometric_bank, self.bank_attribute, value)
 
 
+def neighbourhood_mean(points: torch.Tensor, values: torch.Tensor, batch: torch.Tensor, k: int) -> torch.Tensor:
+    """``(ΣN,)`` mean of ``values`` over each point's ``k`` nearest points of its own cloud (itself
+    included) of ``points (ΣN, 3)``; a cloud of fewer points averages over all of them."""
+    num_clouds = int(batch[-1]) + 1 if batch.numel() else 0
+    counts = torch.bincount(batch, minlength=num_clouds)
+    k = min(k, int(counts.min())) if num_clouds else k
+    index, _ = knn(points.float(), points.float(), k, batch, batch)
+    return values[index].mean(dim=1)
+
+
 class GeometricResidual:
     """The geometric residual of :class:`~.torch_model.IMRNetModel` (a mixin of it).
 
@@ -35,6 +46,7 @@ class GeometricResidual:
 
     geometric_bank: TemplateBank
     geometric_score_scale: torch.Tensor
+    geometric_smoothing_k: int
 
     registration = _BankSetting("registration")
     registration_templates = _BankSetting("registration_templates")
@@ -93,7 +105,10 @@ class GeometricResidual:
         if not self.geometric_bank.is_fitted:
             msg = "IMRNet has no geometric templates: calibrate it on normal training clouds first."
             raise RuntimeError(msg)
-        return self.geometric_bank.distances(points, batch) / self.geometric_score_scale
+        distances = self.geometric_bank.distances(points, batch)
+        if self.geometric_smoothing_k > 1:
+            distances = neighbourhood_mean(points, distances, batch, self.geometric_smoothing_k)
+        return distances / self.geometric_score_scale
 
     @torch.no_grad()
     def fit_geometric_templates(self, clouds: list[torch.Tensor]) -> float:
@@ -103,7 +118,9 @@ class GeometricResidual:
             clouds: this rank's training clouds, each ``(N_i, 3)`` (gathered over ranks by the bank).
 
         Returns:
-            The scale: mean distance of every template point to the other templates.
+            The scale (``score_scale`` of the model): the mean distance of every template point to
+            the other templates, or the mean over templates of the largest such distance (after
+            the same smoothing as test clouds get).
         """
         prepared, keys = [], []
         for cloud in clouds:
@@ -112,9 +129,25 @@ class GeometricResidual:
             keys.append(cloud_checksums(cloud, single))
         # Ordered by the content keys that also order the feature template (see calibrate).
         self.geometric_bank.fit(prepared, torch.cat(keys))
-        scale = self.geometric_bank.leave_one_out_scale()
+        scale = self._leave_one_out_scale()
         self.geometric_score_scale.fill_(max(scale, 1e-12))
         return scale
 
+    def _leave_one_out_scale(self) -> float:
+        """Scale of the residual from every template's distances to the other templates, smoothed as
+        test clouds are: their mean (``score_scale="mean"``) or the mean of each template's maximum."""
+        templates = self.geometric_bank.templates
+        if len(templates) < 2:
+            return self.geometric_bank.leave_one_out_scale()
+        per_template = list(torch.split(leave_one_out_distances(templates), [t.shape[0] for t in templates]))
+        if self.geometric_smoothing_k > 1:
+            per_template = [
+                neighbourhood_mean(t, d, torch.zeros(t.shape[0], dtype=torch.long, device=t.device), self.geometric_smoothing_k)
+                for t, d in zip(templates, per_template)
+            ]
+        if self.score_scale == "mean":  # type: ignore[attr-defined]
+            return float(torch.cat(per_template).mean())
+        return float(torch.stack([d.max() for d in per_template]).mean())
 
-__all__ = ["GeometricResidual"]
+
+__all__ = ["GeometricResidual", "neighbourhood_mean"]

@@ -32,7 +32,7 @@ from anomalib_3d.nn.point_mae import PreparedClouds
 from anomalib_3d.ops import interpolate_nearest, smooth_scores
 from anomalib_3d.ops.templates import TEMPLATE_REGISTRATIONS, TEMPLATE_SELECTIONS
 
-from .calibration import DFCCalibration
+from .calibration import FEATURE_NORMALIZATIONS, SCORE_SCALES, DFCCalibration
 from .loss import patch_chamfer_scores, patch_point_distances
 from .network import MaskReconstructionNetwork, check_choice
 from .scoring import (
@@ -53,7 +53,11 @@ FEATURE_REFERENCES = ("template", "reconstruction")
 PAPER_LITERAL: dict[str, object] = {
     "use_point_score": True,
     "feature_reference": "reconstruction",
+    "feature_normalization": "none",
+    "score_scale": "mean",
+    "test_num_groups": None,
     "geometric_score_weight": 0.0,
+    "geometric_smoothing_k": 0,
     "registration": "none",
     "test_masks": "windows",
     "test_mask_passes": 1,
@@ -88,7 +92,7 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
     (:class:`~.calibration.DFCCalibration`).
 
     Args:
-        num_points, num_groups, group_size, sampler, gps_k, gps_threshold, gps_salient_density,
+        num_points, num_groups, test_num_groups, group_size, sampler, gps_k, gps_threshold, gps_salient_density,
             subsample, mask_ratio, num_iterations, iterative_reconstruction, feature_layers,
             test_masks, cache_training_patches: the network, see
             :class:`~.network.MaskReconstructionNetwork`.
@@ -109,6 +113,15 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
             features' distances to the template (computed in :meth:`calibrate`).
         template_quantile: see above.
         template_size: features kept in the template bank (farthest-point selection).
+        feature_normalization: frame of the fused decoder features before any comparison:
+            ``"none"`` (the paper), ``"center"`` (minus the training features' mean) or
+            ``"standardize"`` (also divided by their spread per dimension). The features are
+            layer-normalised per patch and vary little between patches, so un-centred float32
+            distances lose most of their digits to cancellation (see README, "Diagnosis").
+        score_scale: what each score map is divided by before the maps are summed: ``"mean"``
+            (the paper: its mean over the training clouds) or ``"cloud_max"`` (the mean over
+            held-out training clouds of each cloud's maximum, so that on a normal cloud every
+            map's maximum is about 1 and no map's tail dominates the object score).
         point_score_weight, feature_score_weight: weights of the two normalised scores in the sum.
         point_aggregation: how a point combines the scores of the patches holding it (``"mean"``:
             paper Eq. 15; ``"max"``).
@@ -130,6 +143,9 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
             the paper). Every input point (full resolution, no subsampling) scores its distance to
             the nearest point of the training templates after bounding-box normalisation and
             registration, divided by the mean leave-one-out distance of the training clouds.
+        geometric_smoothing_k: average the geometric residual of every point over its
+            ``geometric_smoothing_k`` nearest input points (0 or 1: off). A single point's distance
+            to the templates carries the scanner noise of both; a defect moves a whole region.
         registration: how a cloud is aligned to the templates for the geometric residual:
             ``"none"``, ``"icp"`` (poses within ~30°) or ``"global+icp"`` (FPFH-RANSAC, any pose);
             all via :class:`anomalib_3d.ops.TemplateBank`.
@@ -149,6 +165,7 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         num_groups: int = 256,
         group_size: int = 64,
         sampler: str = "gps",
+        test_num_groups: int | None = None,
         gps_k: int = 16,
         gps_threshold: float = 0.3,
         gps_salient_density: float = 2.0,
@@ -171,6 +188,8 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         template_threshold: float | None = None,
         template_quantile: float = 0.95,
         template_size: int = 4096,
+        feature_normalization: str = "none",
+        score_scale: str = "mean",
         point_score_weight: float = 1.0,
         feature_score_weight: float = 1.0,
         point_aggregation: str = "mean",
@@ -185,6 +204,7 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         test_masks: str = "random",
         test_mask_passes: int = 2,
         geometric_score_weight: float = 0.5,
+        geometric_smoothing_k: int = 0,
         registration: str = "icp",
         registration_templates: int = 4,
         registration_points: int = 1024,
@@ -199,6 +219,9 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         if geometric_score_weight < 0:
             msg = f"geometric_score_weight must be >= 0, got {geometric_score_weight}."
             raise ValueError(msg)
+        if geometric_smoothing_k < 0:
+            msg = f"geometric_smoothing_k must be >= 0, got {geometric_smoothing_k}."
+            raise ValueError(msg)
         if registration_templates < 1:
             msg = f"registration_templates must be >= 1, got {registration_templates}."
             raise ValueError(msg)
@@ -206,6 +229,8 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         check_choice("feature_reference", feature_reference, FEATURE_REFERENCES)
         check_choice("point_score_mode", point_score_mode, POINT_SCORE_MODES)
         check_choice("object_score", object_score, OBJECT_SCORES)
+        check_choice("feature_normalization", feature_normalization, FEATURE_NORMALIZATIONS)
+        check_choice("score_scale", score_scale, SCORE_SCALES)
         if not (use_point_score or use_feature_score):  # the geometric residual alone is not IMRNet
             msg = "at least one of use_point_score / use_feature_score must be True."
             raise ValueError(msg)
@@ -217,6 +242,7 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
             num_groups=num_groups,
             group_size=group_size,
             sampler=sampler,
+            test_num_groups=test_num_groups,
             gps_k=gps_k,
             gps_threshold=gps_threshold,
             gps_salient_density=gps_salient_density,
@@ -242,6 +268,8 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         self.template_regularization = template_regularization
         self.template_threshold = template_threshold
         self.template_quantile = template_quantile
+        self.feature_normalization = feature_normalization
+        self.score_scale = score_scale
         self.point_score_weight = point_score_weight
         self.feature_score_weight = feature_score_weight
         self.point_aggregation = point_aggregation
@@ -253,6 +281,7 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         self.smoothing_sigma = smoothing_sigma
         self.test_mask_passes = test_mask_passes
         self.geometric_score_weight = geometric_score_weight
+        self.geometric_smoothing_k = geometric_smoothing_k
 
         # DFC statistics computed from the training set by calibrate(); persistent buffers, so they
         # travel with every checkpoint.
@@ -260,6 +289,8 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         self.register_buffer("template_bank", torch.zeros(template_size, feature_dim))
         self.register_buffer("template_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("template_delta", torch.zeros(()))
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
         self.register_buffer("point_score_scale", torch.ones(()))
         self.register_buffer("feature_score_scale", torch.ones(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
@@ -275,6 +306,11 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         for flat, nested in _FLAT_TEMPLATE_KEYS.items():
             if prefix + flat in state_dict:
                 state_dict[prefix + nested] = state_dict.pop(prefix + flat)
+        # Checkpoints calibrated before features were normalised hold raw template features: the
+        # identity frame scores them as they were scored then.
+        if prefix + "template_bank" in state_dict and prefix + "feature_mean" not in state_dict:
+            state_dict[prefix + "feature_mean"] = torch.zeros_like(self.feature_mean)
+            state_dict[prefix + "feature_std"] = torch.ones_like(self.feature_std)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------
@@ -303,7 +339,9 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         template_mode = (
             self.use_feature_score and self.feature_reference == "template" and int(self.template_count) > 0
         )
-        original_features = self.decoder_features(neighborhoods, centers) if self.use_feature_score else None
+        original_features = (
+            self.normalize_features(self.decoder_features(neighborhoods, centers)) if self.use_feature_score else None
+        )
         point_scores = feature_scores = None
         if template_mode:
             _, distance = nearest_template(original_features.reshape(-1, original_features.shape[-1]), self._template())
@@ -319,13 +357,15 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
             if self.use_point_score:
                 compare = patch_point_distances if self.point_score_mode == "point" else patch_chamfer_scores
                 scores = compare(neighborhoods, reconstructed)
-                masked = torch.zeros(self.num_groups, device=scores.device)
-                masked[torch.cat(self.test_masks(scores.device, run))] = 1.0
+                masked = torch.zeros(centers.shape[1], device=scores.device)
+                masked[torch.cat(self.test_masks(scores.device, run, centers.shape[1]))] = 1.0
                 masked = masked.view(1, -1, *([1] * (scores.dim() - 2)))
                 point_sum = scores * masked if point_sum is None else point_sum + scores * masked
                 point_count = masked if point_count is None else point_count + masked
             if self.use_feature_score and not template_mode:
-                reconstructed_features = self.regularize(self.decoder_features(reconstructed, centers))
+                reconstructed_features = self.regularize(
+                    self.normalize_features(self.decoder_features(reconstructed, centers))
+                )
                 feature_runs.append((original_features - reconstructed_features).norm(dim=-1))
         if point_sum is not None:
             point_scores = point_sum / point_count.clamp_min(1.0)

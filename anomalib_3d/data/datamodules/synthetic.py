@@ -24,7 +24,8 @@ class Synthetic3D(PointCloudDataModule):
 
     Args:
         root: cache folder.
-        category: shape family / families (see ``anomalib_3d.data.synthetic.list_categories()``).
+        category: shape family / families (see ``anomalib_3d.data.synthetic.list_categories()``)
+            and/or real CAD parts ``cad_<part>`` (``list_cad_categories()``; needs ``pybullet``).
         layout: ``"real3d"`` or ``"mvtec3d"``.
         num_train: good training samples per category.
         num_test_good: good test samples per category.
@@ -33,6 +34,8 @@ class Synthetic3D(PointCloudDataModule):
         num_points: points per cloud (``real3d`` layout).
         image_size: (H, W) of the organized scans (``mvtec3d`` layout).
         generator_seed: seed of the generator (same seed ⇒ byte-identical files).
+        noise_std: Gaussian scanner noise (``real3d``: object units on the points, parts are
+            about 1 unit; ``mvtec3d``: metres of depth along each ray). 0 = noise-free.
         remove_background: ``mvtec3d`` layout: drop the ground plane as for MVTec 3D-AD.
         **kwargs: see :class:`PointCloudDataModule`.
     """
@@ -49,6 +52,7 @@ class Synthetic3D(PointCloudDataModule):
         num_points: int = 4096,
         image_size: tuple[int, int] = (128, 128),
         generator_seed: int = 0,
+        noise_std: float = 0.0,
         remove_background: bool = True,
         **kwargs,
     ) -> None:
@@ -56,16 +60,20 @@ class Synthetic3D(PointCloudDataModule):
         if layout not in {"real3d", "mvtec3d"}:
             msg = f"layout must be 'real3d' or 'mvtec3d', got {layout!r}."
             raise ValueError(msg)
-        from anomalib_3d.data.synthetic import DEFECT_TYPES, list_categories
+        from anomalib_3d.data.synthetic import DEFECT_TYPES, list_cad_categories, list_categories
 
-        unknown = [c for c in self.categories if c not in list_categories()]
+        unknown = [c for c in self.categories if c not in list_categories() + list_cad_categories()]
         if unknown:
             from anomalib_3d.data.errors import UnknownCategoryError
 
             raise UnknownCategoryError(
                 f"unknown synthetic categories {unknown}.",
-                fix=f"choose from {', '.join(list_categories())}",
+                fix=f"choose from {', '.join(list_categories())} or a CAD part ({', '.join(list_cad_categories())})",
             )
+        if any(c in list_cad_categories() for c in self.categories):
+            from anomalib_3d.data.synthetic.cad import cad_data_folder
+
+            cad_data_folder()  # a missing pybullet fails here, with its fix, not in a worker later
         self.defect_types = tuple(defect_types) if defect_types is not None else tuple(DEFECT_TYPES)
         bad = [d for d in self.defect_types if d not in DEFECT_TYPES]
         if bad:
@@ -82,6 +90,8 @@ class Synthetic3D(PointCloudDataModule):
             "image_size": list(image_size),
             "seed": generator_seed,
         }
+        if noise_std:  # only when set, so that the cache folders of noise-free data keep their names
+            self.generation["noise_std"] = float(noise_std)
         self.remove_background = remove_background
 
     @property

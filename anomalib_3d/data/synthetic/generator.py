@@ -1,7 +1,8 @@
 """Deterministic synthetic anomaly datasets in the Real3D-AD and MVTec 3D-AD layouts.
 
-The dataset needs no download: each sample is a procedural part (:mod:`.shapes`) with an
-optional defect (:mod:`.defects`), sampled as an unorganized cloud (``layout="real3d"``) or seen
+The dataset needs no download: each sample is a procedural part (:mod:`.shapes`), or a real CAD
+part from the meshes the ``pybullet`` package ships (:mod:`.cad`, categories ``cad_<part>``), with
+an optional defect (:mod:`.defects`), sampled as an unorganized cloud (``layout="real3d"``) or seen
 by a simulated depth camera (``layout="mvtec3d"``, :mod:`.scanner`).
 
 Determinism: every sample's random streams come from ``SeedSequence(seed, category, split,
@@ -28,6 +29,7 @@ import numpy as np
 
 from anomalib_3d.data.errors import PointCloudError, UnknownCategoryError
 from anomalib_3d.data.io import write_gt_txt, write_mask_png, write_organized_xyz, write_pcd, write_rgb_png
+from anomalib_3d.data.synthetic.cad import CAD_COLOR, CAD_PARTS, build_cad_part, check_cad_category, is_cad_category
 from anomalib_3d.data.synthetic.defects import DEFECT_TYPES, DefectResult, apply_defect
 from anomalib_3d.data.synthetic.scanner import Camera, look_at_camera, plane_hits, raycast, shade
 from anomalib_3d.data.synthetic.shapes import SHAPE_FAMILIES, Mesh, _normalize, build_shape, sample_surface, triangle_cross
@@ -69,7 +71,8 @@ CATEGORY_COLORS = {
 
 
 def list_categories() -> list[str]:
-    """Names of the synthetic categories (one per shape family)."""
+    """Names of the procedural categories (one per shape family); the real-CAD categories, which
+    need ``pybullet``, are :func:`~anomalib_3d.data.synthetic.cad.list_cad_categories`."""
     return list(SHAPE_FAMILIES)
 
 
@@ -88,10 +91,13 @@ def _rng(seed: int, *keys: str | int) -> np.random.Generator:
 
 
 def _check_category(category: str) -> None:
+    if is_cad_category(category):
+        check_cad_category(category)
+        return
     if category not in SHAPE_FAMILIES:
         raise UnknownCategoryError(
             f"unknown synthetic category {category!r}.",
-            fix=f"choose from {', '.join(SHAPE_FAMILIES)}.",
+            fix=f"choose from {', '.join(SHAPE_FAMILIES)} (or a CAD part: {', '.join(CAD_PARTS)}).",
         )
 
 
@@ -127,6 +133,8 @@ class SyntheticSample:
 def make_mesh(category: str, seed: int) -> Mesh:
     """The clean part of ``category`` that :func:`make_sample` uses for this ``seed``."""
     _check_category(category)
+    if is_cad_category(category):
+        return build_cad_part(category, _rng(seed, "shape"))
     return build_shape(category, _rng(seed, "shape"))
 
 
@@ -317,7 +325,7 @@ def make_scan(
     rays_world = _normalize(rays @ camera.rotation)
     colors = np.zeros((*image_size, 3))
     part_normals = result.mesh.face_normals[hits.face[on_part]] @ rotation.T
-    colors[on_part] = shade(part_normals, rays_world[on_part], LIGHT_DIRECTION, np.asarray(CATEGORY_COLORS[category]))
+    colors[on_part] = shade(part_normals, rays_world[on_part], LIGHT_DIRECTION, np.asarray(CATEGORY_COLORS.get(category, CAD_COLOR)))
     ground = hit_any & ~on_part
     up = np.broadcast_to(np.array([0.0, 0.0, 1.0]), (int(ground.sum()), 3))
     colors[ground] = shade(up, rays_world[ground], LIGHT_DIRECTION, GROUND_COLOR)
@@ -432,7 +440,7 @@ def _read_manifest(root: Path) -> dict | None:
 
 
 def _write_manifest(root: Path, params: dict, categories: Iterable[str]) -> None:
-    done = [c for c in SHAPE_FAMILIES if c in set(categories)]  # canonical order: stable bytes
+    done = [c for c in [*SHAPE_FAMILIES, *CAD_PARTS] if c in set(categories)]  # canonical order: stable bytes
     manifest = {
         "generator": "anomalib_3d.data.synthetic",
         "version": GENERATOR_VERSION,
@@ -479,7 +487,9 @@ def generate_synthetic_dataset(
 
     Args:
         root: output folder.
-        categories: subset of :func:`list_categories` (default all).
+        categories: subset of :func:`list_categories` and of the CAD parts
+            (:func:`~anomalib_3d.data.synthetic.cad.list_cad_categories`); default: all procedural
+            families.
         layout: ``"real3d"`` or ``"mvtec3d"``.
         num_train: good training samples per category.
         num_validation: good validation samples per category (mvtec3d only).
