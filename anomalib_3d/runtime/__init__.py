@@ -15,34 +15,16 @@ Names are imported on first use, so ``import anomalib_3d.runtime`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anomalib_3d._lazy import exported_names, lazy_exports
 
 _EXPORTS = {
-    "FileLock": "files",
-    "atomic_write": "files",
-    "write_atomic": "files",
-    "RunInterrupted": "signals",
-    "StopHandler": "signals",
-    "stop_on_signals": "signals",
-    "GuardedCheckpointIO": "checkpoints",
-    "check_checkpoint_file": "checkpoints",
-    "check_checkpoint_matches": "checkpoints",
-    "DEFAULT_MAX_CLOUD_POINTS": "memory",
-    "check_cloud_sizes": "memory",
-    "cloud_budget": "memory",
-    "check_results_folder": "workspace",
-    "guard_engine_workspace": "workspace",
-    "FaultGuard": "callback",
+    ".files": ["FileLock", "atomic_write", "write_atomic"],
+    ".signals": ["RunInterrupted", "StopHandler", "stop_on_signals"],
+    ".checkpoints": ["GuardedCheckpointIO", "check_checkpoint_file", "check_checkpoint_matches"],
+    ".memory": ["DEFAULT_MAX_CLOUD_POINTS", "check_cloud_sizes", "cloud_budget"],
+    ".workspace": ["check_results_folder", "guard_engine_workspace"],
+    ".callback": ["FaultGuard"],
 }
 
-
-def __getattr__(name: str) -> Any:  # noqa: ANN401
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = exported_names(_EXPORTS)

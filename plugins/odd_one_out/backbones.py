@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from anomalib_3d.data.errors import CorruptFileError, MissingWeightsError
 from anomalib_3d.distributed import all_gather_cat
-from anomalib_3d.features import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
+from anomalib_3d.nn.weights import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 
 from .torch_model import SmallEncoder2D
 

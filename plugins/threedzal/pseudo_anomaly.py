@@ -33,7 +33,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from anomalib_3d.data.errors import MissingWeightsError
-from anomalib_3d.features import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
+from anomalib_3d.nn.weights import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 from anomalib_3d.ops import knn
 
 from .cells import CellPatches, fit_patch_size

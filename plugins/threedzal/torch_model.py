@@ -125,7 +125,7 @@ class ThreeDzALModel(nn.Module):
         if settings.rgb_backbone is not None:
             # BTF's RGB branch (one implementation); imported here, not at module import, because
             # the BTF package imports its anomalib model.
-            from anomalib_3d.features import RGBBackbone
+            from anomalib_3d.nn.image_backbones import RGBBackbone
 
             self.rgb = RGBBackbone(weights=settings.rgb_weights, pretrained=True)
         network = (settings.pointnet_centroids, settings.pointnet_group_size, settings.pointnet_widths)
@@ -236,7 +236,7 @@ class ThreeDzALModel(nn.Module):
             settings = self.settings
             points = cloud.xyz[cloud.valid]
             k = max(3, min(settings.fpfh_normal_k, points.shape[0]))
-            from anomalib_3d.features import grid_patch_features
+            from anomalib_3d.nn.image_backbones import grid_patch_features
 
             values = fpfh(points.double(), radius=settings.fpfh_radius, max_nn=settings.fpfh_max_nn, normal_k=k).float()
             pixels = cloud.valid.reshape(-1).nonzero().squeeze(1)

@@ -155,11 +155,3 @@ def test_point_mae_checkpoint_loads_and_bad_files_fail_by_name(tmp_path) -> None
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CorruptFileError, match="Point-MAE checkpoint"):
         model.load_point_mae(garbage)
-
-
-def test_image_features_stay_importable_from_features() -> None:
-    import anomalib_3d.features as features
-    import anomalib_3d.nn as nn
-
-    for name in features.__all__:
-        assert getattr(features, name) is getattr(nn, name)
