@@ -34,7 +34,7 @@ elements, their region weight ``1 / |region|`` (8 bytes).
 anomalib's :class:`anomalib.metrics.AUPRO` implements the same definition (OpenCV 8-connected
 components, all distinct thresholds, trapezoid with interpolation at the limit, divided by the
 limit) in float32 cumulative sums; on the same 2D maps the two agree to float32 rounding (see
-``tests/unit/test_metrics_aupro.py``).
+``tests/unit/metrics/test_aupro.py``).
 """
 
 from __future__ import annotations

@@ -275,5 +275,5 @@ def test_unet_scales_default_and_the_preset_are_the_papers_four() -> None:
              "heads": 2, "num_blocks": 1, "visualizer": False, "evaluator": False}
     assert OddOneOut(**small).model.volume_net.scales == 4
     assert OddOneOut(**small, unet_scales=3).model.volume_net.scales == 3
-    preset = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "odd_one_out_synthetic.yaml"
+    preset = Path(__file__).resolve().parents[4] / "configs" / "experiments" / "odd_one_out_synthetic.yaml"
     assert yaml.safe_load(preset.read_text())["model"]["init_args"]["unet_scales"] == 4

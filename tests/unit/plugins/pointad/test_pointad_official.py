@@ -24,7 +24,7 @@ from anomalib_3d_plugins.pointad.rgb_fusion import blackout_background, fuse_off
 from anomalib_3d_plugins.pointad.torch_model import PointADModel
 from doubles.pointad import BlueCueBackbone, FixedPrompts
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[4] / "configs"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
