@@ -15,25 +15,30 @@ epoch); the bank is a buffer, so every checkpoint carries it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import torch
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
 from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
+from anomalib_3d.settings import document_switches, settings_from
 
+from .settings import BTFSettings
 from .torch_model import BTFModel
 
 
+@document_switches(BTFSettings)
 class BTF(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModule):
     """Back to the Feature (Horwitz & Hoshen, CVPR-W 2023): classical 3D features + PatchCore.
 
+    Every switch is a field of :class:`~anomalib_3d_plugins.btf.settings.BTFSettings` (documented
+    there, same name and default here: ``--model.feature_mode raw``).
+
     Args:
-        feature_mode: ``"raw"``, ``"fpfh"`` (default) or ``"rgb_fpfh"``.
-        use_grid ... seed: see :class:`~anomalib_3d_plugins.btf.torch_model.BTFModel`.
-        pre_processor, post_processor, evaluator, visualizer: as in anomalib.
+        **kwargs: anomalib's components (``pre_processor``, ``post_processor``, ``evaluator``,
+            ``visualizer``), passed to ``AnomalibModule``.
     """
+
+    settings_class = BTFSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -57,39 +62,10 @@ class BTF(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModu
         pretrained_backbone: bool = True,
         backbone_weights: str | None = None,
         seed: int = 0,
-        pre_processor: torch.nn.Module | bool = True,
-        post_processor: torch.nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
-        visualizer: Any = True,  # noqa: ANN401 - anomalib's Visualizer | bool
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        self.model = BTFModel(
-            feature_mode=feature_mode,
-            use_grid=use_grid,
-            grid_size=grid_size,
-            patch_grid=patch_grid,
-            pool_kernel=pool_kernel,
-            pool_k=pool_k,
-            max_points=max_points,
-            normalization=normalization,
-            fpfh_radius=fpfh_radius,
-            fpfh_max_nn=fpfh_max_nn,
-            normal_k=normal_k,
-            coreset_ratio=coreset_ratio,
-            projection_dim=projection_dim,
-            num_neighbors=num_neighbors,
-            smoothing=smoothing,
-            smoothing_sigma=smoothing_sigma,
-            smoothing_k=smoothing_k,
-            pretrained_backbone=pretrained_backbone,
-            backbone_weights=Path(backbone_weights) if backbone_weights else None,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
+        self.model = BTFModel(settings_from(BTFSettings, locals()))
         self._init_bank_state()
 
 

@@ -21,8 +21,7 @@ Two input paths:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -37,7 +36,8 @@ from anomalib_3d.ops import (
     smooth_scores,
 )
 
-from .features import FEATURE_MODES, knn_pool, patch_scores_to_points, point_features
+from .features import knn_pool, patch_scores_to_points, point_features
+from .settings import BTFSettings
 
 __all__ = ["BTFModel", "BTFPrediction"]
 
@@ -59,74 +59,22 @@ class BTFModel(nn.Module):
     """BTF feature extraction, memory bank and scoring.
 
     Args:
-        feature_mode: ``"raw"`` (xyz), ``"fpfh"`` (33-D FPFH) or ``"rgb_fpfh"`` (WideResNet-50
-            layers 2 + 3 on the RGB image concatenated with FPFH; organized input with RGB only).
-        use_grid: use the organized pipeline when the batch carries an image grid.
-        grid_size: organized grids larger than this (longest side) are subsampled to it before
-            feature extraction (BTF resizes to 224); None keeps the full grid.
-        patch_grid: patches per side on organized grids (BTF: 28).
-        pool_kernel: average-pooling window on the grid (BTF: 3; 1 disables pooling).
-        pool_k: unorganized pooling neighbourhood (1 disables pooling).
-        max_points: unorganized clouds larger than this are reduced to an FPS subsample of this
-            size, which carries the features, the bank rows and the scores (interpolated back to
-            every point); None uses every point (cost and bank grow with the cloud).
-        normalization: ``"bbox"`` (centre + unit bounding-box diagonal per cloud) or ``"none"``.
-        fpfh_radius, fpfh_max_nn, normal_k: FPFH neighbourhood in normalised units.
-        coreset_ratio, projection_dim: memory-bank coreset (PatchCore: 0.1, sparse projection).
-        num_neighbors: PatchCore re-weighting support of the object score (1: plain maximum).
-        smoothing: Gaussian smoothing of the score map.
-        smoothing_sigma: organized: pixels at 224 resolution (BTF: 4), scaled to the grid;
-            unorganized: normalised units.
-        smoothing_k: unorganized smoothing neighbourhood.
-        pretrained_backbone, backbone_weights: RGB backbone (see :class:`RGBBackbone`).
-        seed: coreset seed.
+        settings: every switch (:class:`~anomalib_3d_plugins.btf.settings.BTFSettings`); ``None`` =
+            the defaults.
+        **changes: switches applied on top of ``settings`` (``BTFModel(feature_mode="raw")``).
     """
 
-    def __init__(
-        self,
-        feature_mode: str = "fpfh",
-        use_grid: bool = True,
-        grid_size: int | None = 224,
-        patch_grid: int = 28,
-        pool_kernel: int = 3,
-        pool_k: int = 8,
-        max_points: int | None = 16384,
-        normalization: str = "bbox",
-        fpfh_radius: float = 0.08,
-        fpfh_max_nn: int = 100,
-        normal_k: int = 30,
-        coreset_ratio: float = 0.1,
-        projection_dim: int | None = 128,
-        num_neighbors: int = 3,
-        smoothing: bool = True,
-        smoothing_sigma: float | None = None,
-        smoothing_k: int = 16,
-        pretrained_backbone: bool = True,
-        backbone_weights: str | Path | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, settings: BTFSettings | None = None, **changes: Any) -> None:  # noqa: ANN401
         super().__init__()
-        if feature_mode not in FEATURE_MODES:
-            msg = f"feature_mode must be one of {FEATURE_MODES}, got {feature_mode!r}."
-            raise ValueError(msg)
-        self.feature_mode = feature_mode
-        self.use_grid = use_grid
-        self.grid_size = grid_size
-        self.patch_grid = patch_grid
-        self.pool_kernel = pool_kernel
-        self.pool_k = pool_k
-        self.max_points = max_points
-        self.normalization = normalization
-        self.fpfh_radius = fpfh_radius
-        self.fpfh_max_nn = fpfh_max_nn
-        self.normal_k = normal_k
-        self.num_neighbors = num_neighbors
-        self.smoothing = smoothing
-        self.smoothing_sigma = smoothing_sigma
-        self.smoothing_k = smoothing_k
-        self.memory_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=projection_dim, seed=seed)
+        settings = settings.replace(**changes) if settings is not None else BTFSettings(**changes)
+        self.settings = settings
+        self.memory_bank = MemoryBank(
+            coreset_ratio=settings.coreset_ratio, projection_dim=settings.projection_dim, seed=settings.seed
+        )
         self.rgb_backbone = (
-            RGBBackbone(backbone_weights, pretrained=pretrained_backbone, seed=seed) if feature_mode == "rgb_fpfh" else None
+            RGBBackbone(settings.backbone_weights or None, pretrained=settings.pretrained_backbone, seed=settings.seed)
+            if settings.feature_mode == "rgb_fpfh"
+            else None
         )
 
     # ----------------------------------------------------------------------------------------
@@ -134,20 +82,20 @@ class BTFModel(nn.Module):
     # ----------------------------------------------------------------------------------------
     @property
     def _geometric_mode(self) -> str:
-        return "raw" if self.feature_mode == "raw" else "fpfh"
+        return "raw" if self.settings.feature_mode == "raw" else "fpfh"
 
     def _point_features(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         return point_features(
             points,
             batch,
             self._geometric_mode,  # type: ignore[arg-type]
-            fpfh_radius=self.fpfh_radius,
-            fpfh_max_nn=self.fpfh_max_nn,
-            normal_k=self.normal_k,
+            fpfh_radius=self.settings.fpfh_radius,
+            fpfh_max_nn=self.settings.fpfh_max_nn,
+            normal_k=self.settings.normal_k,
         )
 
     def _is_organized(self, point_batch) -> bool:  # noqa: ANN001
-        return self.use_grid and point_batch.grid_index is not None and point_batch.grid_shape is not None
+        return self.settings.use_grid and point_batch.grid_index is not None and point_batch.grid_shape is not None
 
     def _subgrid(self, grid_index: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """Nearest-pixel subsampling of an organized grid to ``grid_size``.
@@ -155,10 +103,10 @@ class BTFModel(nn.Module):
         Returns ``(rows of the kept points, their flat index in the small grid, h, w)``.
         """
         longest = max(height, width)
-        if self.grid_size is None or longest <= self.grid_size:
+        if self.settings.grid_size is None or longest <= self.settings.grid_size:
             return torch.arange(grid_index.shape[0], device=grid_index.device), grid_index, height, width
-        h = max(1, round(height * self.grid_size / longest))
-        w = max(1, round(width * self.grid_size / longest))
+        h = max(1, round(height * self.settings.grid_size / longest))
+        w = max(1, round(width * self.settings.grid_size / longest))
         dense = torch.full((height * width,), -1, dtype=torch.long, device=grid_index.device)
         dense[grid_index] = torch.arange(grid_index.shape[0], device=grid_index.device)
         rows = ((torch.arange(h, device=grid_index.device) + 0.5) * height / h).long()
@@ -184,9 +132,10 @@ class BTFModel(nn.Module):
             rows, small_index, h, w = self._subgrid(point_batch.grid_index[lo:hi], height, width)
             points = normalized[lo:hi][rows]
             features = self._point_features(points, torch.zeros(points.shape[0], dtype=torch.long, device=points.device))
-            patches = grid_patch_features(features, small_index, (h, w), self.patch_grid, self.pool_kernel)
+            patch_grid = self.settings.patch_grid
+            patches = grid_patch_features(features, small_index, (h, w), patch_grid, self.settings.pool_kernel)
             if self.rgb_backbone is not None:
-                rgb = self.rgb_backbone(image[b : b + 1].as_subclass(torch.Tensor).to(points.device), self.patch_grid)
+                rgb = self.rgb_backbone(image[b : b + 1].as_subclass(torch.Tensor).to(points.device), patch_grid)
                 patches = torch.cat([rgb.to(patches.dtype), patches], dim=1)
             out.append(patches[0].flatten(1).T)
         return out
@@ -195,22 +144,23 @@ class BTFModel(nn.Module):
         """Indices of the points that carry features: all, or an FPS subsample of ``max_points``
         per larger cloud (FPS spreads the samples evenly over the surface, whatever the scan's
         own density)."""
-        if self.max_points is None:
+        max_points = self.settings.max_points
+        if max_points is None:
             return torch.arange(normalized.shape[0], device=normalized.device)
         counts = torch.bincount(batch)
         ptr = [0, *counts.cumsum(0).tolist()]
         rows = []
         for b in range(counts.shape[0]):
             lo, hi = ptr[b], ptr[b + 1]
-            if hi - lo <= self.max_points:
+            if hi - lo <= max_points:
                 rows.append(torch.arange(lo, hi, device=normalized.device))
             else:
-                rows.append(farthest_point_sample(normalized[lo:hi], self.max_points).to(normalized.device) + lo)
+                rows.append(farthest_point_sample(normalized[lo:hi], max_points).to(normalized.device) + lo)
         return torch.cat(rows)
 
     def extract(self, point_batch) -> tuple[_Extracted, torch.Tensor, torch.Tensor]:  # noqa: ANN001
         """Features of a batch: ``(extracted, normalised points (ΣN, 3), scored rows)``."""
-        if self.feature_mode == "rgb_fpfh" and not self._is_organized(point_batch):
+        if self.settings.feature_mode == "rgb_fpfh" and not self._is_organized(point_batch):
             raise PointCloudError(
                 "feature_mode='rgb_fpfh' works on organized scans with RGB (MVTec 3D-AD layout); this batch "
                 "is an unorganized cloud.",
@@ -218,7 +168,7 @@ class BTFModel(nn.Module):
                 fix="use feature_mode='fpfh' or 'raw' for unorganized clouds",
             )
         batch = point_batch.batch_index
-        normalized = normalize_clouds(point_batch.points, batch, self.normalization)  # type: ignore[arg-type]
+        normalized = normalize_clouds(point_batch.points, batch, self.settings.normalization)  # type: ignore[arg-type]
         if self._is_organized(point_batch):
             per_cloud = self._organized_features(point_batch, normalized)
             owner = torch.cat(
@@ -227,7 +177,7 @@ class BTFModel(nn.Module):
             return _Extracted(torch.cat(per_cloud), owner, True), normalized, torch.empty(0, dtype=torch.long)
         rows = self._unorganized_rows(normalized, batch)
         sampled, sampled_batch = normalized[rows], batch[rows]
-        features = knn_pool(sampled, self._point_features(sampled, sampled_batch), sampled_batch, self.pool_k)
+        features = knn_pool(sampled, self._point_features(sampled, sampled_batch), sampled_batch, self.settings.pool_k)
         return _Extracted(features, sampled_batch, False), normalized, rows
 
     @torch.no_grad()
@@ -249,7 +199,7 @@ class BTFModel(nn.Module):
         distances, nn_index = self.memory_bank.query(extracted.features, k=1)
         scores = distances[:, 0]
         pred_score = self.memory_bank.object_score(
-            scores, extracted.features, nn_index[:, 0], extracted.owner, self.num_neighbors
+            scores, extracted.features, nn_index[:, 0], extracted.owner, self.settings.num_neighbors
         )
         batch = point_batch.batch_index
         if extracted.organized:
@@ -259,15 +209,16 @@ class BTFModel(nn.Module):
         return BTFPrediction(anomaly_map=anomaly_map, pred_score=pred_score)
 
     def _organized_map(self, point_batch, scores: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        patches = self.patch_grid * self.patch_grid
+        settings = self.settings
+        patches = settings.patch_grid * settings.patch_grid
         ptr = point_batch.ptr.tolist()
         out = []
         for b in range(point_batch.batch_size):
             height, width = (int(v) for v in point_batch.grid_shape[b])
             sigma = 0.0
-            if self.smoothing:
-                sigma = (self.smoothing_sigma if self.smoothing_sigma is not None else 4.0) * max(height, width) / 224
-            patch_scores = scores[b * patches : (b + 1) * patches].view(self.patch_grid, self.patch_grid)
+            if settings.smoothing:
+                sigma = (settings.smoothing_sigma if settings.smoothing_sigma is not None else 4.0) * max(height, width) / 224
+            patch_scores = scores[b * patches : (b + 1) * patches].view(settings.patch_grid, settings.patch_grid)
             out.append(patch_scores_to_points(patch_scores, point_batch.grid_index[ptr[b] : ptr[b + 1]], (height, width), sigma))
         return torch.cat(out)
 
@@ -280,10 +231,10 @@ class BTFModel(nn.Module):
         area at every cloud size (on a dense scan they would cover almost nothing).
         """
         sampled, sampled_batch = normalized[rows], batch[rows]
-        if self.smoothing and self.smoothing_k > 1:
+        if self.settings.smoothing and self.settings.smoothing_k > 1:
             smallest = int(torch.bincount(sampled_batch).min())
-            sigma = self.smoothing_sigma if self.smoothing_sigma is not None else 0.02
-            scores = smooth_scores(sampled, scores, sampled_batch, k=min(self.smoothing_k, smallest), sigma=sigma)
+            sigma = self.settings.smoothing_sigma if self.settings.smoothing_sigma is not None else 0.02
+            scores = smooth_scores(sampled, scores, sampled_batch, k=min(self.settings.smoothing_k, smallest), sigma=sigma)
         if rows.shape[0] != normalized.shape[0]:
             scores = interpolate_nearest(sampled, scores, normalized, sampled_batch, batch, k=3)
         return scores

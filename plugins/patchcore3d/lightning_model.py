@@ -15,21 +15,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
 from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
+from anomalib_3d.settings import document_switches, settings_from
 
+from .settings import PatchCore3DSettings
 from .torch_model import PatchCore3DModel
 
 
+@document_switches(PatchCore3DSettings)
 class PatchCore3D(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModule):
     """PatchCore on point-patch features (Point-MAE encoder, FPFH, raw centres).
 
+    Every switch is a field of :class:`~anomalib_3d_plugins.patchcore3d.settings.PatchCore3DSettings`
+    (documented there, same name and default here: ``--model.feature_sources '[fpfh, raw]'``).
+
     Args:
-        feature_sources ... seed: see :class:`~anomalib_3d_plugins.patchcore3d.torch_model.PatchCore3DModel`.
-        pre_processor, post_processor, evaluator, visualizer: as in anomalib.
+        **kwargs: anomalib's components (``pre_processor``, ``post_processor``, ``evaluator``,
+            ``visualizer``), passed to ``AnomalibModule``.
     """
+
+    settings_class = PatchCore3DSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -53,39 +60,10 @@ class PatchCore3D(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, Anom
         smoothing_k: int = 0,
         smoothing_sigma: float = 0.03,
         seed: int = 0,
-        pre_processor: torch.nn.Module | bool = True,
-        post_processor: torch.nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
-        visualizer: Any = True,  # noqa: ANN401 - anomalib's Visualizer | bool
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        self.model = PatchCore3DModel(
-            feature_sources=feature_sources,
-            num_points=num_points,
-            num_groups=num_groups,
-            group_size=group_size,
-            embed_dim=embed_dim,
-            tokenizer_width=tokenizer_width,
-            encoder_depth=encoder_depth,
-            num_heads=num_heads,
-            feature_layers=feature_layers,
-            pretrained_path=pretrained_path,
-            fpfh_radius=fpfh_radius,
-            fpfh_max_nn=fpfh_max_nn,
-            balance_sources=balance_sources,
-            coreset_ratio=coreset_ratio,
-            projection_dim=projection_dim,
-            num_neighbors=num_neighbors,
-            interpolation_k=interpolation_k,
-            smoothing_k=smoothing_k,
-            smoothing_sigma=smoothing_sigma,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
+        self.model = PatchCore3DModel(settings_from(PatchCore3DSettings, locals()))
         self._init_bank_state()
 
     @classmethod

@@ -17,9 +17,7 @@ centres' scores, the object score is PatchCore's re-weighted maximum.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +27,9 @@ from anomalib_3d.distributed import all_gather_cat
 from anomalib_3d.nn.point_mae import PointMAE, PreparedClouds, group_into_patches, prepare_clouds
 from anomalib_3d.ops import MemoryBank, Patches, fpfh, interpolate_nearest, smooth_scores
 
-__all__ = ["FEATURE_SOURCES", "PatchCore3DModel", "PatchCore3DPrediction"]
+from .settings import FEATURE_SOURCES, PatchCore3DSettings
 
-FEATURE_SOURCES = ("point_mae", "fpfh", "raw")
+__all__ = ["FEATURE_SOURCES", "PatchCore3DModel", "PatchCore3DPrediction"]
 
 # Checkpoints whose backbone is an IMRNet network carry its scoring buffers beside the Point-MAE
 # weights; PatchCore3D reads none of them, so they are dropped on load.
@@ -52,93 +50,38 @@ class PatchCore3DModel(nn.Module):
     """Patch features, memory bank and scoring.
 
     Args:
-        feature_sources: any of ``"point_mae"``, ``"fpfh"``, ``"raw"`` (concatenated in this order).
-            Real3D-AD's "FPFH + Raw" row is ``("fpfh", "raw")``.
-        num_points: points per cloud after FPS subsampling (smaller clouds are used whole).
-        num_groups: patches per cloud.
-        group_size: points per patch.
-        embed_dim, tokenizer_width, encoder_depth, num_heads: encoder sizes (Point-MAE: 384, 256,
-            12, 6; a Point-MAE checkpoint needs those).
-        feature_layers: encoder blocks (1-based) whose layer-normalised outputs are concatenated
-            (Real3D-AD / M3DM with Point-MAE: 3, 7, 11); 0 is the patch tokens (mini-PointNet of
-            the patch shape, before any position embedding or attention).
-        pretrained_path: Point-MAE ``pretrain.pth``; None keeps the seeded random initialisation.
-        fpfh_radius, fpfh_max_nn: FPFH neighbourhood in the normalised frame (unit radius).
-        balance_sources: divide each source by its mean feature norm on the training set, so a
-            33-D histogram and 3 coordinates weigh alike in the distance (False: plain concatenation).
-        coreset_ratio, projection_dim: memory-bank coreset.
-        num_neighbors: PatchCore re-weighting support (1: plain maximum).
-        interpolation_k: patch centres averaged (inverse distance) for each point's score.
-        smoothing_k, smoothing_sigma: Gaussian smoothing of the point scores over ``smoothing_k``
-            neighbours (0: off), sigma in the normalised frame.
-        seed: encoder initialisation and coreset seed.
+        settings: every switch (:class:`~anomalib_3d_plugins.patchcore3d.settings.PatchCore3DSettings`);
+            ``None`` = the defaults.
+        **changes: switches applied on top of ``settings`` (``PatchCore3DModel(num_groups=64)``).
     """
 
-    def __init__(
-        self,
-        feature_sources: Sequence[str] = ("point_mae",),
-        num_points: int = 2048,
-        num_groups: int = 128,
-        group_size: int = 32,
-        embed_dim: int = 128,
-        tokenizer_width: int = 128,
-        encoder_depth: int = 4,
-        num_heads: int = 4,
-        feature_layers: Sequence[int] = (2, 4),
-        pretrained_path: str | Path | None = None,
-        fpfh_radius: float = 0.15,
-        fpfh_max_nn: int = 100,
-        balance_sources: bool = True,
-        coreset_ratio: float = 0.1,
-        projection_dim: int | None = 128,
-        num_neighbors: int = 3,
-        interpolation_k: int = 3,
-        smoothing_k: int = 0,
-        smoothing_sigma: float = 0.03,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, settings: PatchCore3DSettings | None = None, **changes: Any) -> None:  # noqa: ANN401
         super().__init__()
-        sources = tuple(feature_sources)
-        bad = [s for s in sources if s not in FEATURE_SOURCES]
-        if not sources or bad:
-            msg = f"feature_sources must be a non-empty subset of {FEATURE_SOURCES}, got {sources}."
-            raise ValueError(msg)
-        self.feature_sources = tuple(s for s in FEATURE_SOURCES if s in sources)
-        layers = tuple(int(layer) for layer in feature_layers)
-        if not layers or min(layers) < 0 or max(layers) > encoder_depth:
-            msg = f"feature_layers {layers} must be encoder blocks in 1 .. {encoder_depth} (0: the patch tokens)."
-            raise ValueError(msg)
-        self.feature_layers = layers
-        self.fpfh_radius = fpfh_radius
-        self.fpfh_max_nn = fpfh_max_nn
-        self.balance_sources = balance_sources
-        self.num_neighbors = num_neighbors
-        self.interpolation_k = interpolation_k
-        self.smoothing_k = smoothing_k
-        self.smoothing_sigma = smoothing_sigma
-        self.embed_dim = embed_dim
-        self.num_points = num_points
-        self.num_groups = num_groups
-        self.group_size = group_size
-        self.seed = seed
+        settings = settings.replace(**changes) if settings is not None else PatchCore3DSettings(**changes)
+        self.settings = settings
+        #: the chosen sources in concatenation order, and the encoder blocks read.
+        self.feature_sources = tuple(s for s in FEATURE_SOURCES if s in settings.feature_sources)
+        self.feature_layers = tuple(int(layer) for layer in settings.feature_layers)
         # Point-MAE's network as its checkpoints hold it (encoder, one decoder block, head): a seed
         # gives the encoder that network draws; only the encoder is used.
         with torch.random.fork_rng():
-            torch.manual_seed(seed)
+            torch.manual_seed(settings.seed)
             self.backbone = PointMAE(
-                embed_dim=embed_dim,
-                tokenizer_width=tokenizer_width,
-                encoder_depth=encoder_depth,
+                embed_dim=settings.embed_dim,
+                tokenizer_width=settings.tokenizer_width,
+                encoder_depth=settings.encoder_depth,
                 decoder_depth=1,
-                num_heads=num_heads,
+                num_heads=settings.num_heads,
                 drop_path_rate=0.0,
-                group_size=group_size,
+                group_size=settings.group_size,
             )
         self.backbone.requires_grad_(False)
         self.backbone.eval()
-        if pretrained_path is not None:
-            self.backbone.load_point_mae(pretrained_path)
-        self.memory_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=projection_dim, seed=seed)
+        if settings.pretrained_path is not None:
+            self.backbone.load_point_mae(settings.pretrained_path)
+        self.memory_bank = MemoryBank(
+            coreset_ratio=settings.coreset_ratio, projection_dim=settings.projection_dim, seed=settings.seed
+        )
         self.register_buffer("source_scales", torch.ones(len(self.feature_sources)))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
@@ -163,7 +106,8 @@ class PatchCore3DModel(nn.Module):
         duplicates only repeat neighbours, and every input point still gets a score.
         """
         points, batch = point_batch.points, point_batch.batch_index
-        need = max(self.num_groups, self.group_size)
+        settings = self.settings
+        need = max(settings.num_groups, settings.group_size)
         counts = torch.bincount(batch, minlength=point_batch.batch_size)
         rows = torch.arange(points.shape[0], device=points.device)
         if bool((counts < need).any()):
@@ -172,21 +116,22 @@ class PatchCore3DModel(nn.Module):
                 torch.arange(max(n, need), device=points.device) % max(n, 1) + ptr[b]
                 for b, n in enumerate(counts.tolist())
             ])
-        prepared = prepare_clouds(points[rows], batch[rows], self.num_points, seed=self.seed)
-        patches = group_into_patches(prepared, self.num_groups, self.group_size, sampler="fps", seed=self.seed)
+        prepared = prepare_clouds(points[rows], batch[rows], settings.num_points, seed=settings.seed)
+        patches = group_into_patches(prepared, settings.num_groups, settings.group_size, sampler="fps", seed=settings.seed)
         center_rows = rows[prepared.source_index[patches.center_index.flatten()]]
         return prepared, patches, center_rows
 
     def _source_features(self, prepared: PreparedClouds, patches: Patches) -> list[torch.Tensor]:
         """One ``(B, G, C_s)`` tensor per feature source."""
+        settings = self.settings
         out = []
         for source in self.feature_sources:
             if source == "point_mae":
                 last = max(self.feature_layers)
                 outputs = self.backbone.encoder_outputs(patches.neighborhoods, patches.centers, last)
-                out.append(torch.cat([F.layer_norm(outputs[i], (self.embed_dim,)) for i in self.feature_layers], -1))
+                out.append(torch.cat([F.layer_norm(outputs[i], (settings.embed_dim,)) for i in self.feature_layers], -1))
             elif source == "fpfh":
-                descriptors = fpfh(prepared.points, radius=self.fpfh_radius, max_nn=self.fpfh_max_nn, batch=prepared.batch)
+                descriptors = fpfh(prepared.points, radius=settings.fpfh_radius, max_nn=settings.fpfh_max_nn, batch=prepared.batch)
                 out.append(descriptors[patches.group_index].mean(dim=2))
             else:
                 out.append(patches.centers)
@@ -201,7 +146,7 @@ class PatchCore3DModel(nn.Module):
     def fit(self, collected: list[list[torch.Tensor]]) -> None:
         """Fix the source scales and build the memory bank from the collected training features."""
         per_source = [torch.cat([batch[s] for batch in collected]) for s in range(len(self.feature_sources))]
-        if self.balance_sources and len(per_source) > 1:
+        if self.settings.balance_sources and len(per_source) > 1:
             norms = [all_gather_cat(f.norm(dim=1)).mean().clamp_min(1e-12) for f in per_source]
             self.source_scales = torch.stack(norms).to(self.source_scales)
         self.memory_bank.fit(self._combine(per_source))
@@ -221,18 +166,20 @@ class PatchCore3DModel(nn.Module):
         scores = distances[:, 0]
         num_clouds, num_groups = patches.centers.shape[:2]
         patch_batch = torch.arange(num_clouds, device=scores.device).repeat_interleave(num_groups)
-        pred_score = self.memory_bank.object_score(scores, features, nn_index[:, 0], patch_batch, self.num_neighbors)
+        settings = self.settings
+        pred_score = self.memory_bank.object_score(scores, features, nn_index[:, 0], patch_batch, settings.num_neighbors)
         # Interpolate in the input frame: the centres are input points (through the subsample).
         points = point_batch.points.float()
         batch = point_batch.batch_index
-        k = min(self.interpolation_k, num_groups)
+        k = min(settings.interpolation_k, num_groups)
         anomaly_map = interpolate_nearest(points[center_rows], scores, points, batch[center_rows], batch, k=k)
-        if self.smoothing_k > 1:
+        if settings.smoothing_k > 1:
             # Smooth in the normalised frame so sigma means the same on every part.
             scale = self._cloud_radius(points, batch)
             smallest = int(torch.bincount(batch).min())
             anomaly_map = smooth_scores(
-                points / scale[batch].unsqueeze(1), anomaly_map, batch, k=min(self.smoothing_k, smallest), sigma=self.smoothing_sigma
+                points / scale[batch].unsqueeze(1), anomaly_map, batch,
+                k=min(settings.smoothing_k, smallest), sigma=settings.smoothing_sigma,
             )
         return PatchCore3DPrediction(anomaly_map=anomaly_map, pred_score=pred_score)
 

@@ -14,21 +14,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
 from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
+from anomalib_3d.settings import document_switches, settings_from
 
+from .settings import Reg3DADSettings
 from .torch_model import Reg3DADModel
 
 
+@document_switches(Reg3DADSettings)
 class Reg3DAD(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModule):
     """Registration to training templates + point distance (Real3D-AD's Reg3D-AD baseline).
 
+    Every switch is a field of :class:`~anomalib_3d_plugins.reg3dad.settings.Reg3DADSettings`
+    (documented there, same name and default here: ``--model.registration icp``).
+
     Args:
-        registration ... seed: see :class:`~anomalib_3d_plugins.reg3dad.torch_model.Reg3DADModel`.
-        pre_processor, post_processor, evaluator, visualizer: as in anomalib.
+        **kwargs: anomalib's components (``pre_processor``, ``post_processor``, ``evaluator``,
+            ``visualizer``), passed to ``AnomalibModule``.
     """
+
+    settings_class = Reg3DADSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -49,36 +56,10 @@ class Reg3DAD(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, Anomalib
         smoothing_k: int = 0,
         smoothing_sigma: float = 0.02,
         seed: int = 0,
-        pre_processor: torch.nn.Module | bool = True,
-        post_processor: torch.nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
-        visualizer: Any = True,  # noqa: ANN401 - anomalib's Visualizer | bool
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        self.model = Reg3DADModel(
-            registration=registration,
-            num_templates=num_templates,
-            template_points=template_points,
-            registration_points=registration_points,
-            max_iterations=max_iterations,
-            normalization=normalization,
-            dual_memory_bank=dual_memory_bank,
-            feature_radius=feature_radius,
-            feature_points=feature_points,
-            coreset_ratio=coreset_ratio,
-            point_weight=point_weight,
-            feature_weight=feature_weight,
-            object_score=object_score,
-            object_topk=object_topk,
-            smoothing_k=smoothing_k,
-            smoothing_sigma=smoothing_sigma,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
+        self.model = Reg3DADModel(settings_from(Reg3DADSettings, locals()))
         self._init_bank_state()
 
 

@@ -18,7 +18,7 @@ A test cloud larger than ``feature_points`` takes its descriptors on an FPS subs
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -33,10 +33,9 @@ from anomalib_3d.ops import (
 )
 from anomalib_3d.ops.templates import TemplateBank
 
-__all__ = ["Reg3DADModel", "Reg3DADPrediction"]
+from .settings import Reg3DADSettings
 
-REGISTRATION_METHODS = ("global+icp", "icp", "none")
-OBJECT_SCORES = ("max", "topk")
+__all__ = ["Reg3DADModel", "Reg3DADPrediction"]
 
 # Checkpoint keys of templates stored as flat buffers of this module -> keys in its template bank.
 _FLAT_TEMPLATE_KEYS = {"templates": "template_bank.points", "template_ptr": "template_bank.ptr"}
@@ -53,86 +52,31 @@ class Reg3DADModel(nn.Module):
     """Templates, registration and distance scoring.
 
     Args:
-        registration: ``"global+icp"`` (FPFH-RANSAC then ICP; any pose), ``"icp"`` (from the
-            centroid shift; poses within ~30°), ``"none"`` (clouds already aligned).
-        num_templates: training clouds kept as templates (the first ones, over all ranks); None
-            keeps all. Registration time grows linearly with it.
-        template_points: each template is FPS-subsampled to this many points (None: whole).
-        registration_points: the test cloud is FPS-subsampled to this many points for registration
-            (the transform is then applied to every point).
-        max_iterations: ICP iterations.
-        normalization: ``"rms"`` (every cloud on its centroid, RMS radius 1/2; scores in those units;
-            pose-invariant, unlike ``"bbox"``) or ``"none"`` (original units).
-        dual_memory_bank: Reg3D-AD's coordinate + feature banks instead of the plain distance to the
-            best template.
-        feature_radius: FPFH radius as a fraction of the reference template's bounding-box diagonal.
-        feature_points: dual bank: a test cloud larger than this gets its descriptors on an FPS
-            subsample of this size, the feature distances carried back to every point (inverse
-            distance, 3 nearest); None describes every point (cost grows with the cloud).
-        coreset_ratio: coreset of both dual banks.
-        point_weight, feature_weight: weights of the two normalised dual scores.
-        object_score: ``"max"`` point score or ``"topk"`` mean of the top ``object_topk`` fraction.
-        object_topk: see above.
-        smoothing_k, smoothing_sigma: Gaussian smoothing of point scores (``smoothing_k`` neighbours,
-            0 = off; sigma as a fraction of the reference template's bounding-box diagonal).
-        seed: RANSAC and coreset seed.
+        settings: every switch (:class:`~anomalib_3d_plugins.reg3dad.settings.Reg3DADSettings`);
+            ``None`` = the defaults.
+        **changes: switches applied on top of ``settings`` (``Reg3DADModel(registration="icp")``).
     """
 
-    def __init__(
-        self,
-        registration: str = "global+icp",
-        num_templates: int | None = 4,
-        template_points: int | None = 4096,
-        registration_points: int | None = 2048,
-        max_iterations: int = 50,
-        normalization: str = "rms",
-        dual_memory_bank: bool = False,
-        feature_radius: float = 0.08,
-        feature_points: int | None = 4096,
-        coreset_ratio: float = 0.25,
-        point_weight: float = 1.0,
-        feature_weight: float = 1.0,
-        object_score: str = "max",
-        object_topk: float = 0.01,
-        smoothing_k: int = 0,
-        smoothing_sigma: float = 0.02,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, settings: Reg3DADSettings | None = None, **changes: Any) -> None:  # noqa: ANN401
         super().__init__()
-        if registration not in REGISTRATION_METHODS:
-            msg = f"registration must be one of {REGISTRATION_METHODS}, got {registration!r}."
-            raise ValueError(msg)
-        if object_score not in OBJECT_SCORES:
-            msg = f"object_score must be one of {OBJECT_SCORES}, got {object_score!r}."
-            raise ValueError(msg)
-        if normalization not in ("rms", "bbox", "none"):
-            msg = f"normalization must be 'rms', 'bbox' or 'none', got {normalization!r}."
-            raise ValueError(msg)
+        settings = settings.replace(**changes) if settings is not None else Reg3DADSettings(**changes)
+        self.settings = settings
         # Every test cloud is refined against every template and scored against the best fit.
         self.template_bank = TemplateBank(
-            normalization=normalization,
-            template_points=template_points,
-            num_templates=num_templates,
-            registration=registration,
-            registration_points=registration_points,
+            normalization=settings.normalization,
+            template_points=settings.template_points,
+            num_templates=settings.num_templates,
+            registration=settings.registration,
+            registration_points=settings.registration_points,
             registration_templates=None,
             selection="first",
             distance_to="best",
             keep_coarse_if_better=False,
-            max_iterations=max_iterations,
-            seed=seed,
+            max_iterations=settings.max_iterations,
+            seed=settings.seed,
         )
-        self.dual_memory_bank = dual_memory_bank
-        self.feature_radius = feature_radius
-        self.feature_points = feature_points
-        self.point_weight = point_weight
-        self.feature_weight = feature_weight
-        self.object_score = object_score
-        self.object_topk = object_topk
-        self.smoothing_k = smoothing_k
-        self.smoothing_sigma = smoothing_sigma
-        self.point_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=None, seed=seed)
-        self.feature_bank = MemoryBank(coreset_ratio=coreset_ratio, projection_dim=None, seed=seed)
+        self.point_bank = MemoryBank(coreset_ratio=settings.coreset_ratio, projection_dim=None, seed=settings.seed)
+        self.feature_bank = MemoryBank(coreset_ratio=settings.coreset_ratio, projection_dim=None, seed=settings.seed)
         self.register_buffer("score_scales", torch.ones(2))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
@@ -157,7 +101,7 @@ class Reg3DADModel(nn.Module):
     def fit(self, collected: list[list[torch.Tensor]]) -> None:
         """Keep the templates (gathered over ranks) and, in dual mode, fill both banks."""
         clouds = self.template_bank.fit([cloud for batch in collected for cloud in batch])
-        if not self.dual_memory_bank:
+        if not self.settings.dual_memory_bank:
             return
         aligned = [self.template_bank.align(c)[0] for c in clouds]
         features = [self._features(c) for c in aligned]
@@ -173,7 +117,7 @@ class Reg3DADModel(nn.Module):
         return default_voxel_size(self.template_list[0]) * 40
 
     def _features(self, cloud: torch.Tensor) -> torch.Tensor:
-        return fpfh(cloud, radius=self.feature_radius * self._reference_diagonal(), max_nn=100).float()
+        return fpfh(cloud, radius=self.settings.feature_radius * self._reference_diagonal(), max_nn=100).float()
 
     # ----------------------------------------------------------------------------------------
     # scoring
@@ -187,19 +131,20 @@ class Reg3DADModel(nn.Module):
             raise RuntimeError(msg)
         points = bank.normalize(point_batch.points, point_batch.batch_index)
         diagonal = self._reference_diagonal()
+        settings = self.settings
         maps, objects = [], []
         for cloud in torch.split(points, torch.diff(point_batch.ptr).tolist()):
             candidates = bank.candidates(cloud)
             aligned, index = bank.align(cloud, candidates)
-            if self.dual_memory_bank:
+            if settings.dual_memory_bank:
                 point_distance = self.point_bank.query(aligned)[0][:, 0] / self.score_scales[0]
                 feature_distance = self._feature_distance(aligned) / self.score_scales[1]
-                scores = self.point_weight * point_distance + self.feature_weight * feature_distance
+                scores = settings.point_weight * point_distance + settings.feature_weight * feature_distance
             else:
                 scores = bank.distance(aligned, index, candidates)
-            if self.smoothing_k > 1:
+            if settings.smoothing_k > 1:
                 scores = smooth_scores(
-                    aligned, scores, k=min(self.smoothing_k, aligned.shape[0]), sigma=self.smoothing_sigma * diagonal
+                    aligned, scores, k=min(settings.smoothing_k, aligned.shape[0]), sigma=settings.smoothing_sigma * diagonal
                 )
             maps.append(scores)
             objects.append(self._object(scores))
@@ -208,14 +153,14 @@ class Reg3DADModel(nn.Module):
     def _feature_distance(self, aligned: torch.Tensor) -> torch.Tensor:
         """``(N,)`` distance of every point's descriptor to the feature bank; clouds over
         ``feature_points`` are described on an FPS subsample and the distances interpolated."""
-        if self.feature_points is None or aligned.shape[0] <= self.feature_points:
+        if self.settings.feature_points is None or aligned.shape[0] <= self.settings.feature_points:
             return self.feature_bank.query(self._features(aligned))[0][:, 0]
-        sampled = aligned[farthest_point_sample(aligned, self.feature_points).to(aligned.device)]
+        sampled = aligned[farthest_point_sample(aligned, self.settings.feature_points).to(aligned.device)]
         distance = self.feature_bank.query(self._features(sampled))[0][:, 0]
         return interpolate_nearest(sampled, distance, aligned, k=3)
 
     def _object(self, scores: torch.Tensor) -> torch.Tensor:
-        if self.object_score == "max":
+        if self.settings.object_score == "max":
             return scores.max()
-        count = max(1, round(self.object_topk * scores.shape[0]))
+        count = max(1, round(self.settings.object_topk * scores.shape[0]))
         return scores.topk(count).values.mean()

@@ -125,6 +125,7 @@ def test_lightning_signature_lists_every_setting_with_its_default(name: str) -> 
 
 #: What a config needs to be built here (no pretrained weights on the test machines).
 OFFLINE = {
+    "BTF": {"pretrained_backbone": False},
     "ThreeDzAL": {"rgb_backbone": None},
     "PointAD": {"backbone": "pointad-tiny-vit", "pretrained": None, "feature_layers": None, "vv_start_layer": None,
                 "deep_prompt_depth": None},
