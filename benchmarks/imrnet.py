@@ -81,10 +81,12 @@ def experiment_config(path: Path = EXPERIMENT) -> dict[str, Any]:
 
 def model_arguments(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """:class:`IMRNetModel` arguments of the main job's model (optimiser settings dropped)."""
-    from anomalib_3d_plugins.imrnet import IMRNetModel
+    import dataclasses
+
+    from anomalib_3d_plugins.imrnet.settings import IMRNetSettings
 
     config = config or experiment_config()
-    names = IMRNetModel.__init__.__code__.co_varnames
+    names = {field.name for field in dataclasses.fields(IMRNetSettings)}
     args = {k: v for k, v in config["model"]["init_args"].items() if k in names}
     # Trained per category here (the paper's protocol): every template is the category's own, so
     # the CPU preset's "first" applies (the main job's "nearest" is for its one 4-category model).
@@ -335,16 +337,14 @@ def combine(test_items: list[dict], parts: list[dict], weights: dict[str, float]
 
 def switched(net: Any, train_items: list[dict], test_items: list[dict], changes: dict[str, Any]) -> list[dict]:  # noqa: ANN401
     """Component maps of the trained network with some switches changed (statistics recomputed)."""
-    saved = {k: getattr(net, k) for k in changes}
+    saved = net.settings
     state = {k: v.clone() for k, v in net.state_dict().items()}
     try:
-        for k, v in changes.items():
-            setattr(net, "test_masks_mode" if k == "test_masks" else k, v)
+        net.apply_settings(saved.replace(**changes))
         net.calibrate([(p, b) for p, b, _ in batches(train_items)])
         return predict_components(net, test_items)
     finally:
-        for k, v in saved.items():
-            setattr(net, "test_masks_mode" if k == "test_masks" else k, v)
+        net.apply_settings(saved)
         net.load_state_dict(state)
 
 

@@ -16,14 +16,13 @@ from anomalib_3d.ops import farthest_point_sample
 from anomalib_3d.ops.templates import TemplateBank, cloud_checksums
 
 from .network import MaskReconstructionNetwork
+from .settings import FEATURE_NORMALIZATIONS, SCORE_SCALES
 
 # Rows of training features compared with the template at once.
 _CHUNK = 1024
 # Floor of a feature dimension's training spread when standardising (features are layer-normalised,
 # so a spread this small is float32 rounding, not signal).
 MIN_FEATURE_STD = 1e-4
-SCORE_SCALES = ("mean", "cloud_max")
-FEATURE_NORMALIZATIONS = ("none", "center", "standardize")
 
 
 def _rank() -> int:

@@ -28,7 +28,9 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
+from anomalib_3d.settings import document_switches, settings_from
 
+from .settings import IMRNetSettings
 from .torch_model import PAPER_LITERAL, IMRNetModel, IMRNetPrediction
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ SMALL_PRESET: dict[str, Any] = {
 }
 
 
+@document_switches(IMRNetSettings)
 class IMRNet(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """IMRNet: iterative mask reconstruction for 3D anomaly detection.
 
@@ -59,14 +62,20 @@ class IMRNet(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     (or the switches in :data:`PAPER_LITERAL`) gives the paper read literally. Use :meth:`small` or
     ``configs/models/imrnet_small.yaml`` on a CPU.
 
+    Every switch of the network and scoring is a field of
+    :class:`~anomalib_3d_plugins.imrnet.settings.IMRNetSettings` (documented there, same name and
+    default here: ``--model.num_points 2048``). The arguments of the fit itself:
+
     Args:
-        num_points ... seed: see :class:`~anomalib_3d_plugins.imrnet.torch_model.IMRNetModel`.
         learning_rate: AdamW learning rate (cosine-annealed over ``max_epochs``).
         weight_decay: AdamW weight decay.
         pretrained_path: Point-MAE ``pretrain.pth`` to start from (loaded when a fresh fit
             starts, not when resuming); None trains from scratch.
-        pre_processor, post_processor, evaluator, visualizer: as in anomalib.
+        **kwargs: anomalib's components (``pre_processor``, ``post_processor``, ``evaluator``,
+            ``visualizer``), passed to ``AnomalibModule``.
     """
+
+    settings_class = IMRNetSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -122,68 +131,10 @@ class IMRNet(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.05,
         pretrained_path: str | None = None,
-        pre_processor: torch.nn.Module | bool = True,
-        post_processor: torch.nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
-        visualizer: Any = True,  # noqa: ANN401 - anomalib's Visualizer | bool
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
-        self.model = IMRNetModel(
-            num_points=num_points,
-            num_groups=num_groups,
-            group_size=group_size,
-            sampler=sampler,
-            test_num_groups=test_num_groups,
-            gps_k=gps_k,
-            gps_threshold=gps_threshold,
-            gps_salient_density=gps_salient_density,
-            subsample=subsample,
-            embed_dim=embed_dim,
-            tokenizer_width=tokenizer_width,
-            encoder_depth=encoder_depth,
-            decoder_depth=decoder_depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
-            mask_ratio=mask_ratio,
-            num_iterations=num_iterations,
-            iterative_reconstruction=iterative_reconstruction,
-            use_point_score=use_point_score,
-            use_feature_score=use_feature_score,
-            feature_layers=feature_layers,
-            feature_reference=feature_reference,
-            template_regularization=template_regularization,
-            template_threshold=template_threshold,
-            template_quantile=template_quantile,
-            template_size=template_size,
-            feature_normalization=feature_normalization,
-            score_scale=score_scale,
-            point_score_weight=point_score_weight,
-            feature_score_weight=feature_score_weight,
-            point_aggregation=point_aggregation,
-            point_score_mode=point_score_mode,
-            object_score=object_score,
-            object_topk=object_topk,
-            interpolation_k=interpolation_k,
-            smoothing_k=smoothing_k,
-            smoothing_sigma=smoothing_sigma,
-            cache_training_patches=cache_training_patches,
-            seed=seed,
-            test_masks=test_masks,
-            test_mask_passes=test_mask_passes,
-            geometric_score_weight=geometric_score_weight,
-            geometric_smoothing_k=geometric_smoothing_k,
-            registration=registration,
-            registration_templates=registration_templates,
-            registration_points=registration_points,
-            template_points=template_points,
-            template_selection=template_selection,
-        )
+        super().__init__(**kwargs)
+        self.model = IMRNetModel(settings_from(IMRNetSettings, locals()))
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.pretrained_path = pretrained_path

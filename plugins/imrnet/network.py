@@ -6,129 +6,58 @@ decoder features of the DFC feature score (Eq. 16-17).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from anomalib_3d.errors import InvalidPointsError
 from anomalib_3d.nn.point_mae import PointMAE, PreparedClouds, group_into_patches, prepare_clouds, take_patches
-from anomalib_3d.ops import SAMPLERS, Patches
+from anomalib_3d.ops import Patches
 
 from .loss import masked_patch_chamfer_loss
-
-SUBSAMPLERS = ("fps", "random")
-TEST_MASKS = ("windows", "random")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        msg = f"{name} must be one of {choices}, got {value!r}."
-        raise ValueError(msg)
+from .settings import IMRNetSettings
 
 
 class MaskReconstructionNetwork(PointMAE):
     """PMR: Point-MAE over GPS patches, trained to rebuild masked patches, run iteratively at test time.
 
     Args:
-        num_points: points per cloud fed to the network (clouds are subsampled to it; smaller
-            clouds are used whole).
-        num_groups: patch centres ``G`` per cloud (paper: 256).
-        test_num_groups: patch centres per cloud when scoring (the training-set statistics after
-            training, and test); None: ``num_groups``. The network takes any number of patches,
-            so scoring may use denser, overlapping patches than training did: every point is then
-            judged by several patches and the feature map gets finer.
-        group_size: points ``K`` per patch (paper: 64).
-        sampler: centre sampler: ``"gps"`` (paper), ``"fps"``, ``"random"`` or ``"voxel"`` (Table 4).
-        gps_k, gps_threshold, gps_salient_density: GPS neighbourhood size, salient fraction ``t``
-            (paper 0.3) and density ratio of the salient region (paper 2).
-        subsample: how clouds are reduced to ``num_points``: ``"fps"`` or ``"random"``.
-        mask_ratio: fraction of patches masked (paper 0.4), in training and at each test iteration.
-        num_iterations: test-time reconstruction iterations (paper 3).
-        iterative_reconstruction: feed each iteration's output to the next (paper). ``False``: each
-            of the ``num_iterations`` masks is reconstructed from the original input instead.
-        feature_layers: 1-based decoder blocks whose outputs are fused (paper: 1, 2, 3).
-        test_masks: ``"windows"`` (consecutive windows of one seeded permutation: every patch
-            masked once when ``num_iterations * M >= G``) or ``"random"`` (a fresh random mask per
-            iteration).
-        cache_training_patches: patch every training cloud once (see :meth:`training_patches`).
-        seed: seed of the test-time masks and of deterministic random subsampling.
-        point_mae_sizes: ``embed_dim``, ``tokenizer_width``, ``encoder_depth``, ``decoder_depth``,
-            ``num_heads``, ``mlp_ratio``, ``drop_path_rate`` of
-            :class:`~anomalib_3d.nn.point_mae.PointMAE` (default: Point-MAE's 384, 256, 12, 4, 6,
-            4, 0.1).
+        settings: the switches (:class:`~.settings.IMRNetSettings`, checked there); this class reads
+            the Point-MAE sizes here and the rest through :meth:`apply_settings`.
     """
 
-    def __init__(
-        self,
-        num_points: int = 8192,
-        num_groups: int = 256,
-        group_size: int = 64,
-        sampler: str = "gps",
-        test_num_groups: int | None = None,
-        gps_k: int = 16,
-        gps_threshold: float = 0.3,
-        gps_salient_density: float = 2.0,
-        subsample: str = "fps",
-        mask_ratio: float = 0.4,
-        num_iterations: int = 3,
-        iterative_reconstruction: bool = True,
-        feature_layers: Sequence[int] = (1, 2, 3),
-        test_masks: str = "random",
-        cache_training_patches: bool = True,
-        seed: int = 0,
-        **point_mae_sizes: Any,  # noqa: ANN401
-    ) -> None:
-        check_choice("test_masks", test_masks, TEST_MASKS)
-        check_choice("sampler", sampler, SAMPLERS)
-        check_choice("subsample", subsample, SUBSAMPLERS)
-        if not 0.0 < mask_ratio < 1.0:
-            msg = f"mask_ratio must be in (0, 1), got {mask_ratio}."
-            raise ValueError(msg)
-        num_masked = round(mask_ratio * num_groups)
-        if not 1 <= num_masked <= num_groups - 1:
-            msg = f"mask_ratio={mask_ratio} masks {num_masked} of {num_groups} patches; need 1 .. {num_groups - 1}."
-            raise ValueError(msg)
-        if num_iterations < 1:
-            msg = f"num_iterations must be >= 1, got {num_iterations}."
-            raise ValueError(msg)
-        if num_points < max(num_groups, group_size):
-            msg = f"num_points={num_points} must be >= max(num_groups, group_size)={max(num_groups, group_size)}."
-            raise ValueError(msg)
-        if test_num_groups is not None and not 2 <= test_num_groups <= num_points:
-            msg = f"test_num_groups must be in 2 .. num_points={num_points} (or None), got {test_num_groups}."
-            raise ValueError(msg)
-        if test_masks == "windows" and num_iterations * num_masked < num_groups:
-            warnings.warn(
-                f"{num_iterations} iterations x {num_masked} masked patches do not cover all {num_groups} patches; "
-                "patches never masked get a point score of 0.",
-                UserWarning,
-                stacklevel=3,
-            )
-        super().__init__(group_size=group_size, **point_mae_sizes)
-        feature_layers = tuple(int(layer) for layer in feature_layers)
-        decoder_depth = len(self.decoder.blocks)
-        if not feature_layers or min(feature_layers) < 1 or max(feature_layers) > decoder_depth:
-            msg = f"feature_layers {feature_layers} must be 1-based decoder blocks in 1 .. {decoder_depth}."
-            raise ValueError(msg)
-        self.num_points = num_points
-        self.num_groups = num_groups
-        self.test_num_groups = test_num_groups
-        self.sampler = sampler
-        self.gps_kwargs = {"k": gps_k, "threshold": gps_threshold, "salient_density": gps_salient_density}
-        self.subsample = subsample
-        self.mask_ratio = mask_ratio
-        self.num_masked = num_masked
-        self.num_iterations = num_iterations
-        self.iterative_reconstruction = iterative_reconstruction
-        self.feature_layers = feature_layers
-        self.test_masks_mode = test_masks
-        self.cache_training_patches = cache_training_patches
+    def __init__(self, settings: IMRNetSettings) -> None:
+        settings.coverage_warning(stacklevel=3)  # points at the caller of IMRNetModel
+        super().__init__(
+            embed_dim=settings.embed_dim,
+            tokenizer_width=settings.tokenizer_width,
+            encoder_depth=settings.encoder_depth,
+            decoder_depth=settings.decoder_depth,
+            num_heads=settings.num_heads,
+            mlp_ratio=settings.mlp_ratio,
+            drop_path_rate=settings.drop_path_rate,
+            group_size=settings.group_size,
+        )
         self._patch_cache: dict[tuple[str, int, float], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.seed = seed
+        self.feature_layers = settings.feature_layers
+
+    def apply_settings(self, settings: IMRNetSettings) -> None:
+        """Read the network's run-time switches (sampling, masks, iterations, seed) from ``settings``."""
+        self.num_points = settings.num_points
+        self.num_groups = settings.num_groups
+        self.test_num_groups = settings.test_num_groups
+        self.sampler = settings.sampler
+        self.gps_kwargs = {"k": settings.gps_k, "threshold": settings.gps_threshold,
+                           "salient_density": settings.gps_salient_density}
+        self.subsample = settings.subsample
+        self.mask_ratio = settings.mask_ratio
+        self.num_masked = settings.num_masked
+        self.num_iterations = settings.num_iterations
+        self.iterative_reconstruction = settings.iterative_reconstruction
+        self.test_masks_mode = settings.test_masks
+        self.cache_training_patches = settings.cache_training_patches
+        self.seed = settings.seed
 
     # ----------------------------------------------------------------------------------------
     # input preparation

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-POINT_AGGREGATIONS = ("mean", "max")
-OBJECT_SCORES = ("max", "topk")
+from .settings import OBJECT_SCORES, POINT_AGGREGATIONS
+
 
 # Rows of ``features x bank`` distances computed at once (bounds the memory of one cdist).
 _CDIST_ELEMENTS = 2**22

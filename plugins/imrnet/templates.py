@@ -11,6 +11,8 @@ import torch
 from anomalib_3d.ops.neighbors import knn
 from anomalib_3d.ops.templates import TemplateBank, cloud_checksums, leave_one_out_distances
 
+from .settings import IMRNetSettings
+
 
 class _BankSetting:
     """A model attribute that lives on its geometric template bank (one place holds the value)."""
@@ -54,28 +56,21 @@ class GeometricResidual:
     template_points = _BankSetting("template_points")
     template_selection = _BankSetting("selection")
 
-    def init_geometric_residual(
-        self,
-        registration: str,
-        registration_templates: int,
-        registration_points: int,
-        template_points: int | None,
-        template_selection: str,
-    ) -> None:
+    def init_geometric_residual(self, settings: IMRNetSettings) -> None:
         """Every training cloud (bounding-box frame) becomes a template registered to the first; a
         test cloud is refined against ``registration_templates`` of them (the first, or the nearest)
         and compared with all templates, or with the nearest ones only."""
         self.geometric_bank = TemplateBank(
             normalization="bbox",
-            template_points=template_points,
+            template_points=settings.template_points,
             num_templates=None,
-            registration=registration,
-            registration_points=registration_points,
-            registration_templates=registration_templates,
-            selection=template_selection,
+            registration=settings.registration,
+            registration_points=settings.registration_points,
+            registration_templates=settings.registration_templates,
+            selection=settings.template_selection,
             distance_to="templates",
             keep_coarse_if_better=True,
-            seed=self.seed,
+            seed=settings.seed,
         )
         self.register_buffer("geometric_score_scale", torch.ones(()))  # type: ignore[attr-defined]
 

@@ -30,23 +30,13 @@ import torch
 
 from anomalib_3d.nn.point_mae import PreparedClouds
 from anomalib_3d.ops import interpolate_nearest, smooth_scores
-from anomalib_3d.ops.templates import TEMPLATE_REGISTRATIONS, TEMPLATE_SELECTIONS
 
-from .calibration import FEATURE_NORMALIZATIONS, SCORE_SCALES, DFCCalibration
+from .calibration import DFCCalibration
 from .loss import patch_chamfer_scores, patch_point_distances
-from .network import MaskReconstructionNetwork, check_choice
-from .scoring import (
-    OBJECT_SCORES,
-    POINT_AGGREGATIONS,
-    nearest_template,
-    object_scores,
-    patch_to_point_scores,
-    regularize,
-)
+from .network import MaskReconstructionNetwork
+from .scoring import nearest_template, object_scores, patch_to_point_scores, regularize
+from .settings import ARCHITECTURE, FEATURE_REFERENCES, POINT_SCORE_MODES, IMRNetSettings
 from .templates import GeometricResidual
-
-POINT_SCORE_MODES = ("patch", "point")
-FEATURE_REFERENCES = ("template", "reconstruction")
 
 #: Switches that give the paper's method read literally (DFC against the reconstruction, no
 #: geometric residual, no registration, one pass of window masks); see the plugin README.
@@ -92,201 +82,26 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
     (:class:`~.calibration.DFCCalibration`).
 
     Args:
-        num_points, num_groups, test_num_groups, group_size, sampler, gps_k, gps_threshold, gps_salient_density,
-            subsample, mask_ratio, num_iterations, iterative_reconstruction, feature_layers,
-            test_masks, cache_training_patches: the network, see
-            :class:`~.network.MaskReconstructionNetwork`.
-        embed_dim, tokenizer_width, encoder_depth, decoder_depth, num_heads, mlp_ratio,
-            drop_path_rate: Point-MAE sizes (384, 256, 12, 4, 6, 4, 0.1 in Point-MAE), see
-            :class:`~anomalib_3d.nn.point_mae.PointMAE`.
-        use_point_score, use_feature_score: the two DFC scores (at least one). The point
-            (Chamfer) score is off by default: it stays near chance on every split we measured and
-            lowers the combined score (plugin README, "Diagnosis").
-        feature_reference: what the input's fused features are compared with (the feature score):
-            ``"reconstruction"``: the fused features of the reconstructed cloud, template-regularised
-            (paper Eq. 16-19, literally); ``"template"``: the nearest feature of the training
-            template (the template regularisation with δ = 0, looked up from the input feature;
-            robust when the reconstruction network is small or briefly trained - see README).
-        template_regularization: in ``"reconstruction"`` mode, replace reconstruction features
-            farther than ``δ`` from the training template by the template feature (paper Eq. 19).
-        template_threshold: ``δ``; None = the ``template_quantile`` quantile of the training
-            features' distances to the template (computed in :meth:`calibrate`).
-        template_quantile: see above.
-        template_size: features kept in the template bank (farthest-point selection).
-        feature_normalization: frame of the fused decoder features before any comparison:
-            ``"none"`` (the paper), ``"center"`` (minus the training features' mean) or
-            ``"standardize"`` (also divided by their spread per dimension). The features are
-            layer-normalised per patch and vary little between patches, so un-centred float32
-            distances lose most of their digits to cancellation (see README, "Diagnosis").
-        score_scale: what each score map is divided by before the maps are summed: ``"mean"``
-            (the paper: its mean over the training clouds) or ``"cloud_max"`` (the mean over
-            held-out training clouds of each cloud's maximum, so that on a normal cloud every
-            map's maximum is about 1 and no map's tail dominates the object score).
-        point_score_weight, feature_score_weight: weights of the two normalised scores in the sum.
-        point_aggregation: how a point combines the scores of the patches holding it (``"mean"``:
-            paper Eq. 15; ``"max"``).
-        point_score_mode: ``"patch"``: a patch contributes its Chamfer distance to the
-            reconstruction (paper Eq. 13-14); ``"point"``: each of its points contributes its own
-            squared distance to the reconstructed patch.
-        object_score: ``"max"`` of the point scores or ``"topk"`` mean of the top ``object_topk``
-            fraction.
-        object_topk: fraction of points averaged for ``object_score="topk"``.
-        interpolation_k: neighbours used to carry scores from network points to every input point.
-        smoothing_k: Gaussian smoothing of the network-point scores over their ``smoothing_k``
-            nearest neighbours before interpolation (0: off).
-        smoothing_sigma: width of that Gaussian in normalised units (clouds have radius 1).
-        seed: seed of the test-time masks, of deterministic subsampling and of RANSAC (same seed ⇒
-            same predictions).
-        test_mask_passes: independent runs of the iterative reconstruction (each with its own
-            masks); the DFC scores are averaged over them, so every patch is judged several times.
-        geometric_score_weight: weight of the geometric residual added to the DFC scores (0: off,
-            the paper). Every input point (full resolution, no subsampling) scores its distance to
-            the nearest point of the training templates after bounding-box normalisation and
-            registration, divided by the mean leave-one-out distance of the training clouds.
-        geometric_smoothing_k: average the geometric residual of every point over its
-            ``geometric_smoothing_k`` nearest input points (0 or 1: off). A single point's distance
-            to the templates carries the scanner noise of both; a defect moves a whole region.
-        registration: how a cloud is aligned to the templates for the geometric residual:
-            ``"none"``, ``"icp"`` (poses within ~30°) or ``"global+icp"`` (FPFH-RANSAC, any pose);
-            all via :class:`anomalib_3d.ops.TemplateBank`.
-        registration_templates: templates tried as ICP targets per test cloud (best fit kept).
-        template_selection: which templates those are: ``"first"`` (the first in canonical order;
-            all templates form the distance bank) or ``"nearest"`` (the ones closest to the cloud in
-            the bounding-box frame, by mean nearest-point distance of a 256-point probe; only they form
-            the distance bank - for one model trained on several categories).
-        registration_points: the cloud is FPS-subsampled to this many points for registration only.
-        template_points: each training cloud is FPS-subsampled to this many points in the
-            geometric template bank (None: whole).
+        settings: every switch (:class:`~anomalib_3d_plugins.imrnet.settings.IMRNetSettings`);
+            ``None`` = the defaults.
+        **changes: switches applied on top of ``settings`` by name (``IMRNetModel(embed_dim=128)``).
+
+    The settings are read once (:meth:`apply_settings`) into the attributes the network, the DFC
+    scoring, the calibration and the geometric residual use; :meth:`apply_settings` with a changed
+    copy (``model.settings.replace(...)``) switches the scoring of a built model.
     """
 
-    def __init__(
-        self,
-        num_points: int = 8192,
-        num_groups: int = 256,
-        group_size: int = 64,
-        sampler: str = "gps",
-        test_num_groups: int | None = None,
-        gps_k: int = 16,
-        gps_threshold: float = 0.3,
-        gps_salient_density: float = 2.0,
-        subsample: str = "fps",
-        embed_dim: int = 384,
-        tokenizer_width: int = 256,
-        encoder_depth: int = 12,
-        decoder_depth: int = 4,
-        num_heads: int = 6,
-        mlp_ratio: float = 4.0,
-        drop_path_rate: float = 0.1,
-        mask_ratio: float = 0.4,
-        num_iterations: int = 3,
-        iterative_reconstruction: bool = True,
-        use_point_score: bool = False,
-        use_feature_score: bool = True,
-        feature_layers: Sequence[int] = (1, 2, 3),
-        feature_reference: str = "template",
-        template_regularization: bool = True,
-        template_threshold: float | None = None,
-        template_quantile: float = 0.95,
-        template_size: int = 4096,
-        feature_normalization: str = "none",
-        score_scale: str = "mean",
-        point_score_weight: float = 1.0,
-        feature_score_weight: float = 1.0,
-        point_aggregation: str = "mean",
-        point_score_mode: str = "patch",
-        object_score: str = "max",
-        object_topk: float = 0.01,
-        interpolation_k: int = 3,
-        smoothing_k: int = 0,
-        smoothing_sigma: float = 0.05,
-        cache_training_patches: bool = True,
-        seed: int = 0,
-        test_masks: str = "random",
-        test_mask_passes: int = 2,
-        geometric_score_weight: float = 0.5,
-        geometric_smoothing_k: int = 0,
-        registration: str = "icp",
-        registration_templates: int = 4,
-        registration_points: int = 1024,
-        template_points: int | None = 4096,
-        template_selection: str = "first",
-    ) -> None:
-        check_choice("template_selection", template_selection, TEMPLATE_SELECTIONS)
-        check_choice("registration", registration, TEMPLATE_REGISTRATIONS)
-        if test_mask_passes < 1:
-            msg = f"test_mask_passes must be >= 1, got {test_mask_passes}."
-            raise ValueError(msg)
-        if geometric_score_weight < 0:
-            msg = f"geometric_score_weight must be >= 0, got {geometric_score_weight}."
-            raise ValueError(msg)
-        if geometric_smoothing_k < 0:
-            msg = f"geometric_smoothing_k must be >= 0, got {geometric_smoothing_k}."
-            raise ValueError(msg)
-        if registration_templates < 1:
-            msg = f"registration_templates must be >= 1, got {registration_templates}."
-            raise ValueError(msg)
-        check_choice("point_aggregation", point_aggregation, POINT_AGGREGATIONS)
-        check_choice("feature_reference", feature_reference, FEATURE_REFERENCES)
-        check_choice("point_score_mode", point_score_mode, POINT_SCORE_MODES)
-        check_choice("object_score", object_score, OBJECT_SCORES)
-        check_choice("feature_normalization", feature_normalization, FEATURE_NORMALIZATIONS)
-        check_choice("score_scale", score_scale, SCORE_SCALES)
-        if not (use_point_score or use_feature_score):  # the geometric residual alone is not IMRNet
-            msg = "at least one of use_point_score / use_feature_score must be True."
-            raise ValueError(msg)
-        if not 0.0 < object_topk <= 1.0:
-            msg = f"object_topk must be in (0, 1], got {object_topk}."
-            raise ValueError(msg)
-        super().__init__(
-            num_points=num_points,
-            num_groups=num_groups,
-            group_size=group_size,
-            sampler=sampler,
-            test_num_groups=test_num_groups,
-            gps_k=gps_k,
-            gps_threshold=gps_threshold,
-            gps_salient_density=gps_salient_density,
-            subsample=subsample,
-            mask_ratio=mask_ratio,
-            num_iterations=num_iterations,
-            iterative_reconstruction=iterative_reconstruction,
-            feature_layers=feature_layers,
-            test_masks=test_masks,
-            cache_training_patches=cache_training_patches,
-            seed=seed,
-            embed_dim=embed_dim,
-            tokenizer_width=tokenizer_width,
-            encoder_depth=encoder_depth,
-            decoder_depth=decoder_depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
-        )
-        self.use_point_score = use_point_score
-        self.use_feature_score = use_feature_score
-        self.feature_reference = feature_reference
-        self.template_regularization = template_regularization
-        self.template_threshold = template_threshold
-        self.template_quantile = template_quantile
-        self.feature_normalization = feature_normalization
-        self.score_scale = score_scale
-        self.point_score_weight = point_score_weight
-        self.feature_score_weight = feature_score_weight
-        self.point_aggregation = point_aggregation
-        self.point_score_mode = point_score_mode
-        self.object_score = object_score
-        self.object_topk = object_topk
-        self.interpolation_k = interpolation_k
-        self.smoothing_k = smoothing_k
-        self.smoothing_sigma = smoothing_sigma
-        self.test_mask_passes = test_mask_passes
-        self.geometric_score_weight = geometric_score_weight
-        self.geometric_smoothing_k = geometric_smoothing_k
+    settings: IMRNetSettings
 
+    def __init__(self, settings: IMRNetSettings | None = None, **changes: object) -> None:
+        settings = settings or IMRNetSettings()
+        if changes:
+            settings = settings.replace(**changes)
+        super().__init__(settings)
         # DFC statistics computed from the training set by calibrate(); persistent buffers, so they
         # travel with every checkpoint.
-        feature_dim = embed_dim * len(self.feature_layers)
-        self.register_buffer("template_bank", torch.zeros(template_size, feature_dim))
+        feature_dim = settings.embed_dim * len(settings.feature_layers)
+        self.register_buffer("template_bank", torch.zeros(settings.template_size, feature_dim))
         self.register_buffer("template_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("template_delta", torch.zeros(()))
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
@@ -294,9 +109,50 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         self.register_buffer("point_score_scale", torch.ones(()))
         self.register_buffer("feature_score_scale", torch.ones(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
-        self.init_geometric_residual(
-            registration, registration_templates, registration_points, template_points, template_selection
-        )
+        self.init_geometric_residual(settings)
+        self.apply_settings(settings)
+
+    def apply_settings(self, settings: IMRNetSettings) -> None:
+        """Use ``settings`` from now on: the one place where the switches become attributes.
+
+        Raises:
+            ValueError: ``settings`` changes a switch that fixes parameters or buffers
+                (:data:`~.settings.ARCHITECTURE`); build a new model for those.
+        """
+        current = getattr(self, "settings", None)
+        if current is not None:
+            fixed = [name for name in ARCHITECTURE if getattr(settings, name) != getattr(current, name)]
+            if fixed:
+                msg = f"{fixed} fix the network's parameters or buffers: build a new IMRNetModel to change them."
+                raise ValueError(msg)
+        self.settings = settings
+        super().apply_settings(settings)  # the network's sampling, masks, iterations and seed
+        self.use_point_score = settings.use_point_score
+        self.use_feature_score = settings.use_feature_score
+        self.feature_reference = settings.feature_reference
+        self.template_regularization = settings.template_regularization
+        self.template_threshold = settings.template_threshold
+        self.template_quantile = settings.template_quantile
+        self.feature_normalization = settings.feature_normalization
+        self.score_scale = settings.score_scale
+        self.point_score_weight = settings.point_score_weight
+        self.feature_score_weight = settings.feature_score_weight
+        self.point_aggregation = settings.point_aggregation
+        self.point_score_mode = settings.point_score_mode
+        self.object_score = settings.object_score
+        self.object_topk = settings.object_topk
+        self.interpolation_k = settings.interpolation_k
+        self.smoothing_k = settings.smoothing_k
+        self.smoothing_sigma = settings.smoothing_sigma
+        self.test_mask_passes = settings.test_mask_passes
+        self.geometric_score_weight = settings.geometric_score_weight
+        self.geometric_smoothing_k = settings.geometric_smoothing_k
+        # The template bank's own registration switches (see GeometricResidual).
+        self.registration = settings.registration
+        self.registration_templates = settings.registration_templates
+        self.registration_points = settings.registration_points
+        self.template_points = settings.template_points
+        self.template_selection = settings.template_selection
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
         # A template of another capacity (template_size) loads as is: it is data, not architecture.
@@ -448,4 +304,12 @@ class IMRNetModel(DFCCalibration, GeometricResidual, MaskReconstructionNetwork):
         return IMRNetPrediction(anomaly_map, pred_score, point_map, feature_map, geometric_map)
 
 
-__all__ = ["PAPER_LITERAL", "IMRNetModel", "IMRNetPrediction", "PreparedClouds"]
+__all__ = [
+    "FEATURE_REFERENCES",
+    "PAPER_LITERAL",
+    "POINT_SCORE_MODES",
+    "IMRNetModel",
+    "IMRNetPrediction",
+    "IMRNetSettings",
+    "PreparedClouds",
+]

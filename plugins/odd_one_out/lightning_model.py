@@ -28,12 +28,13 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.scenes import SceneBatch
 from anomalib_3d.metrics.objects import ObjectAccuracy, SceneObjectAUROC, ground_truth_scores
+from anomalib_3d.settings import document_switches, settings_from
 from anomalib_3d.visualization.scenes import SceneVisualizer
-from anomalib_3d.render.volume import VoxelGrid
 
 from .augmentation import augment_scene
-from .backbones import build_encoder, build_teacher
+from .backbones import build_teacher
 from .proposals import density_proposals
+from .settings import OddOneOutSettings
 from .teachers import ContrastiveTeacher
 from .torch_model import OddOneOutModel
 
@@ -66,20 +67,19 @@ def paint_object_scores(object_scores: torch.Tensor, object_index: torch.Tensor,
     return torch.where(shown, object_scores[flat], torch.zeros((), device=object_scores.device))
 
 
+@document_switches(OddOneOutSettings)
 class OddOneOut(AnomalibModule):
     """Odd-One-Out (Bhunia et al., CVPR 2025) for :class:`~anomalib_3d.data.datamodules.multiview_scenes.MultiViewScenes`.
 
+    Every switch of the network (voxel grid, 2D encoder, 3D backbone, heads, attention) is a field of
+    :class:`~anomalib_3d_plugins.odd_one_out.settings.OddOneOutSettings` (documented there, same name
+    and default here: ``--model.feature_dim 16``). The arguments of the training:
+
     Args:
-        grid_shape, voxel_size, grid_center: the voxel grid (paper: 96 x 96 x 16, 4 cm, origin).
-        feature_dim, projection_dim, crop_size, attention, topk, num_blocks, heads, token_dim:
-            see :class:`~anomalib_3d_plugins.odd_one_out.torch_model.OddOneOutModel`.
         render_size: ``(h, w)`` of the rendered supervision (paper: 32 x 32).
         num_samples: samples per ray (paper: 128).
         render_epochs: epochs of the first (rendering-only) stage.
         distillation: render β and match it to the teacher's features (ablation switch).
-        encoder: 2D encoder, ``"small"`` (CPU preset) or ``"resnet50_fpn"`` (the paper's ResNet-50 + FPN);
-            ``encoder_weights``: ``"default"`` (ImageNet from torch hub's cache for ResNet-50), a local
-            file, or ``None`` (random init).
         teacher: distillation teacher, ``"dinov2_vits14"`` (the paper; weights from a local file or
             torch hub's cache, else :class:`~anomalib_3d.data.errors.MissingWeightsError`),
             ``"contrastive"`` (a small CNN trained self-supervised on the training renders by dense
@@ -90,22 +90,16 @@ class OddOneOut(AnomalibModule):
             for the encoder; ``teacher_image_size``: DINOv2 input size (official code: 14 x render
             size); ``pca_fit_batches``: training batches used to fit DINOv2's PCA to ``projection_dim``;
             ``teacher_epochs``: passes over the training data that fit the contrastive teacher.
-        readout: ``"conv"`` (the paper) or ``"mean"``, see
-            :class:`~anomalib_3d_plugins.odd_one_out.torch_model.ObjectReadout`.
         feature_loss: distillation loss, ``"cosine"`` (the paper: cosine distance per pixel) or ``"mse"``.
         image_loss: ``"l2"`` (the paper's Eq. 3: squared error of RGB and silhouette) or ``"l1_bce"``
             (L1 on RGB, binary cross-entropy on the silhouette).
-        feature_stop_gradient: render β with the density detached (the paper).
         feature_loss_region: ``"silhouette"`` (the distillation loss averages over the pixels of the
             objects only) or ``"image"`` (every pixel, as the official code).
         rgb_target: ``"masked"`` (the RGB target is the image times the silhouette, the official code:
             the rendered colour of empty space is black, consistent with its zero opacity) or
             ``"full"`` (the whole image, floor and sky included).
-        head_layers, projection_layers, head_hidden: the 1 x 1 x 1 heads (paper: 2 layers for colour
-            and density, 4 for the projector β; official width 128).
         scene_augmentation: move each training scene by the official code's random turn / mirror /
             shift / scale (rendering stage) or scale (classification stage), see :mod:`.augmentation`.
-        unet_scales: resolutions of the 3D encoder-decoder (the paper's "four-scale" backbone: 4).
         boxes: which boxes are scored at test/predict time: ``"ground_truth"`` (the dataset's boxes)
             or ``"proposals"`` (the paper: occupied voxels of the predicted density clustered into
             boxes, :func:`~anomalib_3d_plugins.odd_one_out.proposals.density_proposals`; each
@@ -122,9 +116,14 @@ class OddOneOut(AnomalibModule):
         gradient_clip_val: clip the gradient norm at this value (the CPU preset: 1, because it trains at
             100x the paper's rate, which can diverge late in training). 0 leaves Lightning's own
             ``--trainer.gradient_clip_val`` in charge.
-        visualizer: ``True``: :class:`~anomalib_3d.visualization.scenes.SceneVisualizer` writes one
-            picture per test / predict scene; ``False`` for none; or any anomalib ``Visualizer``.
+        pre_processor: ``False`` (default): the scenes are used as loaded; or an anomalib pre-processor.
+        **kwargs: anomalib's other components (``post_processor``, ``evaluator``, ``visualizer``),
+            passed to ``AnomalibModule``. ``visualizer=True`` (default):
+            :class:`~anomalib_3d.visualization.scenes.SceneVisualizer` writes one picture per test /
+            predict scene; ``False`` for none; or any anomalib ``Visualizer``.
     """
+
+    settings_class = OddOneOutSettings  # the switches of the torch model, one field each
 
     def __init__(
         self,
@@ -139,6 +138,7 @@ class OddOneOut(AnomalibModule):
         num_blocks: int = 3,
         heads: int = 8,
         token_dim: int = 64,
+        crop_margin: float = 0.1,
         render_size: Sequence[int] = (32, 32),
         num_samples: int = 64,
         render_epochs: int = 1,
@@ -171,18 +171,13 @@ class OddOneOut(AnomalibModule):
         lr_schedule: str = "constant",
         gradient_clip_val: float = 0.0,
         pre_processor: torch.nn.Module | bool = False,
-        post_processor: torch.nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401 - anomalib's Evaluator | bool
-        visualizer: Visualizer | bool = True,
+        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
-                         visualizer=visualizer)
-        self.grid = VoxelGrid(tuple(grid_shape), voxel_size, tuple(grid_center))
-        self.model = OddOneOutModel(self.grid, feature_dim, projection_dim, crop_size, attention, topk, num_blocks,
-                                    heads, token_dim, encoder=build_encoder(encoder, feature_dim, encoder_weights),
-                                    readout=readout, feature_stop_gradient=feature_stop_gradient,
-                                    unet_scales=unet_scales, head_layers=head_layers,
-                                    projection_layers=projection_layers, head_hidden=head_hidden)
+        # Listed (not in **kwargs): the CLI would otherwise fill in anomalib's default (True: a resize
+        # to 256 x 256) for the scenes, which are used as loaded.
+        super().__init__(pre_processor=pre_processor, **kwargs)
+        self.model = OddOneOutModel(settings_from(OddOneOutSettings, locals()))
+        self.grid = self.model.grid
         _check_choice("feature_loss", feature_loss, ("cosine", "mse"))
         self.feature_loss = feature_loss
         _check_choice("image_loss", image_loss, ("l2", "l1_bce"))

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 
 from anomalib_3d.render.volume import VoxelGrid, VolumeRender, backproject_features, crop_boxes, render_volume
 
+from .settings import OddOneOutSettings
+
 AttentionMode = Literal["sparse", "dense", "none"]
 ReadoutMode = Literal["conv", "mean"]
 
@@ -331,69 +333,44 @@ class OddOneOutModel(nn.Module):
     """The Odd-One-Out network (CPU-sized defaults).
 
     Args:
-        grid: the voxel grid (paper: 96 x 96 x 16, 4 cm, centred at the origin).
-        feature_dim: channels of the 2D maps and of the 3D features (paper: 32).
-        projection_dim: width of β (paper: 128 after PCA of DINOv2 features; 384 in the official code).
-        crop_size: per-object crop (paper: 8 x 8 x 8).
-        attention: ``"sparse"`` | ``"dense"`` | ``"none"`` (ablation switch).
-        topk: correspondences per other instance (paper: 20).
-        num_blocks, heads, token_dim: attention stack (paper: 3 blocks, 8 heads).
-        crop_margin: enlarge boxes by this fraction on each side before cropping.
-        encoder: 2D encoder ``(N, 3, H, W) -> (N, feature_dim, ceil(H/4), ceil(W/4))``; default
-            :class:`SmallEncoder2D` (see :func:`~anomalib_3d_plugins.odd_one_out.backbones.build_encoder`
-            for the paper's ResNet-50 + FPN).
-        readout: ``"conv"`` (the paper: strided 3D convolutions to 1/8, then a 2-layer MLP) or
-            ``"mean"`` (token average, then the MLP).
-        feature_stop_gradient: render β with the density detached (the paper), so distillation
-            shapes the features but not the geometry.
-        unet_scales: resolutions of the 3D encoder-decoder (paper: 4), see :class:`VolumeNet3D`.
-        head_layers: 1 x 1 x 1 layers of the colour and density heads (paper: 2).
-        projection_layers: layers of the projector β (paper: 4).
-        head_hidden: width of the heads' hidden layers (official code: 128).
+        settings: every switch (:class:`~anomalib_3d_plugins.odd_one_out.settings.OddOneOutSettings`:
+            the voxel grid, the 2D encoder, the 3D backbone, the heads and the attention); ``None`` =
+            the defaults.
+        **changes: switches applied on top of ``settings`` by name (``OddOneOutModel(feature_dim=8)``).
 
     Eq. 5's correspondences are the top-k dot products of β itself, the projector that the
     distillation trains (``match = β`` of the crops; no extra projection).
     """
 
-    def __init__(
-        self,
-        grid: VoxelGrid | None = None,
-        feature_dim: int = 32,
-        projection_dim: int = 32,
-        crop_size: int = 8,
-        attention: AttentionMode = "sparse",
-        topk: int = 20,
-        num_blocks: int = 3,
-        heads: int = 8,
-        token_dim: int = 64,
-        crop_margin: float = 0.1,
-        encoder: nn.Module | None = None,
-        readout: ReadoutMode = "conv",
-        feature_stop_gradient: bool = True,
-        unet_scales: int = 4,
-        head_layers: int = 2,
-        projection_layers: int = 4,
-        head_hidden: int = 128,
-    ) -> None:
+    def __init__(self, settings: OddOneOutSettings | None = None, **changes: object) -> None:
         super().__init__()
-        self.grid = grid or VoxelGrid()
-        self.crop_size = int(crop_size)
-        self.crop_margin = float(crop_margin)
-        self.encoder = encoder if encoder is not None else SmallEncoder2D(feature_dim)
+        settings = settings or OddOneOutSettings()
+        if changes:
+            settings = settings.replace(**changes)
+        self.settings = settings
+        from .backbones import build_encoder  # backbones imports this module's SmallEncoder2D
+
+        self.grid = VoxelGrid(settings.grid_shape, settings.voxel_size, settings.grid_center)
+        self.crop_size = settings.crop_size
+        self.crop_margin = settings.crop_margin
+        feature_dim, projection_dim = settings.feature_dim, settings.projection_dim
+        self.encoder = build_encoder(settings.encoder, feature_dim, settings.encoder_weights)
         # +1 input channel: the fraction of views that saw the voxel (0 outside every frustum), which
         # tells the network an unseen voxel from a seen one with zero features.
-        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim, scales=unet_scales)
-        self.density_head = PointwiseMLP3D(feature_dim, 1, head_layers, head_hidden)
-        self.rgb_head = PointwiseMLP3D(feature_dim, 3, head_layers, head_hidden)
-        self.projection_head = PointwiseMLP3D(feature_dim, projection_dim, projection_layers, head_hidden)
+        self.volume_net = VolumeNet3D(feature_dim + 1, feature_dim, scales=settings.unet_scales)
+        self.density_head = PointwiseMLP3D(feature_dim, 1, settings.head_layers, settings.head_hidden)
+        self.rgb_head = PointwiseMLP3D(feature_dim, 3, settings.head_layers, settings.head_hidden)
+        self.projection_head = PointwiseMLP3D(feature_dim, projection_dim, settings.projection_layers,
+                                              settings.head_hidden)
         crop_channels = feature_dim + projection_dim + 1
-        self.embed = nn.Linear(crop_channels, token_dim)
-        self.position = nn.Parameter(torch.zeros(1, self.crop_size**3, token_dim))
+        self.embed = nn.Linear(crop_channels, settings.token_dim)
+        self.position = nn.Parameter(torch.zeros(1, self.crop_size**3, settings.token_dim))
         self.blocks = nn.ModuleList(
-            CrossInstanceBlock(token_dim, heads, attention, topk) for _ in range(num_blocks)
+            CrossInstanceBlock(settings.token_dim, settings.heads, settings.attention, settings.topk)
+            for _ in range(settings.num_blocks)
         )
-        self.readout = ObjectReadout(token_dim, self.crop_size, readout)
-        self.feature_stop_gradient = bool(feature_stop_gradient)
+        self.readout = ObjectReadout(settings.token_dim, self.crop_size, settings.readout)
+        self.feature_stop_gradient = settings.feature_stop_gradient
 
     def build_volume(self, images: Tensor, intrinsics: Tensor, world_to_camera: Tensor) -> tuple[Tensor, ...]:
         """Views ``(B, M, 3, H, W)`` -> ``features, density, rgb, projection`` volumes."""

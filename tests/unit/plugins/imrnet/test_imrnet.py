@@ -208,7 +208,7 @@ def test_predictions_are_reproducible_and_seeded() -> None:
     cloud = blob(400, 7)
     first = model(cloud).anomaly_map
     torch.testing.assert_close(model(cloud).anomaly_map, first, rtol=0, atol=0)
-    model.seed = 1  # other test masks
+    model.apply_settings(model.settings.replace(seed=1))  # other test masks
     assert not torch.allclose(model(cloud).anomaly_map, first)
 
 
@@ -232,7 +232,7 @@ def test_iterative_reconstruction_feeds_outputs_back() -> None:
     neighborhoods = torch.randn(2, 16, 16, 3) * 0.1
     centers = torch.randn(2, 16, 3)
     iterative = model.iterative_reconstruct(neighborhoods, centers)
-    model.iterative_reconstruction = False
+    model.apply_settings(model.settings.replace(iterative_reconstruction=False))
     one_shot = model.iterative_reconstruct(neighborhoods, centers)
     masks = model.test_masks(torch.device("cpu"))
     # Patches masked only in the first window are reconstructed from the original input either way.
@@ -294,7 +294,7 @@ def test_template_regularization_replaces_only_far_features() -> None:
     out = model.regularize(torch.stack([near, far]).view(1, 2, dim))
     torch.testing.assert_close(out[0, 0], near)
     torch.testing.assert_close(out[0, 1], torch.full((dim,), 10.0))
-    model.template_regularization = False
+    model.apply_settings(model.settings.replace(template_regularization=False))
     torch.testing.assert_close(model.regularize(torch.stack([near, far]).view(1, 2, dim))[0, 1], far)
 
 
@@ -365,11 +365,28 @@ def test_checkpoint_with_flat_geometric_buffers_loads_and_predicts_the_same() ->
 def test_registration_settings_live_on_the_template_bank() -> None:
     model = tiny_model(registration="icp", template_selection="first", seed=3)
     assert model.geometric_bank.registration == "icp" and model.geometric_bank.seed == 3
-    model.registration = "none"
-    model.template_selection = "nearest"
-    model.seed = 5
+    model.apply_settings(model.settings.replace(registration="none", template_selection="nearest", seed=5))
     assert model.geometric_bank.registration == "none" and model.geometric_bank.selection == "nearest"
     assert model.geometric_bank.seed == 5 and model.seed == 5
+    assert model.settings.registration == "none"
+
+
+def test_settings_are_read_once_and_switch_a_built_model() -> None:
+    from anomalib_3d_plugins.imrnet.settings import IMRNetSettings
+
+    settings = IMRNetSettings(**TINY)
+    model = IMRNetModel(settings)
+    assert model.settings is settings and model.feature_layers == (1, 2) and model.test_masks_mode == "windows"
+    assert IMRNetModel(settings, object_score="topk").object_score == "topk"
+    with pytest.raises(TypeError, match="no_such_switch"):
+        IMRNetModel(**TINY, no_such_switch=1)
+    model.apply_settings(settings.replace(use_point_score=False, test_masks="random"))
+    assert not model.use_point_score and model.test_masks_mode == "random"
+    with pytest.raises(ValueError, match="embed_dim"):
+        model.apply_settings(settings.replace(embed_dim=64))  # parameters are built: a new model is needed
+    assert model.settings.embed_dim == 32
+    # YAML gives lists: the settings hold tuples, so configs and Python build equal settings.
+    assert IMRNetSettings(**{**TINY, "feature_layers": [1, 2]}) == settings
 
 
 def test_template_keeps_farthest_features_when_full() -> None:

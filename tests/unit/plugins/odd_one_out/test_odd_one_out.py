@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomalib_3d.render.volume import VoxelGrid
 from anomalib_3d_plugins.odd_one_out import CrossInstanceAttention, OddOneOutModel, cross_instance_attention
 
 
@@ -86,9 +85,8 @@ def test_attention_switches() -> None:
 
 def test_model_forward_scores_every_box_and_gradients_reach_the_encoder() -> None:
     torch.manual_seed(0)
-    grid = VoxelGrid(shape=(16, 16, 8), voxel_size=0.08, center=(0.0, 0.0, 0.0))
-    model = OddOneOutModel(grid=grid, feature_dim=8, projection_dim=8, crop_size=4, num_blocks=1, heads=2,
-                           token_dim=16, topk=5)
+    model = OddOneOutModel(grid_shape=(16, 16, 8), voxel_size=0.08, grid_center=(0.0, 0.0, 0.0), feature_dim=8,
+                           projection_dim=8, crop_size=4, num_blocks=1, heads=2, token_dim=16, topk=5)
     from anomalib_3d.data.synthetic.scenes import orbit_cameras
 
     import numpy as np
@@ -277,3 +275,18 @@ def test_unet_scales_default_and_the_preset_are_the_papers_four() -> None:
     assert OddOneOut(**small, unet_scales=3).model.volume_net.scales == 3
     preset = Path(__file__).resolve().parents[4] / "configs" / "experiments" / "odd_one_out_synthetic.yaml"
     assert yaml.safe_load(preset.read_text())["model"]["init_args"]["unet_scales"] == 4
+
+
+def test_model_reads_its_switches_from_one_settings_object() -> None:
+    from anomalib_3d_plugins.odd_one_out import OddOneOut
+    from anomalib_3d_plugins.odd_one_out.settings import OddOneOutSettings
+
+    small = {"grid_shape": [8, 8, 4], "feature_dim": 8, "projection_dim": 8, "crop_size": 2, "token_dim": 16,
+             "heads": 2, "num_blocks": 1}
+    model = OddOneOut(**small, visualizer=False, evaluator=False)
+    assert model.model.settings == OddOneOutSettings(**{**small, "grid_shape": (8, 8, 4)})
+    assert model.grid is model.model.grid and model.grid.shape == (8, 8, 4)
+    assert model.pre_processor is None  # OddOneOut's own default (pre_processor=False)
+    assert OddOneOutModel(**small).crop_margin == 0.1
+    with pytest.raises(TypeError, match="no_such_switch"):
+        OddOneOutModel(no_such_switch=1)
