@@ -235,6 +235,24 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def check_cloud_sizes(sizes: Sequence[int], need: int, request: str, fix: str) -> None:
+    """Raise ValueError for the first cloud with fewer than ``need`` points.
+
+    The message reads ``"Cloud {b} has {n} points{request}. Fix: {fix}"``, so every op names the
+    cloud and its size the same way and adds what it asked for and how to get out.
+
+    Args:
+        sizes: ``B`` points per cloud.
+        need: the least number of points every cloud must hold.
+        request: what was asked, appended after the size (e.g. ``" but num_samples=8 were requested"``).
+        fix: the advice after ``"Fix: "``, with its full stop.
+    """
+    for b, n in enumerate(sizes):
+        if n < need:
+            msg = f"Cloud {b} has {n} points{request}. Fix: {fix}"
+            raise ValueError(msg)
+
+
 def split_sizes(ptr: Sequence[int]) -> list[int]:
     """Cloud sizes from offsets."""
     return [ptr[i + 1] - ptr[i] for i in range(len(ptr) - 1)]

@@ -6,7 +6,15 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from anomalib_3d.ops.backend import BACKEND_OPS, check_batch, check_points, check_positive_int, cloud_ptr, split_sizes
+from anomalib_3d.ops.backend import (
+    BACKEND_OPS,
+    check_batch,
+    check_cloud_sizes,
+    check_points,
+    check_positive_int,
+    cloud_ptr,
+    split_sizes,
+)
 from anomalib_3d.ops.neighbors import knn
 from anomalib_3d.ops.sampling import farthest_point_sample, geometry_aware_sample, random_sample, voxel_sample
 
@@ -100,13 +108,8 @@ def group_patches(
         raise ValueError(msg)
     sizes = split_sizes(cloud_ptr(batch, points.shape[0]))
     need = max(num_groups, group_size)
-    for b, n in enumerate(sizes):
-        if n < need:
-            msg = (
-                f"Cloud {b} has {n} points; {num_groups} patches of {group_size} points need at least {need}. "
-                "Fix: lower num_groups / group_size or upsample the cloud."
-            )
-            raise ValueError(msg)
+    check_cloud_sizes(sizes, need, f"; {num_groups} patches of {group_size} points need at least {need}",
+                      "lower num_groups / group_size or upsample the cloud.")
     num_clouds = len(sizes)
     if backend != "auto" and backend not in BACKEND_OPS:
         msg = f"Unknown backend {backend!r}. Fix: use 'auto' or one of {sorted(BACKEND_OPS)}."

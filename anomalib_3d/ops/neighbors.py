@@ -54,6 +54,15 @@ QUERY_BLOCK: int = 1 << 16
 _RADIUS_SLACK = 1e-4
 
 
+def _search_radius(r: float) -> float:
+    """Candidate radius of the tree / torch_cluster searches: ``r`` widened by :data:`_RADIUS_SLACK`.
+
+    The exact filter of :func:`_finish_radius` then keeps only ``dist <= r``; the ``1e-12`` covers
+    ``r`` so small that the relative slack rounds away.
+    """
+    return r * (1.0 + _RADIUS_SLACK) + 1e-12
+
+
 def _chunk_elements(device: torch.device) -> int:
     # GPUs have memory to spare and want large kernels; CPUs want cache-sized blocks.
     return CHUNK_ELEMENTS * 16 if device.type == "cuda" else CHUNK_ELEMENTS
@@ -153,6 +162,18 @@ def _torch_knn(
             yield b, q0, _torch_knn_dense(cloud, q, kcs[b])[0] + ptr_p[b]
 
 
+def _torch_cluster_inputs(points: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached ``points (N, D)`` and ``queries (M, D)`` in a dtype torch_cluster accepts.
+
+    torch_cluster's kernels take float32 / float64 only; half precision is searched in float32
+    (distances are recomputed in the input dtype afterwards anyway).
+    """
+    x, y = points.detach(), queries.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x, y = x.float(), y.float()
+    return x, y
+
+
 def _torch_cluster_candidates(x: torch.Tensor, y: torch.Tensor, kc: int, batch_x, batch_y) -> torch.Tensor:  # noqa: ANN001
     """``(M, kc)`` candidate indices into ``x`` for the rows of ``y``, ordered by query."""
     import torch_cluster
@@ -176,9 +197,7 @@ def _torch_cluster_knn(
     batch_queries: torch.Tensor | None,
     block: int,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    x, y = points.detach(), queries.detach()
-    if x.dtype not in (torch.float32, torch.float64):
-        x, y = x.float(), y.float()
+    x, y = _torch_cluster_inputs(points, queries)
     sizes_q = split_sizes(ptr_q)
     if y.shape[0] <= block:
         # One call for every cloud of the batch.
@@ -270,6 +289,27 @@ def _select_k(
     return candidates[:, :k], sq[:, :k]
 
 
+def _paired_ptrs_same_device(
+    points: torch.Tensor,
+    queries: torch.Tensor,
+    batch_points: torch.Tensor | None,
+    batch_queries: torch.Tensor | None,
+) -> tuple[list[int], list[int]]:
+    """Cloud offsets ``(ptr_p, ptr_q)`` (``B + 1`` each) of a points/queries pair on one device.
+
+    Shared by kNN and radius search, which both pair the clouds of ``points (N, D)`` and
+    ``queries (M, D)`` through their sorted batch vectors ``(N,)`` / ``(M,)`` (or None).
+
+    Raises:
+        ValueError: mismatched / unsorted batches, or points and queries on different devices.
+    """
+    ptr_p, ptr_q = paired_ptrs(points.shape[0], queries.shape[0], batch_points, batch_queries)
+    if queries.device != points.device:
+        msg = f"points ({points.device}) and queries ({queries.device}) must be on the same device."
+        raise ValueError(msg)
+    return ptr_p, ptr_q
+
+
 def _check_knn(
     points: torch.Tensor,
     queries: torch.Tensor,
@@ -281,10 +321,7 @@ def _check_knn(
     check_points(points, "points")
     check_points(queries, "queries", dim=points.shape[1])
     k = check_positive_int(k, "k")
-    ptr_p, ptr_q = paired_ptrs(points.shape[0], queries.shape[0], batch_points, batch_queries)
-    if queries.device != points.device:
-        msg = f"points ({points.device}) and queries ({queries.device}) must be on the same device."
-        raise ValueError(msg)
+    ptr_p, ptr_q = _paired_ptrs_same_device(points, queries, batch_points, batch_queries)
     for b, (n, m) in enumerate(zip(split_sizes(ptr_p), split_sizes(ptr_q), strict=True)):
         if m and n < k:
             msg = (
@@ -485,12 +522,10 @@ def _torch_cluster_radius(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     import torch_cluster
 
-    x, y = points.detach(), queries.detach()
-    if x.dtype not in (torch.float32, torch.float64):
-        x, y = x.float(), y.float()
+    x, y = _torch_cluster_inputs(points, queries)
     bx = None if batch_points is None else batch_points.long()
     by = None if batch_queries is None else batch_queries.long()
-    r_search = r * (1.0 + _RADIUS_SLACK) + 1e-12
+    r_search = _search_radius(r)
     pending = torch.arange(y.shape[0], device=y.device)
     cap = max(1, start_cap)
     rows_all, cols_all = [], []
@@ -523,7 +558,7 @@ def _scipy_radius(
 
     points_np = points.detach().cpu().numpy().astype(np.float64, copy=False)
     queries_np = queries.detach().cpu().numpy().astype(np.float64, copy=False)
-    r_search = r * (1.0 + _RADIUS_SLACK) + 1e-12
+    r_search = _search_radius(r)
     rows_all, cols_all = [], []
     for b in range(len(ptr_q) - 1):
         p = points_np[ptr_p[b] : ptr_p[b + 1]]
@@ -539,6 +574,22 @@ def _scipy_radius(
     rows = torch.from_numpy(np.concatenate(rows_all)).to(points.device)
     cols = torch.from_numpy(np.concatenate(cols_all)).to(points.device)
     return rows, cols
+
+
+def _rank_in_group(group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``(E,) long`` position of each entry inside its group (0 for the first of each query).
+
+    Args:
+        group: ``(E,) long`` sorted group (query) of each edge, values in ``[0, num_groups)``.
+        num_groups: number of groups (queries), so that trailing empty groups count.
+
+    Returns:
+        ``(E,) long``; ``rank < m`` keeps the first ``m`` edges of every group (the nearest, as
+        edges are sorted by distance within a group).
+    """
+    counts = torch.bincount(group, minlength=num_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(group.numel(), device=group.device) - starts[group]
 
 
 def _finish_radius(
@@ -560,10 +611,7 @@ def _finish_radius(
     order = torch.sort(rows, stable=True).indices
     rows, cols = rows[order], cols[order]
     if max_num_neighbors is not None and rows.numel():
-        counts = torch.bincount(rows, minlength=queries.shape[0])
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(rows.numel(), device=rows.device) - starts[rows]
-        keep = rank < max_num_neighbors
+        keep = _rank_in_group(rows, queries.shape[0]) < max_num_neighbors
         rows, cols = rows[keep], cols[keep]
     return torch.stack([rows, cols])
 
@@ -602,10 +650,7 @@ def radius(
     r = float(r)
     if max_num_neighbors is not None:
         max_num_neighbors = check_positive_int(max_num_neighbors, "max_num_neighbors")
-    ptr_p, ptr_q = paired_ptrs(points.shape[0], queries.shape[0], batch_points, batch_queries)
-    if queries.device != points.device:
-        msg = f"points ({points.device}) and queries ({queries.device}) must be on the same device."
-        raise ValueError(msg)
+    ptr_p, ptr_q = _paired_ptrs_same_device(points, queries, batch_points, batch_queries)
     name = resolve_backend("radius", points.device, backend)
     if points.shape[0] == 0 or queries.shape[0] == 0:
         return torch.empty((2, 0), dtype=torch.long, device=points.device)
@@ -640,8 +685,5 @@ def radius_graph(
         edge = edge[:, edge[0] != edge[1]]
     if max_num_neighbors is not None and edge.shape[1]:
         max_num_neighbors = check_positive_int(max_num_neighbors, "max_num_neighbors")
-        counts = torch.bincount(edge[0], minlength=points.shape[0])
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(edge.shape[1], device=edge.device) - starts[edge[0]]
-        edge = edge[:, rank < max_num_neighbors]
+        edge = edge[:, _rank_in_group(edge[0], points.shape[0]) < max_num_neighbors]
     return edge

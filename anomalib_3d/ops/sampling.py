@@ -14,6 +14,7 @@ import torch
 
 from anomalib_3d.ops.backend import (
     check_batch,
+    check_cloud_sizes,
     check_points,
     check_positive_int,
     cloud_ptr,
@@ -42,14 +43,29 @@ def _sample_counts(sizes: list[int], num_samples: int | None, ratio: float | Non
             raise ValueError(msg)
         return [math.ceil(ratio * n) for n in sizes]
     num_samples = check_positive_int(num_samples, "num_samples")
-    for b, n in enumerate(sizes):
-        if n < num_samples:
-            msg = (
-                f"Cloud {b} has {n} points but num_samples={num_samples} were requested. "
-                "Fix: lower num_samples or drop/upsample small clouds."
-            )
-            raise ValueError(msg)
+    check_cloud_sizes(sizes, num_samples, f" but num_samples={num_samples} were requested",
+                      "lower num_samples or drop/upsample small clouds.")
     return [num_samples] * len(sizes)
+
+
+def _checked_counts(
+    points: torch.Tensor, batch: torch.Tensor | None, num_samples: int | None, ratio: float | None
+) -> tuple[list[int], list[int], list[int]]:
+    """Validated ``(ptr, sizes, counts)`` of a per-cloud sampling call (FPS, random sampling).
+
+    Args:
+        points: ``(N, D)``; batch: ``(N,) long`` sorted cloud ids, or None.
+        num_samples / ratio: exactly one of them (see :func:`_sample_counts`).
+
+    Returns:
+        ``ptr`` (``B + 1`` cloud offsets), ``sizes`` (``B`` points per cloud) and ``counts``
+        (``B`` samples per cloud).
+    """
+    check_points(points, "points")
+    check_batch(batch, points.shape[0])
+    ptr = cloud_ptr(batch, points.shape[0])
+    sizes = split_sizes(ptr)
+    return ptr, sizes, _sample_counts(sizes, num_samples, ratio)
 
 
 def _start_offsets(sizes: list[int], random_start: bool, generator: torch.Generator | None) -> list[int]:
@@ -278,11 +294,7 @@ def farthest_point_sample(
     Returns:
         ``(S_total,) long`` global indices, cloud after cloud, in selection order.
     """
-    check_points(points, "points")
-    check_batch(batch, points.shape[0])
-    ptr = cloud_ptr(batch, points.shape[0])
-    sizes = split_sizes(ptr)
-    counts = _sample_counts(sizes, num_samples, ratio)
+    ptr, sizes, counts = _checked_counts(points, batch, num_samples, ratio)
     starts = _start_offsets(sizes, random_start, generator)
     return _to_global(_fps_local(points, ptr, counts, starts, backend), ptr, points.device)
 
@@ -306,11 +318,7 @@ def random_sample(
     Returns:
         ``(S_total,) long`` global indices, cloud after cloud, in draw order.
     """
-    check_points(points, "points")
-    check_batch(batch, points.shape[0])
-    ptr = cloud_ptr(batch, points.shape[0])
-    sizes = split_sizes(ptr)
-    counts = _sample_counts(sizes, num_samples, ratio)
+    ptr, sizes, counts = _checked_counts(points, batch, num_samples, ratio)
     local = [torch.randperm(n, generator=generator)[:count] for n, count in zip(sizes, counts, strict=True)]
     return _to_global(local, ptr, points.device)
 

@@ -26,7 +26,6 @@ folder), and ``<scene folder name>.png``; e.g.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from anomalib_3d.render.volume import project_points
 from anomalib_3d.runtime.files import atomic_write
+from anomalib_3d.visualization._checks import ScoreRangeWarning, _item, check_visualizer_args
 from anomalib_3d.visualization.colormap import GT_ANOMALOUS_RGB, score_to_rgb
 from anomalib_3d.visualization.visualizer import _display_rgb
 
@@ -431,15 +431,6 @@ def _tensor(value: object) -> torch.Tensor | None:
     return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else None
 
 
-def _entry(values: object, index: int) -> Any:
-    if values is None:
-        return None
-    try:
-        return values[index]
-    except (IndexError, TypeError):
-        return None
-
-
 def scene_output_path(
     output_dir: str | Path,
     image_path: str | None,
@@ -468,7 +459,7 @@ def scene_output_path(
     return target.with_name(target.name + ".png")
 
 
-class SceneVisualizer(Visualizer):
+class SceneVisualizer(ScoreRangeWarning, Visualizer):
     """Pictures of multi-view scene predictions (:func:`draw_scene`), one PNG per scene.
 
     The prediction row shows the batch's ``pred_boxes`` / ``pred_object_scores`` /
@@ -486,6 +477,11 @@ class SceneVisualizer(Visualizer):
         max_scenes: save at most this many scenes per run (``None``: all).
     """
 
+    _RANGE_WARNING = (
+        "SceneVisualizer: object scores span [{lo:.4g}, {hi:.4g}] but the "
+        "colormap range is {score_range}; colours saturate (pass score_range=(low, high))."
+    )
+
     def __init__(
         self,
         max_views: int = 5,
@@ -497,15 +493,7 @@ class SceneVisualizer(Visualizer):
         max_scenes: int | None = None,
     ) -> None:
         super().__init__()
-        if not score_range[1] > score_range[0]:
-            msg = f"score_range must be (low, high) with high > low, got {score_range}."
-            raise ValueError(msg)
-        if max_views < 1:
-            msg = f"max_views must be >= 1, got {max_views}."
-            raise ValueError(msg)
-        if max_scenes is not None and max_scenes < 0:
-            msg = f"max_scenes must be None or >= 0, got {max_scenes}."
-            raise ValueError(msg)
+        check_visualizer_args(score_range, "max_views", max_views, "max_scenes", max_scenes)
         self.max_views = int(max_views)
         self.panel_size = panel_size
         self.score_range = (float(score_range[0]), float(score_range[1]))
@@ -517,29 +505,17 @@ class SceneVisualizer(Visualizer):
         self._skipped = 0
         self._warned_range = False
 
-    def _check_range(self, scores: torch.Tensor) -> None:
-        if self._warned_range or scores.numel() == 0:
-            return
-        low, high = self.score_range
-        span = high - low
-        if float(scores.min()) < low - 0.05 * span or float(scores.max()) > high + 0.05 * span:
-            self._warned_range = True
-            warnings.warn(
-                f"SceneVisualizer: object scores span [{float(scores.min()):.4g}, {float(scores.max()):.4g}] but the "
-                f"colormap range is {self.score_range}; colours saturate (pass score_range=(low, high)).",
-                stacklevel=3,
-            )
 
     @staticmethod
     def _title(batch: Any, b: int) -> str:
-        parts = [str(_entry(getattr(batch, "scene_id", None), b) or f"scene {b}")]
-        category = _entry(getattr(batch, "category", None), b)
+        parts = [str(_item(getattr(batch, "scene_id", None), b) or f"scene {b}")]
+        category = _item(getattr(batch, "category", None), b)
         if category:
             parts.append(str(category))
-        score = _entry(_tensor(getattr(batch, "pred_score", None)), b)
+        score = _item(_tensor(getattr(batch, "pred_score", None)), b)
         if score is not None:
             parts.append(f"scene score {float(score):.3f}")
-        label = _entry(_tensor(getattr(batch, "gt_label", None)), b)
+        label = _item(_tensor(getattr(batch, "gt_label", None)), b)
         if label is not None:
             parts.append("label: " + ("anomalous" if bool(label) else "normal"))
         return "  |  ".join(parts)
@@ -603,8 +579,8 @@ class SceneVisualizer(Visualizer):
                 self._skipped += len(pictures) - b
                 break
             path = scene_output_path(
-                output_dir, _entry(getattr(batch, "image_path", None), b) or None,
-                str(_entry(getattr(batch, "scene_id", None), b) or f"batch{batch_idx:04d}_{b:02d}"),
+                output_dir, _item(getattr(batch, "image_path", None), b) or None,
+                str(_item(getattr(batch, "scene_id", None), b) or f"batch{batch_idx:04d}_{b:02d}"),
                 dataset_name, category,
             )
             with atomic_write(path) as handle:  # a stopped or failed run leaves no truncated picture

@@ -38,6 +38,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from anomalib_3d.runtime.files import atomic_write
+from anomalib_3d.visualization._checks import ScoreRangeWarning, _item, check_visualizer_args
 from anomalib_3d.visualization.colormap import gt_to_rgb, overlay_heatmap, score_to_rgb
 
 logger = logging.getLogger(__name__)
@@ -109,15 +110,6 @@ def _plain(value: object) -> Any:  # noqa: ANN401
     return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
 
 
-def _item(values: object, index: int) -> Any:  # noqa: ANN401
-    if values is None:
-        return None
-    try:
-        return values[index]
-    except (IndexError, TypeError):
-        return None
-
-
 def relative_output_path(source: str | None, category: str, fallback_name: str) -> Path:
     """``<category>/<folders after the category folder>/<stem>`` of a sample (no suffix).
 
@@ -137,7 +129,7 @@ def relative_output_path(source: str | None, category: str, fallback_name: str) 
     return Path(category, *kept) / path.stem
 
 
-class PointCloudVisualizer(Visualizer):
+class PointCloudVisualizer(ScoreRangeWarning, Visualizer):
     """Multi-view 3D heatmaps (and 2D heatmaps for organized data) of test predictions.
 
     Args:
@@ -164,6 +156,12 @@ class PointCloudVisualizer(Visualizer):
         dpi: resolution of the saved figure.
     """
 
+    _RANGE_WARNING = (
+        "PointCloudVisualizer: anomaly scores span [{lo:.4g}, {hi:.4g}] but the fixed colormap "
+        "range is {score_range}; colours saturate. Scores are expected normalised by "
+        "anomalib's PostProcessor; for raw scores pass score_range=(low, high)."
+    )
+
     def __init__(
         self,
         views: Sequence[tuple[float, float]] | None = None,
@@ -182,15 +180,7 @@ class PointCloudVisualizer(Visualizer):
         dpi: int = 100,
     ) -> None:
         super().__init__()
-        if not score_range[1] > score_range[0]:
-            msg = f"score_range must be (low, high) with high > low, got {score_range}."
-            raise ValueError(msg)
-        if num_views < 1:
-            msg = f"num_views must be >= 1, got {num_views}."
-            raise ValueError(msg)
-        if max_samples is not None and max_samples < 0:
-            msg = f"max_samples must be None or >= 0, got {max_samples}."
-            raise ValueError(msg)
+        check_visualizer_args(score_range, "num_views", num_views, "max_samples", max_samples)
         self.views = None if views is None else [tuple(map(float, v)) for v in views]
         self.num_views = num_views
         self.image_size = int(image_size)
@@ -221,21 +211,6 @@ class PointCloudVisualizer(Visualizer):
             return list(self.views)
         defaults = DEFAULT_VIEWS_ORGANIZED if organized else DEFAULT_VIEWS_UNORGANIZED
         return list(defaults[: self.num_views])
-
-    def _check_range(self, scores: torch.Tensor) -> None:
-        if self._warned_range or scores.numel() == 0:
-            return
-        lo, hi = float(scores.min()), float(scores.max())
-        low, high = self.score_range
-        span = high - low
-        if lo < low - 0.05 * span or hi > high + 0.05 * span:
-            self._warned_range = True
-            warnings.warn(
-                f"PointCloudVisualizer: anomaly scores span [{lo:.4g}, {hi:.4g}] but the fixed colormap "
-                f"range is {self.score_range}; colours saturate. Scores are expected normalised by "
-                "anomalib's PostProcessor; for raw scores pass score_range=(low, high).",
-                stacklevel=3,
-            )
 
     def render_views(
         self,
