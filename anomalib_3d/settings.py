@@ -48,6 +48,20 @@ def _coerce(value: Any, hint: Any) -> Any:  # noqa: ANN401
     return value
 
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the switch ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}."
+        raise ValueError(msg)
+
+
+def check_at_least(name: str, value: float, minimum: float) -> None:
+    """Raise ``ValueError`` naming the switch ``name`` unless ``value >= minimum``."""
+    if value < minimum:
+        msg = f"{name} must be >= {minimum}, got {value}."
+        raise ValueError(msg)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """Base of the per-plugin settings dataclasses (declare them ``@dataclass(frozen=True)``).
@@ -55,7 +69,8 @@ class ModelSettings:
     On construction every field is brought to its annotated type where a config gave a looser one
     (YAML lists become tuples, ``1`` becomes ``1.0`` for a float field), so a model built from a
     YAML file and one built in Python hold equal settings. Subclasses check their values in
-    :meth:`validate` (raise ``ValueError`` naming the switch).
+    :meth:`validate` (raise ``ValueError`` naming the switch; :func:`check_choice` and
+    :func:`check_at_least` word the common checks alike in every plugin).
     """
 
     def __post_init__(self) -> None:
@@ -162,4 +177,4 @@ def document_switches(settings_type: type[ModelSettings]) -> Callable[[type], ty
     return decorate
 
 
-__all__ = ["ModelSettings", "document_switches", "settings_from", "switch_docs"]
+__all__ = ["ModelSettings", "check_at_least", "check_choice", "document_switches", "settings_from", "switch_docs"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from anomalib_3d.settings import ModelSettings
+from anomalib_3d.settings import ModelSettings, check_choice
 
 from .features import FEATURE_MODES
 
@@ -65,9 +65,7 @@ class BTFSettings(ModelSettings):
 
     def validate(self) -> None:
         """Refuse values the model cannot run with, naming the switch."""
-        if self.feature_mode not in FEATURE_MODES:
-            msg = f"feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}."
-            raise ValueError(msg)
+        check_choice("feature_mode", self.feature_mode, FEATURE_MODES)
 
 
 __all__ = ["BTFSettings"]

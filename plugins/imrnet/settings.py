@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from anomalib_3d.ops import SAMPLERS
 from anomalib_3d.ops.templates import TEMPLATE_REGISTRATIONS, TEMPLATE_SELECTIONS
-from anomalib_3d.settings import ModelSettings
+# check_choice stays importable from here (it was public here before it moved to the core).
+from anomalib_3d.settings import ModelSettings, check_at_least, check_choice
 
 POINT_SCORE_MODES = ("patch", "point")
 FEATURE_REFERENCES = ("template", "reconstruction")
@@ -28,13 +29,6 @@ FEATURE_NORMALIZATIONS = ("none", "center", "standardize")
 #: Fields that fix the network's parameters or buffers: a built model cannot change them.
 ARCHITECTURE = ("group_size", "embed_dim", "tokenizer_width", "encoder_depth", "decoder_depth", "num_heads",
                 "mlp_ratio", "drop_path_rate", "feature_layers", "template_size")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        msg = f"{name} must be one of {choices}, got {value!r}."
-        raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -180,18 +174,10 @@ class IMRNetSettings(ModelSettings):
         """Refuse values the model cannot run with, naming the switch."""
         check_choice("template_selection", self.template_selection, TEMPLATE_SELECTIONS)
         check_choice("registration", self.registration, TEMPLATE_REGISTRATIONS)
-        if self.test_mask_passes < 1:
-            msg = f"test_mask_passes must be >= 1, got {self.test_mask_passes}."
-            raise ValueError(msg)
-        if self.geometric_score_weight < 0:
-            msg = f"geometric_score_weight must be >= 0, got {self.geometric_score_weight}."
-            raise ValueError(msg)
-        if self.geometric_smoothing_k < 0:
-            msg = f"geometric_smoothing_k must be >= 0, got {self.geometric_smoothing_k}."
-            raise ValueError(msg)
-        if self.registration_templates < 1:
-            msg = f"registration_templates must be >= 1, got {self.registration_templates}."
-            raise ValueError(msg)
+        check_at_least("test_mask_passes", self.test_mask_passes, 1)
+        check_at_least("geometric_score_weight", self.geometric_score_weight, 0)
+        check_at_least("geometric_smoothing_k", self.geometric_smoothing_k, 0)
+        check_at_least("registration_templates", self.registration_templates, 1)
         check_choice("point_aggregation", self.point_aggregation, POINT_AGGREGATIONS)
         check_choice("feature_reference", self.feature_reference, FEATURE_REFERENCES)
         check_choice("point_score_mode", self.point_score_mode, POINT_SCORE_MODES)
@@ -217,9 +203,7 @@ class IMRNetSettings(ModelSettings):
         if not 1 <= num_masked <= num_groups - 1:
             msg = f"mask_ratio={self.mask_ratio} masks {num_masked} of {num_groups} patches; need 1 .. {num_groups - 1}."
             raise ValueError(msg)
-        if self.num_iterations < 1:
-            msg = f"num_iterations must be >= 1, got {self.num_iterations}."
-            raise ValueError(msg)
+        check_at_least("num_iterations", self.num_iterations, 1)
         if self.num_points < max(num_groups, self.group_size):
             msg = f"num_points={self.num_points} must be >= max(num_groups, group_size)={max(num_groups, self.group_size)}."
             raise ValueError(msg)

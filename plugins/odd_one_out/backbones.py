@@ -62,6 +62,20 @@ def _load_error(exc: Exception) -> str:
     return text if len(text) <= 400 else text[:400] + " ..."
 
 
+def _weights_file(weights: str | Path, network: str, fix: str) -> Path:
+    """The local weights file ``weights`` names (``~`` expanded); ``MissingWeightsError`` naming
+    ``network`` and the ``fix`` when there is no such file."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise MissingWeightsError(f"no {network} weights at this path.", path=path, fix=fix)
+    return path
+
+
+def _not_a_state_dict(network: str, detail: str, path: Path, fix: str) -> CorruptFileError:
+    """The error for a weights file that is not ``network``'s state dict (``detail``: why not)."""
+    return CorruptFileError(f"not a {network} state dict ({detail}).", path=path, fix=fix)
+
+
 def _norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -197,19 +211,14 @@ class ResNetFPNEncoder(nn.Module):
                     fix=fix_download,
                 )
         else:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise MissingWeightsError("no ResNet-50 weights at this path.", path=path, fix=fix_download)
+            path = _weights_file(weights, "ResNet-50", fix_download)
         fix_corrupt = f"give a torchvision resnet50 state dict, e.g. {files[0][1]}"
         state = load_state_dict_file(path, "ResNet-50 weights", fix_corrupt)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not part of the trunk
         try:
             self.trunk.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CorruptFileError(
-                f"not a torchvision ResNet-50 state dict ({_load_error(exc)}).",
-                path=path, fix=fix_corrupt,
-            ) from exc
+            raise _not_a_state_dict("torchvision ResNet-50", _load_error(exc), path, fix_corrupt) from exc
         return path
 
     def train(self, mode: bool = True) -> ResNetFPNEncoder:
@@ -346,19 +355,15 @@ class DinoV2Teacher(nn.Module):
                     path=path, fix=fix_download,
                 )
         else:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise MissingWeightsError("no DINOv2 ViT-S/14 weights at this path.", path=path, fix=fix_download)
+            path = _weights_file(weights, "DINOv2 ViT-S/14", fix_download)
         fix_corrupt = f"give dinov2_vits14_pretrain.pth ({DINOV2_VITS14_URL}) or a timm vit_small_patch14_dinov2 state dict"
         state = load_state_dict_file(path, "DINOv2 weights", fix_corrupt)
         try:
             state = checkpoint_filter_fn(_official_to_timm_names(state), self.vit)
             self.vit.load_state_dict(state, strict=True)
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise CorruptFileError(
-                f"not a DINOv2 ViT-S/14 state dict ({type(exc).__name__}: {_load_error(exc)}).",
-                path=path, fix=fix_corrupt,
-            ) from exc
+            detail = f"{type(exc).__name__}: {_load_error(exc)}"
+            raise _not_a_state_dict("DINOv2 ViT-S/14", detail, path, fix_corrupt) from exc
         return path
 
     def train(self, mode: bool = True) -> DinoV2Teacher:

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.scenes import SceneBatch
 from anomalib_3d.metrics.objects import ObjectAccuracy, SceneObjectAUROC, ground_truth_scores
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import check_choice, document_switches, settings_from
 from anomalib_3d.visualization.scenes import SceneVisualizer
 
 from .augmentation import augment_scene
@@ -39,12 +39,6 @@ from .teachers import ContrastiveTeacher
 from .torch_model import OddOneOutModel
 
 __all__ = ["OddOneOut", "paint_object_scores"]
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        msg = f"{name} must be one of {choices}, got {value!r}."
-        raise ValueError(msg)
 
 
 def paint_object_scores(object_scores: torch.Tensor, object_index: torch.Tensor, object_batch: torch.Tensor) -> torch.Tensor:
@@ -178,12 +172,12 @@ class OddOneOut(AnomalibModule):
         super().__init__(pre_processor=pre_processor, **kwargs)
         self.model = OddOneOutModel(settings_from(OddOneOutSettings, locals()))
         self.grid = self.model.grid
-        _check_choice("feature_loss", feature_loss, ("cosine", "mse"))
+        check_choice("feature_loss", feature_loss, ("cosine", "mse"))
         self.feature_loss = feature_loss
-        _check_choice("image_loss", image_loss, ("l2", "l1_bce"))
+        check_choice("image_loss", image_loss, ("l2", "l1_bce"))
         self.image_loss = image_loss
-        _check_choice("feature_loss_region", feature_loss_region, ("silhouette", "image"))
-        _check_choice("rgb_target", rgb_target, ("masked", "full"))
+        check_choice("feature_loss_region", feature_loss_region, ("silhouette", "image"))
+        check_choice("rgb_target", rgb_target, ("masked", "full"))
         self.feature_loss_region = feature_loss_region
         self.rgb_target = rgb_target
         self.scene_augmentation = bool(scene_augmentation)
@@ -192,10 +186,10 @@ class OddOneOut(AnomalibModule):
         self.pca_fit_batches = int(pca_fit_batches)
         self.teacher_epochs = int(teacher_epochs)
         self.teacher_history: list[float] = []
-        _check_choice("boxes", boxes, ("ground_truth", "proposals"))
+        check_choice("boxes", boxes, ("ground_truth", "proposals"))
         # Checked here, not at the first proposal: a typo must not surface only after training.
-        _check_choice("proposal_count", proposal_count, ("estimate", "ground_truth"))
-        _check_choice("proposal_method", proposal_method, ("dbscan", "spectral"))
+        check_choice("proposal_count", proposal_count, ("estimate", "ground_truth"))
+        check_choice("proposal_method", proposal_method, ("dbscan", "spectral"))
         if not 0.0 < float(proposal_threshold) < 1.0:
             msg = f"proposal_threshold is an opacity in (0, 1), got {proposal_threshold!r}."
             raise ValueError(msg)
@@ -210,7 +204,7 @@ class OddOneOut(AnomalibModule):
         self.render_loss_weight = float(render_loss_weight)
         self.positive_weight = float(positive_weight)
         self.learning_rate = float(learning_rate)
-        _check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+        check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         if gradient_clip_val < 0:
             msg = f"gradient_clip_val must be >= 0, got {gradient_clip_val!r}."
             raise ValueError(msg)

@@ -48,10 +48,11 @@ uses a fixed seed.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -344,23 +345,11 @@ def label_volume_boxes(labels: Tensor, grid: VoxelGrid, dtype: torch.dtype = tor
     return torch.cat(boxes).to(dtype).to(device), torch.cat(scenes).to(device)
 
 
-def density_proposals(
-    density: Tensor,
-    grid: VoxelGrid,
-    threshold: float = 0.2,
-    method: ProposalMethod = "dbscan",
-    eps: float | None = None,
-    min_samples: int = 5,
-    num_clusters: int | Sequence[int] | Tensor | None = None,
-    min_voxels: int = 8,
-    floor_height: float | None = None,
-    threshold_on: Literal["opacity", "density"] = "opacity",
-    max_clusters: int = 20,
-    sparsity: float = 1.4,
-) -> tuple[Tensor, Tensor]:
+def density_proposals(density: Tensor, grid: VoxelGrid, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:  # noqa: ANN401
     """Object boxes from a predicted density volume: threshold, cluster, one box per cluster.
 
-    Args: as :func:`cluster_density` (``density (B, 1, Z, Y, X)`` on ``grid``).
+    Args: as :func:`cluster_density` (``density (B, 1, Z, Y, X)`` on ``grid``): every option after
+        ``grid`` (same names, order and defaults) is passed on to it unchanged.
 
     Returns:
         ``boxes (ΣP, 2, 3)`` world ``[centre xyz, size xyz]`` (``density.dtype`` if floating) and
@@ -375,7 +364,13 @@ def density_proposals(
         >>> boxes.shape, batch.tolist()
         (torch.Size([1, 2, 3]), [0])
     """
-    labels = cluster_density(density, grid, threshold, method, eps, min_samples, num_clusters, min_voxels,
-                             floor_height, threshold_on, max_clusters, sparsity)
+    labels = cluster_density(density, grid, *args, **kwargs)
     dtype = density.dtype if density.is_floating_point() else torch.float32
     return label_volume_boxes(labels, grid, dtype)
+
+
+# The options are declared once, on cluster_density; help() and signature-reading tools show them
+# on density_proposals too (with its own return type).
+density_proposals.__signature__ = inspect.signature(cluster_density).replace(  # type: ignore[attr-defined]
+    return_annotation=inspect.signature(density_proposals).return_annotation,
+)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from anomalib_3d.settings import check_at_least
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
 
 NORMAL_WORDS = "{object}."
@@ -57,9 +58,7 @@ class PromptLearner(nn.Module):
         tokenizer: object | None = None,
     ) -> None:
         super().__init__()
-        if prompt_length < 1:
-            msg = f"prompt_length must be >= 1, got {prompt_length}."
-            raise ValueError(msg)
+        check_at_least("prompt_length", prompt_length, 1)
         width = backbone.text_width
         self.prompt_length = int(prompt_length)
         self.object_agnostic = bool(object_agnostic)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anomalib_3d.settings import check_choice
+
 #: ``object_frame`` values: flip organized clouds only, every cloud, or none.
 OBJECT_FRAMES = ("auto", "flip", "none")
 #: ``style`` values: our fast pictures, or the authors' (Open3D's) pictures.
@@ -76,18 +78,14 @@ class RenderSettings:
     def __post_init__(self) -> None:
         from anomalib_3d.render import RIG_PRESETS
 
-        if self.object_frame not in OBJECT_FRAMES:
-            msg = f"object_frame must be one of {OBJECT_FRAMES}, got {self.object_frame!r}."
-            raise ValueError(msg)
+        check_choice("object_frame", self.object_frame, OBJECT_FRAMES)
         if self.preset is not None and self.preset not in RIG_PRESETS:
             msg = f"unknown rig preset {self.preset!r}; choose one of {sorted(RIG_PRESETS)} or null (automatic)."
             raise ValueError(msg)
         if self.view_axis is not None and self.view_axis.lower() not in ("x", "y", "z"):
             msg = f"view_axis must be 'x', 'y' or 'z', got {self.view_axis!r}."
             raise ValueError(msg)
-        if self.style not in STYLES:
-            msg = f"style must be one of {STYLES}, got {self.style!r}."
-            raise ValueError(msg)
+        check_choice("style", self.style, STYLES)
         if self.point_size_px is not None and not self.point_size_px >= 1:
             msg = f"point_size_px must be >= 1 (window pixels), got {self.point_size_px}."
             raise ValueError(msg)

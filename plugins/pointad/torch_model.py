@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from anomalib_3d.render.radius import cloud_radii
+from anomalib_3d.settings import check_choice
 from anomalib_3d_plugins.pointad.clip_backbone import FrozenCLIP
 from anomalib_3d_plugins.pointad.feature_cache import (
     FeatureCache,
@@ -134,9 +135,7 @@ class PointADModel(nn.Module):
         self.render_settings = render or RenderSettings()
         if fusion is None:
             fusion = "official" if self.render_settings.official else "paper"
-        if fusion not in FUSIONS:
-            msg = f"fusion must be one of {FUSIONS}, got {fusion!r}."
-            raise ValueError(msg)
+        check_choice("fusion", fusion, FUSIONS)
         self.fusion = fusion
         self.loss = loss or HybridLoss()
         self.temperature = float(temperature)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anomalib_3d.settings import ModelSettings
+from anomalib_3d.settings import ModelSettings, check_choice
 
 REGISTRATION_METHODS = ("global+icp", "icp", "none")
 OBJECT_SCORES = ("max", "topk")
@@ -61,12 +61,8 @@ class Reg3DADSettings(ModelSettings):
 
     def validate(self) -> None:
         """Refuse values the model cannot run with, naming the switch."""
-        if self.registration not in REGISTRATION_METHODS:
-            msg = f"registration must be one of {REGISTRATION_METHODS}, got {self.registration!r}."
-            raise ValueError(msg)
-        if self.object_score not in OBJECT_SCORES:
-            msg = f"object_score must be one of {OBJECT_SCORES}, got {self.object_score!r}."
-            raise ValueError(msg)
+        check_choice("registration", self.registration, REGISTRATION_METHODS)
+        check_choice("object_score", self.object_score, OBJECT_SCORES)
         if self.normalization not in NORMALIZATIONS:
             msg = f"normalization must be 'rms', 'bbox' or 'none', got {self.normalization!r}."
             raise ValueError(msg)

@@ -35,6 +35,7 @@ from torch import nn
 from anomalib_3d.data.errors import MissingWeightsError
 from anomalib_3d.nn.weights import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 from anomalib_3d.ops import knn
+from anomalib_3d.settings import check_choice
 
 from .cells import CellPatches, fit_patch_size
 from .grid_defects import interest_centre
@@ -55,9 +56,7 @@ class GeneratorCNN(nn.Module):
 
     def __init__(self, name: str = "resnet50", pretrained: bool | str = False, seed: int = 0) -> None:
         super().__init__()
-        if name not in GENERATORS:
-            msg = f"generator_backbone must be one of {GENERATORS}, got {name!r}."
-            raise ValueError(msg)
+        check_choice("generator_backbone", name, GENERATORS)
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anomalib_3d.settings import ModelSettings
+from anomalib_3d.settings import ModelSettings, check_choice
 
 from .grid_defects import KINDS
 
@@ -150,9 +150,7 @@ class ThreeDzALSettings(ModelSettings):
         if self.negative_patch not in {"cell", "knn"}:
             msg = f"negative_patch must be 'cell' or 'knn', got {self.negative_patch!r}."
             raise ValueError(msg)
-        if self.pseudo_anomalies not in PSEUDO_ANOMALIES:
-            msg = f"pseudo_anomalies must be one of {PSEUDO_ANOMALIES}, got {self.pseudo_anomalies!r}."
-            raise ValueError(msg)
+        check_choice("pseudo_anomalies", self.pseudo_anomalies, PSEUDO_ANOMALIES)
         unknown = sorted(set(self.pseudo_kinds) - set(KINDS))
         if unknown or not self.pseudo_kinds:
             msg = f"pseudo_kinds must be a non-empty subset of {KINDS}, got {list(self.pseudo_kinds)!r}."

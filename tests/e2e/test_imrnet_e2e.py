@@ -14,21 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from doubles.imrnet import TINY_NETWORK
 
 REPO = Path(__file__).resolve().parents[2]
 
 TINY_MODEL = {
     "num_points": 512,
     "num_groups": 32,
-    "group_size": 16,
-    "gps_k": 8,
-    "embed_dim": 32,
-    "tokenizer_width": 32,
-    "encoder_depth": 1,
-    "decoder_depth": 2,
-    "num_heads": 2,
-    "drop_path_rate": 0.0,
-    "feature_layers": (1, 2),
+    **TINY_NETWORK,
     "template_size": 256,
     "learning_rate": 2e-3,
 }

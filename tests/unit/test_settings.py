@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from anomalib_3d.settings import ModelSettings, settings_from
+from anomalib_3d.settings import ModelSettings, check_at_least, check_choice, settings_from
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,18 @@ def test_switch_docs_reads_the_comment_runs_above_the_fields() -> None:
 
     assert switch_docs(Documented) == {"first": "one line", "second": "two lines that continue",
                                        "third": "two lines that continue"}
+
+
+def test_shared_checks_name_the_switch_and_the_value() -> None:
+    """Every plugin words a bad choice / a too-small value through these two, so the messages agree."""
+    check_choice("mode", "b", ("a", "b"))
+    check_at_least("count", 1, 1)
+    with pytest.raises(ValueError, match=r"^mode must be one of \('a', 'b'\), got 'c'\.$"):
+        check_choice("mode", "c", ("a", "b"))
+    with pytest.raises(ValueError, match=r"^count must be >= 1, got 0\.$"):
+        check_at_least("count", 0, 1)
+    with pytest.raises(ValueError, match=r"^weight must be >= 0, got -0\.5\.$"):
+        check_at_least("weight", -0.5, 0)
 
 
 @pytest.mark.parametrize("plugin", ["threedzal", "pointad"])

@@ -15,19 +15,12 @@ from anomalib_3d.data.errors import InvalidPointsError, MissingWeightsError, Poi
 from anomalib_3d_plugins.imrnet import IMRNet, IMRNetModel
 from anomalib_3d.nn.point_mae import map_point_mae_state_dict
 from anomalib_3d_plugins.imrnet.loss import masked_patch_chamfer_loss, patch_chamfer_scores, patch_point_distances
+from doubles.imrnet import TINY_NETWORK, batch_of, blob, tiny_imrnet
 
 TINY = {
     "num_points": 256,
     "num_groups": 16,
-    "group_size": 16,
-    "gps_k": 8,
-    "embed_dim": 32,
-    "tokenizer_width": 32,
-    "encoder_depth": 1,
-    "decoder_depth": 2,
-    "num_heads": 2,
-    "drop_path_rate": 0.0,
-    "feature_layers": (1, 2),
+    **TINY_NETWORK,
     "template_size": 64,
     # The pre-diagnosis scoring (point + template feature score, one pass of window masks, no
     # geometric residual): the tests below were written for it; the new switches have their own.
@@ -42,25 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(**overrides: object) -> IMRNetModel:
-    torch.manual_seed(0)
-    return IMRNetModel(**{**TINY, **overrides}).eval()
-
-
-def blob(n: int, seed: int, bump: bool = False) -> torch.Tensor:
-    """Points on an ellipsoid (optionally with a bump), scaled and shifted arbitrarily."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(n, 3, generator=g)
-    v = v / v.norm(dim=1, keepdim=True) * torch.tensor([1.0, 0.7, 0.5])
-    if bump:
-        near = (v - torch.tensor([1.0, 0.0, 0.0])).norm(dim=1) < 0.4
-        v[near] *= 1.3
-    return v * 3.0 + torch.tensor([5.0, -2.0, 1.0])
-
-
-def batch_of(*clouds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    points = torch.cat(clouds)
-    batch = torch.cat([torch.full((c.shape[0],), i, dtype=torch.long) for i, c in enumerate(clouds)])
-    return points, batch
+    return tiny_imrnet(TINY, **overrides)
 
 
 def calibrated(model: IMRNetModel) -> IMRNetModel:

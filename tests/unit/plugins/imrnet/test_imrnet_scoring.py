@@ -14,6 +14,7 @@ from anomalib_3d.ops import normalize_clouds
 from anomalib_3d_plugins.imrnet import PAPER_LITERAL, IMRNet, IMRNetModel
 from anomalib_3d_plugins.imrnet.calibration import mean_cloud_maximum
 from anomalib_3d_plugins.imrnet.scoring import nearest_template
+from doubles.imrnet import TINY_NETWORK, batch_of, blob, tiny_imrnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,15 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {
     "num_points": 256,
     "num_groups": 16,
-    "group_size": 16,
-    "gps_k": 8,
-    "embed_dim": 32,
-    "tokenizer_width": 32,
-    "encoder_depth": 1,
-    "decoder_depth": 2,
-    "num_heads": 2,
-    "drop_path_rate": 0.0,
-    "feature_layers": (1, 2),
+    **TINY_NETWORK,
     "template_size": 256,  # holds every training patch: the template is all of them
     "geometric_score_weight": 0.0,
     "feature_normalization": "none",
@@ -40,28 +33,10 @@ TINY = {
 
 
 def tiny_model(**overrides: object) -> IMRNetModel:
-    torch.manual_seed(0)
-    return IMRNetModel(**{**TINY, **overrides}).eval()
-
-
-def blob(n: int, seed: int, bump: bool = False) -> torch.Tensor:
-    """Points on an ellipsoid (optionally with a bump), scaled and shifted arbitrarily."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(n, 3, generator=g)
-    v = v / v.norm(dim=1, keepdim=True) * torch.tensor([1.0, 0.7, 0.5])
-    if bump:
-        near = (v - torch.tensor([1.0, 0.0, 0.0])).norm(dim=1) < 0.4
-        v[near] *= 1.3
-    return v * 3.0 + torch.tensor([5.0, -2.0, 1.0])
+    return tiny_imrnet(TINY, **overrides)
 
 
 TRAIN = [blob(300, 1), blob(300, 2), blob(320, 3)]
-
-
-def batch_of(*clouds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    points = torch.cat(clouds)
-    batch = torch.cat([torch.full((c.shape[0],), i, dtype=torch.long) for i, c in enumerate(clouds)])
-    return points, batch
 
 
 def calibrated(model: IMRNetModel) -> IMRNetModel:
