@@ -33,8 +33,8 @@ very pixels they came from (:func:`anomalib_3d.data.adapters.points_to_pixel_map
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 import torch
@@ -43,6 +43,8 @@ from anomalib.data.dataclasses.torch.base import Batch, DatasetItem
 from torchvision.tv_tensors import Image
 
 from anomalib_3d.data.errors import GroundTruthMismatchError, InvalidPointsError, EmptyPointCloudError
+from anomalib_3d.data import ragged
+from anomalib_3d.data.ragged import as_tensor as _as_tensor
 
 T = TypeVar("T")
 PathT = TypeVar("PathT")
@@ -119,16 +121,6 @@ class _PointCloudInputFields(Generic[T, PathT], ABC):
 # --------------------------------------------------------------------------------------------
 # validators
 # --------------------------------------------------------------------------------------------
-def _as_tensor(value: object, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.as_subclass(torch.Tensor) if type(value) is not torch.Tensor else value
-    try:
-        return torch.as_tensor(value)
-    except Exception as exc:
-        msg = f"{name} must be a tensor or array-like, got {type(value).__name__}."
-        raise TypeError(msg) from exc
-
-
 def _check_points(points: object) -> torch.Tensor:
     if points is None:
         raise EmptyPointCloudError("points is required for a point-cloud item.", fix="pass points=(N, 3) tensor")
@@ -190,7 +182,17 @@ def _check_str_list(value: object, name: str) -> list[str] | None:
     return [str(v) for v in value]
 
 
-class _SharedPointValidators:
+def text_validator(name: str, batched: bool) -> staticmethod:
+    """Validator of a text field: a string per item, a list of strings (one per group) per batch."""
+    check = _check_str_list if batched else _check_str
+
+    def validate(value: str | list[str] | None) -> str | list[str] | None:
+        return check(value, name)
+
+    return staticmethod(validate)
+
+
+class _SharedPointValidators(ragged.PassThroughValidators):
     """Validators identical for items and batches (everything indexed by point)."""
 
     @staticmethod
@@ -224,37 +226,75 @@ class _SharedPointValidators:
     def validate_pred_mask(pred_mask: torch.Tensor | None) -> torch.Tensor | None:
         return _check_per_point_scalar(pred_mask, "pred_mask", torch.bool)
 
-    @staticmethod
-    def validate_mask_path(mask_path: object) -> object:
-        return mask_path
 
-    @staticmethod
-    def validate_explanation(explanation: object) -> object:
-        return explanation
+def _lead_validators(batched: bool) -> type[_SharedPointValidators]:
+    """Validators whose item and batch versions differ only by the leading ``B`` of the shapes.
 
+    Args:
+        batched: ``False``: shapes of an item (``image (3, H, W)``, ``gt_label ()``, ...);
+            ``True``: of a batch (``(B, 3, H, W)``, ``(B,)``, ...).
 
-class PointCloudValidator(_SharedPointValidators):
-    """Validators of a single :class:`PointCloudItem`."""
+    Returns:
+        A validator class (a base of :class:`PointCloudValidator` / :class:`PointCloudBatchValidator`).
+    """
+    lead = 1 if batched else 0
+    prefix = "batched " if batched else ""
 
-    @staticmethod
     def validate_image(image: torch.Tensor | None) -> Image | None:
         if image is None:
             return None
         image = _as_tensor(image, "image")
-        if image.ndim != 3 or image.shape[0] != 3:
-            msg = f"image must be an RGB tensor of shape (3, H, W), got {tuple(image.shape)}."
+        if image.ndim != lead + 3 or image.shape[lead] != 3:
+            want = "must be (B, 3, H, W)" if batched else "must be an RGB tensor of shape (3, H, W)"
+            msg = f"{prefix}image {want}, got {tuple(image.shape)}."
             raise ValueError(msg)
         return Image(image.float() if not image.is_floating_point() else image)
 
-    @staticmethod
-    def validate_gt_label(gt_label: int | torch.Tensor | None) -> torch.Tensor | None:
+    def validate_gt_label(gt_label: int | torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:
         if gt_label is None:
             return None
         gt_label = torch.as_tensor(gt_label)
-        if gt_label.ndim != 0:
-            msg = f"gt_label of an item must be a scalar, got shape {tuple(gt_label.shape)}."
+        if gt_label.ndim != lead:
+            want = "must be (B,), got" if batched else "of an item must be a scalar, got shape"
+            msg = f"{prefix}gt_label {want} {tuple(gt_label.shape)}."
             raise ValueError(msg)
         return gt_label.bool()
+
+    def validate_grid_shape(grid_shape: torch.Tensor | None) -> torch.Tensor | None:
+        if grid_shape is None:
+            return None
+        grid_shape = torch.as_tensor(grid_shape, dtype=torch.long)
+        if grid_shape.ndim != lead + 1 or grid_shape.shape[-1] != 2:
+            msg = f"{prefix}grid_shape must be {'(B, 2)' if batched else '(H, W)'}, got {tuple(grid_shape.shape)}."
+            raise ValueError(msg)
+        return grid_shape
+
+    def validate_pixel_gt_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        mask = _as_tensor(mask, "pixel_gt_mask")
+        if not batched and mask.ndim == 3 and mask.shape[0] == 1:
+            mask = mask[0]  # an item's (1, H, W) mask image
+        if mask.ndim != lead + 2:
+            msg = f"{prefix}pixel_gt_mask must be {'(B, H, W)' if batched else '(H, W)'}, got {tuple(mask.shape)}."
+            raise ValueError(msg)
+        return mask.bool()
+
+    methods = {
+        "validate_image": staticmethod(validate_image),
+        "validate_gt_label": staticmethod(validate_gt_label),
+        "validate_grid_shape": staticmethod(validate_grid_shape),
+        "validate_pixel_gt_mask": staticmethod(validate_pixel_gt_mask),
+        "validate_category": text_validator("category", batched),
+        "validate_point_path": text_validator("point_path", batched),
+        "validate_image_path": text_validator("image_path", batched),
+    }
+    name = "_BatchLeadValidators" if batched else "_ItemLeadValidators"
+    return type(name, (_SharedPointValidators,), {"__module__": __name__, **methods})
+
+
+class PointCloudValidator(_lead_validators(batched=False)):
+    """Validators of a single :class:`PointCloudItem`."""
 
     @staticmethod
     def validate_pred_score(pred_score: float | torch.Tensor | None) -> torch.Tensor | None:
@@ -264,76 +304,15 @@ class PointCloudValidator(_SharedPointValidators):
     def validate_pred_label(pred_label: torch.Tensor | None) -> torch.Tensor | None:
         return None if pred_label is None else torch.as_tensor(pred_label).bool().reshape(())
 
-    @staticmethod
-    def validate_grid_shape(grid_shape: torch.Tensor | None) -> torch.Tensor | None:
-        if grid_shape is None:
-            return None
-        grid_shape = torch.as_tensor(grid_shape, dtype=torch.long)
-        if grid_shape.shape != (2,):
-            msg = f"grid_shape must be (H, W), got {tuple(grid_shape.shape)}."
-            raise ValueError(msg)
-        return grid_shape
 
-    @staticmethod
-    def validate_pixel_gt_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-        if mask is None:
-            return None
-        mask = _as_tensor(mask, "pixel_gt_mask")
-        if mask.ndim == 3 and mask.shape[0] == 1:
-            mask = mask[0]
-        if mask.ndim != 2:
-            msg = f"pixel_gt_mask must be (H, W), got {tuple(mask.shape)}."
-            raise ValueError(msg)
-        return mask.bool()
-
-    @staticmethod
-    def validate_category(category: str | None) -> str | None:
-        return _check_str(category, "category")
-
-    @staticmethod
-    def validate_point_path(path: str | None) -> str | None:
-        return _check_str(path, "point_path")
-
-    @staticmethod
-    def validate_image_path(path: str | None) -> str | None:
-        return _check_str(path, "image_path")
-
-
-class PointCloudBatchValidator(_SharedPointValidators):
+class PointCloudBatchValidator(_lead_validators(batched=True)):
     """Validators of a :class:`PointCloudBatch`."""
 
     @staticmethod
     def validate_batch_index(batch_index: torch.Tensor | None) -> torch.Tensor | None:
-        if batch_index is None:
-            return None
-        batch_index = _as_tensor(batch_index, "batch_index").long()
-        if batch_index.ndim != 1:
-            msg = f"batch_index must be (ΣN,), got {tuple(batch_index.shape)}."
-            raise ValueError(msg)
-        if batch_index.numel() > 1 and bool((batch_index[1:] < batch_index[:-1]).any()):
-            msg = "batch_index must be sorted (points of one cloud contiguous), as torch-cluster expects."
-            raise ValueError(msg)
-        return batch_index
-
-    @staticmethod
-    def validate_image(image: torch.Tensor | None) -> Image | None:
-        if image is None:
-            return None
-        image = _as_tensor(image, "image")
-        if image.ndim != 4 or image.shape[1] != 3:
-            msg = f"batched image must be (B, 3, H, W), got {tuple(image.shape)}."
-            raise ValueError(msg)
-        return Image(image.float() if not image.is_floating_point() else image)
-
-    @staticmethod
-    def validate_gt_label(gt_label: torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:
-        if gt_label is None:
-            return None
-        gt_label = torch.as_tensor(gt_label)
-        if gt_label.ndim != 1:
-            msg = f"batched gt_label must be (B,), got {tuple(gt_label.shape)}."
-            raise ValueError(msg)
-        return gt_label.bool()
+        return ragged.check_group_index(
+            batch_index, "batch_index", "ΣN", "(points of one cloud contiguous), as torch-cluster expects."
+        )
 
     @staticmethod
     def validate_pred_score(pred_score: torch.Tensor | None) -> torch.Tensor | None:
@@ -345,38 +324,6 @@ class PointCloudBatchValidator(_SharedPointValidators):
     @staticmethod
     def validate_pred_label(pred_label: torch.Tensor | None) -> torch.Tensor | None:
         return None if pred_label is None else torch.as_tensor(pred_label).bool().reshape(-1)
-
-    @staticmethod
-    def validate_grid_shape(grid_shape: torch.Tensor | None) -> torch.Tensor | None:
-        if grid_shape is None:
-            return None
-        grid_shape = torch.as_tensor(grid_shape, dtype=torch.long)
-        if grid_shape.ndim != 2 or grid_shape.shape[1] != 2:
-            msg = f"batched grid_shape must be (B, 2), got {tuple(grid_shape.shape)}."
-            raise ValueError(msg)
-        return grid_shape
-
-    @staticmethod
-    def validate_pixel_gt_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-        if mask is None:
-            return None
-        mask = _as_tensor(mask, "pixel_gt_mask")
-        if mask.ndim != 3:
-            msg = f"batched pixel_gt_mask must be (B, H, W), got {tuple(mask.shape)}."
-            raise ValueError(msg)
-        return mask.bool()
-
-    @staticmethod
-    def validate_category(category: list[str] | None) -> list[str] | None:
-        return _check_str_list(category, "category")
-
-    @staticmethod
-    def validate_point_path(path: list[str] | None) -> list[str] | None:
-        return _check_str_list(path, "point_path")
-
-    @staticmethod
-    def validate_image_path(path: list[str] | None) -> list[str] | None:
-        return _check_str_list(path, "image_path")
 
     @staticmethod
     def validate_mask_path(mask_path: list[str] | None) -> list[str] | None:
@@ -423,6 +370,7 @@ class PointCloudItem(PointCloudValidator, _PointCloudInputFields[torch.Tensor, s
 
 @dataclass
 class PointCloudBatch(
+    ragged.RaggedBatchMixin,
     PointCloudBatchValidator,
     _PointCloudInputFields[torch.Tensor, list[str]],
     Batch[Image],
@@ -457,9 +405,6 @@ class PointCloudBatch(
             return 0
         return int(self.batch_index[-1].item()) + 1
 
-    def __len__(self) -> int:
-        return self.batch_size
-
     @property
     def num_points(self) -> torch.Tensor:
         """(B,) long: points per cloud."""
@@ -468,36 +413,15 @@ class PointCloudBatch(
     @property
     def ptr(self) -> torch.Tensor:
         """(B + 1,) long: cloud ``b`` is ``points[ptr[b]:ptr[b + 1]]`` (PyG ``ptr``)."""
-        counts = self.num_points
-        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-    def keys(self, include_none: bool = True) -> list[str]:
-        names = [f.name for f in fields(self)]
-        return names if include_none else [n for n in names if getattr(self, n) is not None]
+        return ragged.group_ptr(self.num_points)
 
     # -- ragged <-> items -------------------------------------------------------------------
     @property
     def items(self) -> list[PointCloudItem]:
         """Split the batch back into one :class:`PointCloudItem` per cloud."""
-        ptr = self.ptr.tolist()
-        out = []
-        for b in range(self.batch_size):
-            lo, hi = ptr[b], ptr[b + 1]
-            kwargs: dict[str, object] = {}
-            for name in PER_POINT_FIELDS:
-                value = getattr(self, name)
-                kwargs[name] = None if value is None else value[lo:hi]
-            for name in PER_CLOUD_TENSOR_FIELDS:
-                value = getattr(self, name)
-                kwargs[name] = None if value is None else value[b]
-            for name in PER_CLOUD_LIST_FIELDS:
-                value = getattr(self, name)
-                kwargs[name] = None if value is None or value[b] == "" else value[b]
-            out.append(PointCloudItem(**kwargs))
-        return out
-
-    def __iter__(self) -> Iterator[PointCloudItem]:
-        yield from self.items
+        return self._split_items(
+            PointCloudItem, self.ptr, ragged=PER_POINT_FIELDS, dense=PER_CLOUD_TENSOR_FIELDS, text=PER_CLOUD_LIST_FIELDS
+        )
 
     @classmethod
     def collate(cls, items: list[PointCloudItem]) -> PointCloudBatch:
@@ -520,7 +444,7 @@ class PointCloudBatch(
                 continue
             if name in PER_CLOUD_LIST_FIELDS:
                 # Paths are legitimately absent for some clouds (a good sample has no GT file).
-                kwargs[name] = ["" if v is None else v for v in values]
+                kwargs[name] = ragged.collate_text(values)
                 continue
             if not all(present):
                 missing = [getattr(it, "point_path", None) or f"item {i}" for i, (it, p) in
@@ -570,14 +494,8 @@ class PointCloudBatch(
         Returns:
             ``(points (B, N_max, 3), valid (B, N_max) bool)``.
         """
-        counts = self.num_points
-        n_max = int(counts.max()) if counts.numel() else 0
-        if max_points is None:
-            max_points = n_max
-        if max_points < n_max:
-            msg = f"max_points={max_points} is smaller than the largest cloud ({n_max} points)."
-            raise ValueError(msg)
-        offsets = torch.arange(self.points.shape[0], device=self.points.device) - self.ptr[:-1][self.batch_index]
+        max_points = ragged.pad_length(self.num_points, max_points, "max_points", "cloud", "points")
+        offsets = ragged.group_slots(self.batch_index, self.ptr, self.points.device)
         dense = self.points.new_full((self.batch_size, max_points, 3), fill)
         dense[self.batch_index, offsets] = self.points
         valid = torch.zeros(self.batch_size, max_points, dtype=torch.bool, device=self.points.device)

@@ -51,7 +51,33 @@ from anomalib_3d.data.layouts import (
 from anomalib_3d.errors import GroundTruthMismatchError, PointCloudError
 
 
-class PointCloudDataset(AnomalibDataset):
+class SamplesTableDataset(AnomalibDataset):
+    """An anomalib dataset over (one split of) a samples table: the base of our datasets.
+
+    Args:
+        samples: the samples table (anomalib's columns; see the module docstring).
+        split: keep only rows of this split (``None`` keeps all).
+        task: anomalib's task stored in ``samples.attrs["task"]`` (``"segmentation"`` |
+            ``"classification"``).
+        name: the dataset's name (anomalib uses it in logs and result paths).
+    """
+
+    def __init__(self, samples: pd.DataFrame, split: str | None, task: str, name: str) -> None:
+        super().__init__(augmentations=None)
+        if split is not None:
+            samples = samples[samples.split == split].reset_index(drop=True)
+        # A copy: the attrs below and later column edits must not leak into the caller's table.
+        samples = samples.copy()
+        samples.attrs["task"] = task
+        self.samples = samples
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+
+class PointCloudDataset(SamplesTableDataset):
     """Reads the rows of a samples table into :class:`PointCloudItem` objects.
 
     Args:
@@ -90,25 +116,15 @@ class PointCloudDataset(AnomalibDataset):
         name: str = "point_cloud",
         columns: str | None = None,
     ) -> None:
-        super().__init__(augmentations=None)
-        if split is not None:
-            samples = samples[samples.split == split].reset_index(drop=True)
-        samples = samples.copy()
-        samples.attrs["task"] = "segmentation"
-        self.samples = samples
+        super().__init__(samples, split, "segmentation", name)
         self.remove_background = remove_background
         self.background_threshold = background_threshold
         self.keep_largest_cluster = keep_largest_cluster
         self.grid_size = tuple(grid_size) if grid_size is not None else None
         self.align_gt = align_gt
         self.columns = columns
-        self._name = name
-        categories = sorted(set(samples.category)) if len(samples) else []
+        categories = sorted(set(self.samples.category)) if len(self.samples) else []
         self.category = "+".join(categories)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def collate_fn(self) -> Callable[[list[PointCloudItem]], PointCloudBatch]:
@@ -293,6 +309,7 @@ __all__ = [
     "MultiSourceDataset",
     "PointCloudDataset",
     "SCANNERS",
+    "SamplesTableDataset",
     "check_category_name",
     "gt_cloud_label",
     "list_sample_files",

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from doubles.doc_tables import DOC, case_dirs, doc_message, table_head
 
 from anomalib_3d.errors import (
     CloudTooLargeError,
@@ -40,7 +40,6 @@ from anomalib_3d.errors import (
 from anomalib_3d.runtime.files import FileLock, atomic_write, write_atomic
 from anomalib_3d.runtime.signals import RunInterrupted, announcement, stop_on_signals
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "bad_inputs.md"
 FAULTS_HEADING = "## Faults during work"
 FORK = multiprocessing.get_context("fork")
 
@@ -590,14 +589,17 @@ def test_results_folder_check_passes_on_a_writable_folder(tmp_path: Path) -> Non
 # ----------------------------------------------------------------------------------------------
 # the generated table
 # ----------------------------------------------------------------------------------------------
+#: Run-dependent parts of the fault messages (results paths, free space, sizes, version).
+DOC_SUBSTITUTIONS = (
+    (r"/\S*/fitted\d*/results/", "results/"),
+    (r"\d+(\.\d+)? MiB free; this run needs about \d+ MiB", "N MiB free; this run needs about M MiB"),
+    (r"\(\d+ bytes;", "(N bytes;"),
+    (r"anomalib-3d \d+\.\d+\.\d+\S*\)", "anomalib-3d X)"),
+)
+
+
 def _doc_message(text: str, tmp: Path) -> str:
-    text = text.replace(str(tmp) + "/", "").replace(str(tmp), "")
-    text = re.sub(r"/\S*/fitted\d*/results/", "results/", text)
-    text = re.sub(r"\d+(\.\d+)? MiB free; this run needs about \d+ MiB", "N MiB free; this run needs about M MiB", text)
-    text = re.sub(r"\(\d+ bytes;", "(N bytes;", text)
-    text = re.sub(r"anomalib-3d \d+\.\d+\.\d+\S*\)", "anomalib-3d X)", text)
-    text = re.sub(r"\s+", " ", text)
-    return text.replace("|", "\\|")
+    return doc_message(text, tmp, DOC_SUBSTITUTIONS)
 
 
 def faults_section(tmp_path: Path, fitted: dict[str, Path]) -> str:
@@ -626,12 +628,9 @@ def faults_section(tmp_path: Path, fitted: dict[str, Path]) -> str:
         "- **Resume**: a fit stopped mid-way continues with `--ckpt_path last` and ends with the metrics of an",
         "  uninterrupted run at the same seed (IMRNet, ThreeDzAL, OddOneOut exactly; PointAD within 1e-5).",
         "",
-        "| fault | error | message |",
-        "|---|---|---|",
+        *table_head("fault"),
     ]
-    for i, fault in enumerate(FAULTS):
-        tmp = tmp_path / f"fault{i}"
-        tmp.mkdir()
+    for fault, tmp in case_dirs(tmp_path, FAULTS, "fault"):
         error = _run_fault(fault, tmp, fitted)
         lines.append(f"| {fault.what} | `{type(error).__name__}` | {_doc_message(str(error), tmp)} |")
     write_tmp = tmp_path / "write"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import struct
 import tracemalloc
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from doubles.doc_tables import DOC, case_dirs, doc_message, table_head
 from doubles.mvtec3d import noisy_plane_scan, write_mvtec3d_sample
 
 from anomalib_3d.data.errors import (
@@ -35,8 +35,6 @@ from anomalib_3d.data.errors import (
     UnknownCategoryError,
 )
 from anomalib_3d.data.io import read_gt_txt, read_point_cloud
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "bad_inputs.md"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,16 +294,19 @@ def _gt_zero_on_defect(tmp: Path):
     return load_all(root), "20_bulge.txt"
 
 
-def _no_gt_neutral(tmp: Path):
-    root = real3d_tree(tmp / "r")
-    write_pcd(root / "duck" / "test" / "23.pcd", sphere(64, 23))
-    return real3d(root), "23.pcd"
+def _test_cloud_without_gt(stem: str, seed: int) -> Callable[[Path], tuple[Callable[[], object], str]]:
+    """Case builder: an extra test cloud ``<stem>.pcd`` with no GT file next to it."""
+
+    def build(tmp: Path) -> tuple[Callable[[], object], str]:
+        root = real3d_tree(tmp / "r")
+        write_pcd(root / "duck" / "test" / f"{stem}.pcd", sphere(64, seed))
+        return real3d(root), f"{stem}.pcd"
+
+    return build
 
 
-def _no_gt_unknown_word(tmp: Path):
-    root = real3d_tree(tmp / "r")
-    write_pcd(root / "duck" / "test" / "22_dent.pcd", sphere(64, 22))
-    return real3d(root), "22_dent.pcd"
+_no_gt_neutral = _test_cloud_without_gt("23", 23)
+_no_gt_unknown_word = _test_cloud_without_gt("22_dent", 22)
 
 
 def _no_gt_defect(tmp: Path):
@@ -355,18 +356,20 @@ def _test_dir_pcd(tmp: Path):
     return real3d(root), "32_good.pcd"
 
 
-def _empty_test(tmp: Path):
-    root = real3d_tree(tmp / "r")
-    for p in (root / "duck" / "test").iterdir():
-        p.unlink()
-    return real3d(root), "test"
+def _emptied_split(split: str) -> Callable[[Path], tuple[Callable[[], object], str]]:
+    """Case builder: every file of ``duck/<split>`` deleted (the folder stays)."""
+
+    def build(tmp: Path) -> tuple[Callable[[], object], str]:
+        root = real3d_tree(tmp / "r")
+        for p in (root / "duck" / split).iterdir():
+            p.unlink()
+        return real3d(root), split
+
+    return build
 
 
-def _empty_train(tmp: Path):
-    root = real3d_tree(tmp / "r")
-    for p in (root / "duck" / "train").iterdir():
-        p.unlink()
-    return real3d(root), "train"
+_empty_test = _emptied_split("test")
+_empty_train = _emptied_split("train")
 
 
 def _category_empty_list(tmp: Path):
@@ -510,12 +513,6 @@ def test_bad_input_raises_named_error_naming_the_file(tmp_path: Path, case: Case
     _run(case, tmp_path)
 
 
-def _doc_message(error: PointCloudError, tmp: Path) -> str:
-    text = str(error).replace(str(tmp) + "/", "").replace(str(tmp), "")
-    text = re.sub(r"\s+", " ", text)
-    return text.replace("|", "\\|")
-
-
 def test_bad_inputs_table_is_up_to_date(tmp_path: Path) -> None:
     lines = [
         "# Bad inputs and what they raise",
@@ -543,16 +540,13 @@ def test_bad_inputs_table_is_up_to_date(tmp_path: Path) -> None:
         "MVTec 3D-AD: the defect folder decides and the GT mask must agree (no anomalous pixel under",
         "`good`, some under a defect).",
         "",
-        "| bad input | error | message |",
-        "|---|---|---|",
+        *table_head("bad input"),
     ]
-    for i, case in enumerate(CASES):
-        tmp = tmp_path / f"case{i}"
-        tmp.mkdir()
+    for case, tmp in case_dirs(tmp_path, CASES, "case"):
         error = _run(case, tmp)
-        message = _doc_message(error, tmp)
+        message = doc_message(str(error), tmp)
         if isinstance(error, DatasetValidationError):
-            first = _doc_message(error.problems[0], tmp)
+            first = doc_message(str(error.problems[0]), tmp)
             message = message.split(" - ")[0] + f" - {type(error.problems[0]).__name__}: {first} - … (one line per file)"
         lines.append(f"| {case.what} | `{type(error).__name__}` | {message} |")
     text = "\n".join(lines) + "\n"

@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 import torch
 from anomalib.data.datamodules.base.image import AnomalibDataModule
-from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import TestSplitMode, ValSplitMode
 
+from anomalib_3d.data.datasets import SamplesTableDataset
 from anomalib_3d.data.scenes import (
     InvalidSceneError,
     SceneBatch,
@@ -123,7 +123,7 @@ def scan_scenes(
     return pd.DataFrame(rows, columns=columns)
 
 
-class MultiViewSceneDataset(AnomalibDataset):
+class MultiViewSceneDataset(SamplesTableDataset):
     """Scenes of one split as :class:`SceneItem` objects.
 
     Args:
@@ -150,12 +150,7 @@ class MultiViewSceneDataset(AnomalibDataset):
         load_masks: bool = True,
         name: str = "multiview_scenes",
     ) -> None:
-        super().__init__(augmentations=None)
-        if split is not None:
-            samples = samples[samples.split == split].reset_index(drop=True)
-        samples = samples.copy()
-        samples.attrs["task"] = "classification"
-        self.samples = samples
+        super().__init__(samples, split, "classification", name)
         self.num_views = int(num_views)
         self.view_sets = int(view_sets)
         self.random_views = random_views
@@ -163,11 +158,6 @@ class MultiViewSceneDataset(AnomalibDataset):
         self.image_size = tuple(image_size) if image_size is not None else None
         self.load_depth = load_depth
         self.load_masks = load_masks
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def collate_fn(self) -> Callable[[list[SceneItem]], SceneBatch]:

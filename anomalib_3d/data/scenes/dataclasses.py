@@ -59,8 +59,7 @@ Conversions: :mod:`anomalib_3d.data.scenes.boxes`. Inside anomalib-3d sizes are 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 import torch
@@ -68,7 +67,9 @@ from anomalib.data.dataclasses.generic import FieldDescriptor
 from anomalib.data.dataclasses.torch.base import Batch, DatasetItem
 from torch import Tensor
 
-from anomalib_3d.data.dataclasses import _check_str, _check_str_list
+from anomalib_3d.data.dataclasses import _check_str_list, text_validator
+from anomalib_3d.data import ragged
+from anomalib_3d.data.ragged import as_tensor as _tensor
 from anomalib_3d.data.scenes.boxes import (  # noqa: F401 - also public names of this module
     boxes_from_metadata,
     boxes_to_corners,
@@ -201,16 +202,6 @@ class _SceneInputFields(Generic[T, PathT], ABC):
 # --------------------------------------------------------------------------------------------
 # validators
 # --------------------------------------------------------------------------------------------
-def _tensor(value: object, name: str) -> Tensor:
-    if isinstance(value, Tensor):
-        return value.as_subclass(Tensor) if type(value) is not Tensor else value
-    try:
-        return torch.as_tensor(value)
-    except Exception as exc:
-        msg = f"{name} must be a tensor or array-like, got {type(value).__name__}."
-        raise TypeError(msg) from exc
-
-
 def _views(value: object, name: str, lead: int, trailing: tuple[int, ...] | None, dtype: torch.dtype | None) -> Tensor | None:
     """``lead`` leading dims (1 item: V; 2 batch: B, V) then ``trailing`` (``None``: two free dims H, W)."""
     if value is None:
@@ -254,7 +245,7 @@ def _objects(value: object, name: str, trailing: tuple[int, ...], dtype: torch.d
     return tensor.to(dtype)
 
 
-class _SharedSceneValidators:
+class _SharedSceneValidators(ragged.PassThroughValidators):
     """Validators that are the same for items and batches (per-object fields are ragged)."""
 
     @staticmethod
@@ -293,13 +284,6 @@ class _SharedSceneValidators:
     def validate_object_names(names: list[str] | None) -> list[str] | None:
         return _check_str_list(names, "object_names")
 
-    @staticmethod
-    def validate_mask_path(mask_path: object) -> object:
-        return mask_path
-
-    @staticmethod
-    def validate_explanation(explanation: object) -> object:
-        return explanation
 
 
 def _make_view_validators(lead: int) -> dict[str, staticmethod]:
@@ -314,24 +298,6 @@ def _make_view_validators(lead: int) -> dict[str, staticmethod]:
             raise InvalidSceneError(f"image must have shape ({want}, 3, H, W), got {tuple(tensor.shape)}.")
         return tensor if tensor.is_floating_point() else tensor.float()
 
-    def depth(value: object) -> Tensor | None:
-        return _views(value, "depth", lead, None, torch.float32)
-
-    def silhouette(value: object) -> Tensor | None:
-        return _views(value, "silhouette", lead, None, torch.bool)
-
-    def object_index(value: object) -> Tensor | None:
-        return _views(value, "object_index", lead, None, torch.long)
-
-    def gt_mask(value: object) -> Tensor | None:
-        return _views(value, "gt_mask", lead, None, torch.bool)
-
-    def anomaly_map(value: object) -> Tensor | None:
-        return _views(value, "anomaly_map", lead, None, torch.float32)
-
-    def pred_mask(value: object) -> Tensor | None:
-        return _views(value, "pred_mask", lead, None, torch.bool)
-
     def intrinsics(value: object) -> Tensor | None:
         tensor = _views(value, "intrinsics", lead, (3, 3), torch.float32)
         if tensor is not None and not bool(torch.isfinite(tensor).all()):
@@ -342,59 +308,48 @@ def _make_view_validators(lead: int) -> dict[str, staticmethod]:
         tensor = _views(value, "world_to_camera", lead, (4, 4), torch.float32)
         return None if tensor is None else _check_poses(tensor)
 
-    def view_index(value: object) -> Tensor | None:
-        return _views(value, "view_index", lead, (), torch.long)
+    def per_view(name: str, trailing: tuple[int, ...] | None, dtype: torch.dtype) -> staticmethod:
+        """A plain per-view field: shape and dtype only (see :func:`_views`)."""
 
-    def source_views(value: object) -> Tensor | None:
-        return _views(value, "source_views", lead, (), torch.bool)
+        def validate(value: object) -> Tensor | None:
+            return _views(value, name, lead, trailing, dtype)
 
-    scalar_shape = () if lead == 1 else None
+        return staticmethod(validate)
 
-    def gt_label(value: object) -> Tensor | None:
-        if value is None:
-            return None
-        tensor = torch.as_tensor(value).bool()
-        if scalar_shape == () and tensor.ndim != 0:
-            raise InvalidSceneError(f"gt_label of a scene must be a scalar, got {tuple(tensor.shape)}.")
-        return tensor.reshape(()) if lead == 1 else tensor.reshape(-1)
+    def per_scene(dtype: torch.dtype, scalar_name: str | None = None) -> staticmethod:
+        """A per-scene tensor: ``()`` in an item, ``(B,)`` in a batch; with ``scalar_name`` an
+        item's value must already be a scalar (reshaping would hide a per-object label)."""
 
-    def pred_score(value: object) -> Tensor | None:
-        if value is None:
-            return None
-        tensor = torch.as_tensor(value).float()
-        return tensor.reshape(()) if lead == 1 else tensor.reshape(-1)
+        def validate(value: object) -> Tensor | None:
+            if value is None:
+                return None
+            tensor = torch.as_tensor(value).to(dtype)
+            if scalar_name is not None and lead == 1 and tensor.ndim != 0:
+                raise InvalidSceneError(f"{scalar_name} of a scene must be a scalar, got {tuple(tensor.shape)}.")
+            return tensor.reshape(()) if lead == 1 else tensor.reshape(-1)
 
-    def pred_label(value: object) -> Tensor | None:
-        if value is None:
-            return None
-        tensor = torch.as_tensor(value).bool()
-        return tensor.reshape(()) if lead == 1 else tensor.reshape(-1)
+        return staticmethod(validate)
 
-    if lead == 1:
-        def text(name: str):  # noqa: ANN202
-            return lambda value: _check_str(value, name)
-    else:
-        def text(name: str):  # noqa: ANN202
-            return lambda value: _check_str_list(value, name)
-
+    # name: (trailing dims after the views, None = H, W; dtype)
+    plain_views = {
+        "depth": (None, torch.float32),
+        "silhouette": (None, torch.bool),
+        "object_index": (None, torch.long),
+        "gt_mask": (None, torch.bool),
+        "anomaly_map": (None, torch.float32),
+        "pred_mask": (None, torch.bool),
+        "view_index": ((), torch.long),
+        "source_views": ((), torch.bool),
+    }
     return {
         "validate_image": staticmethod(image),
-        "validate_depth": staticmethod(depth),
-        "validate_silhouette": staticmethod(silhouette),
-        "validate_object_index": staticmethod(object_index),
-        "validate_gt_mask": staticmethod(gt_mask),
-        "validate_anomaly_map": staticmethod(anomaly_map),
-        "validate_pred_mask": staticmethod(pred_mask),
+        **{f"validate_{name}": per_view(name, trailing, dtype) for name, (trailing, dtype) in plain_views.items()},
         "validate_intrinsics": staticmethod(intrinsics),
         "validate_world_to_camera": staticmethod(world_to_camera),
-        "validate_view_index": staticmethod(view_index),
-        "validate_source_views": staticmethod(source_views),
-        "validate_gt_label": staticmethod(gt_label),
-        "validate_pred_score": staticmethod(pred_score),
-        "validate_pred_label": staticmethod(pred_label),
-        "validate_scene_id": staticmethod(text("scene_id")),
-        "validate_category": staticmethod(text("category")),
-        "validate_image_path": staticmethod(text("image_path")),
+        "validate_gt_label": per_scene(torch.bool, scalar_name="gt_label"),
+        "validate_pred_score": per_scene(torch.float32),
+        "validate_pred_label": per_scene(torch.bool),
+        **{f"validate_{name}": text_validator(name, batched=lead == 2) for name in ("scene_id", "category", "image_path")},
     }
 
 
@@ -467,7 +422,7 @@ class SceneItem(SceneValidator, _SceneInputFields[Tensor, str], DatasetItem[Tens
 
 
 @dataclass
-class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batch[Tensor]):  # type: ignore[misc, valid-type]
+class SceneBatch(ragged.RaggedBatchMixin, SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batch[Tensor]):  # type: ignore[misc, valid-type]
     """A batch of scenes: dense over views, ragged over objects (``object_batch``).
 
     Build one with :meth:`collate`; iterate it to get :class:`SceneItem` back; call
@@ -495,25 +450,12 @@ class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batc
 
     @staticmethod
     def validate_pred_object_batch(pred_object_batch: Tensor | None) -> Tensor | None:
-        if pred_object_batch is None:
-            return None
-        pred_object_batch = _tensor(pred_object_batch, "pred_object_batch").long()
-        if pred_object_batch.ndim != 1:
-            raise InvalidSceneError(f"pred_object_batch must be (ΣP,), got {tuple(pred_object_batch.shape)}.")
-        if pred_object_batch.numel() > 1 and bool((pred_object_batch[1:] < pred_object_batch[:-1]).any()):
-            raise InvalidSceneError("pred_object_batch must be sorted (predictions of one scene contiguous).")
-        return pred_object_batch
+        return ragged.check_group_index(pred_object_batch, "pred_object_batch", "ΣP",
+                                 "(predictions of one scene contiguous).", InvalidSceneError)
 
     @staticmethod
     def validate_object_batch(object_batch: Tensor | None) -> Tensor | None:
-        if object_batch is None:
-            return None
-        object_batch = _tensor(object_batch, "object_batch").long()
-        if object_batch.ndim != 1:
-            raise InvalidSceneError(f"object_batch must be (ΣK,), got {tuple(object_batch.shape)}.")
-        if object_batch.numel() > 1 and bool((object_batch[1:] < object_batch[:-1]).any()):
-            raise InvalidSceneError("object_batch must be sorted (objects of one scene contiguous).")
-        return object_batch
+        return ragged.check_group_index(object_batch, "object_batch", "ΣK", "(objects of one scene contiguous).", InvalidSceneError)
 
     def __post_init__(self) -> None:
         if self.image is None:
@@ -541,9 +483,6 @@ class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batc
         """Number of scenes ``B``."""
         return int(self.image.shape[0])
 
-    def __len__(self) -> int:
-        return self.batch_size
-
     @property
     def num_views(self) -> int:
         """``V`` (the same for every scene of the batch)."""
@@ -557,37 +496,19 @@ class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batc
     @property
     def object_ptr(self) -> Tensor:
         """``(B + 1,)`` long: scene ``b`` owns objects ``ptr[b]:ptr[b + 1]``."""
-        counts = self.num_objects
-        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-    def keys(self, include_none: bool = True) -> list[str]:
-        names = [f.name for f in fields(self)]
-        return names if include_none else [n for n in names if getattr(self, n) is not None]
+        return ragged.group_ptr(self.num_objects)
 
     # -- ragged <-> items -------------------------------------------------------------------
     @property
     def items(self) -> list[SceneItem]:
         """Split the batch back into one :class:`SceneItem` per scene."""
-        ptr = self.object_ptr.tolist()
-        out = []
-        for b in range(self.batch_size):
-            lo, hi = ptr[b], ptr[b + 1]
-            kwargs: dict[str, object] = {}
-            for name in PER_VIEW_FIELDS + PER_SCENE_TENSOR_FIELDS:
-                value = getattr(self, name)
-                kwargs[name] = None if value is None else value[b]
-            for name in PER_OBJECT_FIELDS:
-                value = getattr(self, name)
-                kwargs[name] = None if value is None else value[lo:hi]
-            kwargs["object_names"] = None if self.object_names is None else self.object_names[lo:hi]
-            for name in PER_SCENE_LIST_FIELDS:
-                value = getattr(self, name)
-                kwargs[name] = None if value is None or value[b] == "" else value[b]
-            out.append(SceneItem(**kwargs))
-        return out
-
-    def __iter__(self) -> Iterator[SceneItem]:
-        yield from self.items
+        return self._split_items(
+            SceneItem,
+            self.object_ptr,
+            ragged=(*PER_OBJECT_FIELDS, "object_names"),
+            dense=PER_VIEW_FIELDS + PER_SCENE_TENSOR_FIELDS,
+            text=PER_SCENE_LIST_FIELDS,
+        )
 
     @classmethod
     def collate(cls, items: list[SceneItem]) -> SceneBatch:
@@ -626,7 +547,7 @@ class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batc
         for name in PER_SCENE_LIST_FIELDS:
             values = [getattr(item, name) for item in items]
             if any(v is not None for v in values):
-                kwargs[name] = ["" if v is None else v for v in values]
+                kwargs[name] = ragged.collate_text(values)
         counts = torch.tensor([item.num_objects for item in items])
         device = items[0].image.device
         kwargs["object_batch"] = torch.repeat_interleave(torch.arange(len(items)), counts).to(device)
@@ -643,14 +564,8 @@ class SceneBatch(SceneBatchValidator, _SceneInputFields[Tensor, list[str]], Batc
             ``(fields, valid)``: ``fields[name]`` is ``(B, K_max, ...)`` for every per-object
             tensor that is set (padding 0 / False), ``valid`` is ``(B, K_max)`` bool.
         """
-        counts = self.num_objects
-        k_max = int(counts.max()) if counts.numel() else 0
-        if max_objects is None:
-            max_objects = k_max
-        if max_objects < k_max:
-            msg = f"max_objects={max_objects} is smaller than the largest scene ({k_max} objects)."
-            raise ValueError(msg)
-        slot = torch.arange(self.object_batch.shape[0], device=self.object_batch.device) - self.object_ptr[:-1][self.object_batch]
+        max_objects = ragged.pad_length(self.num_objects, max_objects, "max_objects", "scene", "objects")
+        slot = ragged.group_slots(self.object_batch, self.object_ptr, self.object_batch.device)
         out = {}
         for name in PER_OBJECT_FIELDS:
             value = getattr(self, name)
