@@ -64,10 +64,11 @@ class MaskReconstructionNetwork(PointMAE):
     # ----------------------------------------------------------------------------------------
     @property
     def active_num_groups(self) -> int:
-        """Patches per cloud now: ``num_groups`` in training, ``test_num_groups`` (if set) when scoring."""
+        """Patches per cloud now: ``num_groups`` in training, ``test_num_groups`` (if set; at most
+        ``num_points``, every point a centre) when scoring."""
         if self.training or self.test_num_groups is None:
             return self.num_groups
-        return self.test_num_groups
+        return min(self.test_num_groups, self.num_points)
 
     def _check_sizes(self, counts: torch.Tensor, paths: Sequence[str] | None) -> None:
         need = max(self.active_num_groups, self.group_size)
@@ -80,7 +81,11 @@ class MaskReconstructionNetwork(PointMAE):
                 f"{self.group_size} points) needs at least {need}"
                 + (f" ({len(small)} clouds of this batch are too small)." if len(small) > 1 else "."),
                 path=path,
-                fix="use a denser scan, or lower num_groups / group_size (e.g. the imrnet_small preset)",
+                fix=(
+                    "use a denser scan, or lower test_num_groups (scoring; null = num_groups)"
+                    if need > max(self.num_groups, self.group_size)
+                    else "use a denser scan, or lower num_groups / group_size (e.g. the imrnet_small preset)"
+                ),
             )
 
     def prepare(

@@ -47,7 +47,8 @@ class IMRNetSettings(ModelSettings):
     #: patch centres per cloud when scoring (the training-set statistics after training, and test);
     #: None: ``num_groups``. The network takes any number of patches, so scoring may use denser,
     #: overlapping patches than training did: every point is then judged by several patches and the
-    #: feature map gets finer.
+    #: feature map gets finer. More than ``num_points`` means every point is a centre (so a preset's
+    #: value keeps working when ``num_points`` is made smaller).
     test_num_groups: int | None = None
     #: GPS neighbourhood size, salient fraction ``t`` (paper 0.3) and density ratio of the salient
     #: region (paper 2).
@@ -207,8 +208,8 @@ class IMRNetSettings(ModelSettings):
         if self.num_points < max(num_groups, self.group_size):
             msg = f"num_points={self.num_points} must be >= max(num_groups, group_size)={max(num_groups, self.group_size)}."
             raise ValueError(msg)
-        if self.test_num_groups is not None and not 2 <= self.test_num_groups <= self.num_points:
-            msg = f"test_num_groups must be in 2 .. num_points={self.num_points} (or None), got {self.test_num_groups}."
+        if self.test_num_groups is not None and self.test_num_groups < 2:
+            msg = f"test_num_groups must be >= 2 (or None), got {self.test_num_groups}."
             raise ValueError(msg)
         layers = self.feature_layers
         if not layers or min(layers) < 1 or max(layers) > self.decoder_depth:

@@ -153,6 +153,14 @@ def test_per_cloud_maximum_scale_puts_normal_maxima_near_one() -> None:
 # --------------------------------------------------------------------------------------------
 # denser patches when scoring
 # --------------------------------------------------------------------------------------------
+def test_more_test_patches_than_points_makes_every_point_a_centre() -> None:
+    model = tiny_model(test_num_groups=10 * TINY["num_points"])
+    model.eval()
+    assert model.active_num_groups == TINY["num_points"]
+    model.train()
+    assert model.active_num_groups == TINY["num_groups"]
+
+
 def test_test_num_groups_patches_scoring_only() -> None:
     model = tiny_model(test_num_groups=48)
     points, batch = batch_of(blob(300, 1))
@@ -196,7 +204,7 @@ def test_paper_literal_keeps_the_papers_scoring_and_the_cpu_preset_uses_the_stud
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"feature_normalization": "whiten"}, {"score_scale": "max"}, {"test_num_groups": 1}, {"test_num_groups": 257},
+    [{"feature_normalization": "whiten"}, {"score_scale": "max"}, {"test_num_groups": 1},
      {"geometric_smoothing_k": -1}],
 )
 def test_bad_scoring_switches_are_refused(kwargs: dict) -> None:
