@@ -13,7 +13,7 @@ Nothing is downloaded: weights come from a local file or the torch hub cache
 ``weights=None`` gives randomly initialised networks (tests, smoke runs).
 
 :func:`build_encoder` / :func:`build_teacher` choose between these and the CPU stand-ins
-(:class:`~anomalib_3d_plugins.odd_one_out.torch_model.SmallEncoder2D`, a frozen random small CNN).
+(:class:`SmallEncoder2D`, a frozen random small CNN).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from anomalib_3d.data.errors import CorruptFileError, MissingWeightsError
 from anomalib_3d.distributed import all_gather_cat
 from anomalib_3d.nn.weights import cached_checkpoint, hub_checkpoint_dir, load_state_dict_file
 
-from .torch_model import SmallEncoder2D
 
 __all__ = [
     "DINOV2_VITS14_URL",
@@ -42,6 +41,7 @@ __all__ = [
     "DinoV2Teacher",
     "FrozenSmallEncoder2D",
     "ResNetFPNEncoder",
+    "SmallEncoder2D",
     "build_encoder",
     "build_teacher",
 ]
@@ -131,7 +131,7 @@ class ResNetFPNEncoder(nn.Module):
     ``(N, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside) ->
     ``(N, out_channels, ceil(H / 4), ceil(W / 4))``. Every stride-2 layer of the ResNet gives
     ``ceil(size / 2)``, so P2 is ``ceil(H / 4)`` like
-    :class:`~anomalib_3d_plugins.odd_one_out.torch_model.SmallEncoder2D` (equal to ``H // 4`` when
+    :class:`SmallEncoder2D` (equal to ``H // 4`` when
     ``H`` is a multiple of 4); the coarser levels are upsampled to the exact size of the next finer
     level (not by a fixed factor 2), so any ``H, W`` works, multiples of 32 or not.
 
@@ -479,6 +479,25 @@ class DinoV2Teacher(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # factories
+
+
+class SmallEncoder2D(nn.Module):
+    """A small stride-4 CNN (CPU preset standing in for ResNet-50 + FPN): ``(N, 3, H, W) -> (N, C, H/4, W/4)``."""
+
+    def __init__(self, out_channels: int = 32, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, out_channels, 1),
+        )
+        # ImageNet statistics, as a pretrained backbone would expect.
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net((images - self.mean) / self.std)
 
 
 class FrozenSmallEncoder2D(SmallEncoder2D):

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from anomalib_3d.render.volume import VoxelGrid, VolumeRender, backproject_features, crop_boxes, render_volume
 
+from .backbones import SmallEncoder2D, build_encoder
 from .settings import OddOneOutSettings
 
 AttentionMode = Literal["sparse", "dense", "none"]
@@ -202,26 +203,7 @@ class ObjectReadout(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# 2D and 3D backbones (the small CPU encoder; the paper's ResNet-50 + FPN is in backbones.py)
-
-
-class SmallEncoder2D(nn.Module):
-    """A small stride-4 CNN (CPU preset standing in for ResNet-50 + FPN): ``(N, 3, H, W) -> (N, C, H/4, W/4)``."""
-
-    def __init__(self, out_channels: int = 32, width: int = 32) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(4, width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, out_channels, 1),
-        )
-        # ImageNet statistics, as a pretrained backbone would expect.
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.net((images - self.mean) / self.std)
+# 3D backbones (the 2D encoders, the small CPU one and the paper's ResNet-50 + FPN, are in backbones.py)
 
 
 class PointwiseMLP3D(nn.Module):
@@ -348,7 +330,6 @@ class OddOneOutModel(nn.Module):
         if changes:
             settings = settings.replace(**changes)
         self.settings = settings
-        from .backbones import build_encoder  # backbones imports this module's SmallEncoder2D
 
         self.grid = VoxelGrid(settings.grid_shape, settings.voxel_size, settings.grid_center)
         self.crop_size = settings.crop_size
