@@ -70,22 +70,29 @@ class MaskReconstructionNetwork(PointMAE):
             return self.num_groups
         return min(self.test_num_groups, self.num_points)
 
+    def groups_for(self, prepared: PreparedClouds) -> int:
+        """Patches per cloud for this batch: :attr:`active_num_groups`, but when scoring with
+        ``test_num_groups`` no more than the smallest cloud's network points (never fewer than
+        ``num_groups``, which :meth:`prepare` guarantees). Only a batch holding a cloud smaller than
+        ``test_num_groups`` is affected; its clouds are then all scored with that many patches."""
+        groups = self.active_num_groups
+        if groups > self.num_groups and prepared.batch.numel():
+            smallest = int(torch.bincount(prepared.batch).min())
+            groups = max(self.num_groups, min(groups, smallest))
+        return groups
+
     def _check_sizes(self, counts: torch.Tensor, paths: Sequence[str] | None) -> None:
-        need = max(self.active_num_groups, self.group_size)
+        need = max(self.num_groups, self.group_size)
         small = (counts < need).nonzero().flatten().tolist()
         if small:
             b = small[0]
             path = paths[b] if paths is not None and b < len(paths) else None
             raise InvalidPointsError(
-                f"cloud {b} has {int(counts[b])} points; IMRNet's patch setup ({self.active_num_groups} patches of "
+                f"cloud {b} has {int(counts[b])} points; IMRNet's patch setup ({self.num_groups} patches of "
                 f"{self.group_size} points) needs at least {need}"
                 + (f" ({len(small)} clouds of this batch are too small)." if len(small) > 1 else "."),
                 path=path,
-                fix=(
-                    "use a denser scan, or lower test_num_groups (scoring; null = num_groups)"
-                    if need > max(self.num_groups, self.group_size)
-                    else "use a denser scan, or lower num_groups / group_size (e.g. the imrnet_small preset)"
-                ),
+                fix="use a denser scan, or lower num_groups / group_size (e.g. the imrnet_small preset)",
             )
 
     def prepare(
@@ -123,7 +130,7 @@ class MaskReconstructionNetwork(PointMAE):
         """Split the network points into ``G`` patches of ``K`` points; centres are drawn at random
         only when ``stochastic`` (default: in training mode) and the sampler is ``fps`` / ``random``."""
         return group_into_patches(
-            prepared, self.active_num_groups, self.group_size, sampler=self.sampler,
+            prepared, self.groups_for(prepared), self.group_size, sampler=self.sampler,
             stochastic=self.training if stochastic is None else stochastic, generator=generator, seed=self.seed,
             **self.gps_kwargs,
         )

@@ -47,8 +47,9 @@ class IMRNetSettings(ModelSettings):
     #: patch centres per cloud when scoring (the training-set statistics after training, and test);
     #: None: ``num_groups``. The network takes any number of patches, so scoring may use denser,
     #: overlapping patches than training did: every point is then judged by several patches and the
-    #: feature map gets finer. More than ``num_points`` means every point is a centre (so a preset's
-    #: value keeps working when ``num_points`` is made smaller).
+    #: feature map gets finer. Capped at ``num_points`` and, in a batch holding a smaller cloud, at
+    #: that cloud's point count (never below ``num_groups``): small scans still score, with fewer
+    #: patches; score them with batch size 1 for results independent of their batch-mates.
     test_num_groups: int | None = None
     #: GPS neighbourhood size, salient fraction ``t`` (paper 0.3) and density ratio of the salient
     #: region (paper 2).

@@ -118,7 +118,6 @@ def imrnet(_tmp: Path):  # noqa: ANN201
     return IMRNet.small(
         num_points=256, num_groups=16, group_size=16, gps_k=8, embed_dim=32, tokenizer_width=32, encoder_depth=1,
         decoder_depth=2, num_heads=2, feature_layers=(1, 2), template_size=64, evaluator=False, visualizer=False,
-        test_num_groups=None,  # the scans here have ~100 points: fewer than the preset's 512 scoring patches
     )
 
 

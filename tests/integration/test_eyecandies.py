@@ -456,7 +456,7 @@ def test_imrnet_fits_on_train_and_predicts_the_private_split(eyecandies_root: Pa
     torch.manual_seed(0)
     model = IMRNet.small(num_points=256, num_groups=16, group_size=16, gps_k=8, embed_dim=32, tokenizer_width=32,
                          encoder_depth=1, decoder_depth=2, num_heads=2, feature_layers=(1, 2), template_size=64,
-                         evaluator=False, visualizer=False, test_num_groups=None)  # ~100-point scans
+                         evaluator=False, visualizer=False)
     dm = Eyecandies(root=eyecandies_root, category="CandyCane", grid_size=(32, 32), train_batch_size=2,
                     eval_batch_size=2)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,

@@ -161,6 +161,18 @@ def test_more_test_patches_than_points_makes_every_point_a_centre() -> None:
     assert model.active_num_groups == TINY["num_groups"]
 
 
+def test_a_cloud_smaller_than_test_num_groups_is_scored_with_fewer_patches() -> None:
+    model = calibrated(tiny_model(test_num_groups=TINY["num_points"]))
+    small = blob(TINY["num_groups"] + 8, 3)
+    alone = model(small)
+    assert torch.isfinite(alone.anomaly_map).all() and alone.anomaly_map.shape == (small.shape[0],)
+    prepared = model.prepare(small, torch.zeros(small.shape[0], dtype=torch.long))
+    assert model.groups_for(prepared) == small.shape[0]
+    big = blob(400, 4)
+    both = model(torch.cat([big, small]), torch.cat([torch.zeros(400), torch.ones(small.shape[0])]).long())
+    assert both.pred_score.shape == (2,) and torch.isfinite(both.anomaly_map).all()
+
+
 def test_test_num_groups_patches_scoring_only() -> None:
     model = tiny_model(test_num_groups=48)
     points, batch = batch_of(blob(300, 1))
