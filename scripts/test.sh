@@ -14,7 +14,7 @@ setup_done=$(date +%s)
 bash scripts/check_wheel.sh
 wheel_done=$(date +%s)
 set +e
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv-test/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv-test/bin/python -m pytest -q -p no:cacheprovider --durations=30 tests "$@"
 status=$?
 set -e
 end=$(date +%s)
