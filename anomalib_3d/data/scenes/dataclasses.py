@@ -70,12 +70,6 @@ from torch import Tensor
 from anomalib_3d.data.dataclasses import _check_str_list, text_validator
 from anomalib_3d.data import ragged
 from anomalib_3d.data.ragged import as_tensor as _tensor
-from anomalib_3d.data.scenes.boxes import (  # noqa: F401 - also public names of this module
-    boxes_from_metadata,
-    boxes_to_corners,
-    boxes_to_metadata,
-    oriented_boxes_to_aabb,
-)
 from anomalib_3d.data.scenes.errors import (
     InvalidBoxError,
     InvalidPoseError,
@@ -584,8 +578,4 @@ __all__ = [
     "SceneBatchValidator",
     "SceneItem",
     "SceneValidator",
-    "boxes_from_metadata",
-    "boxes_to_corners",
-    "boxes_to_metadata",
-    "oriented_boxes_to_aabb",
 ]
