@@ -21,6 +21,7 @@ from anomalib_3d.ops.memory_bank import canonical_order
 from anomalib_3d.ops.neighbors import knn
 from anomalib_3d.ops.registration import apply_transform, best_template, default_voxel_size, register
 from anomalib_3d.ops.sampling import farthest_point_sample
+from anomalib_3d.settings import check_choice
 
 __all__ = [
     "TEMPLATE_DISTANCES",
@@ -78,12 +79,6 @@ def leave_one_out_distances(clouds: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(held_out)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        msg = f"{name} must be one of {choices}, got {value!r}."
-        raise ValueError(msg)
-
-
 class TemplateBank(nn.Module):
     """Training templates in one registered frame; alignment of test clouds and their distances.
 
@@ -132,10 +127,10 @@ class TemplateBank(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_choice("normalization", normalization, ("bbox", "rms", "none"))
-        _check_choice("registration", registration, TEMPLATE_REGISTRATIONS)
-        _check_choice("selection", selection, TEMPLATE_SELECTIONS)
-        _check_choice("distance_to", distance_to, TEMPLATE_DISTANCES)
+        check_choice("normalization", normalization, ("bbox", "rms", "none"))
+        check_choice("registration", registration, TEMPLATE_REGISTRATIONS)
+        check_choice("selection", selection, TEMPLATE_SELECTIONS)
+        check_choice("distance_to", distance_to, TEMPLATE_DISTANCES)
         for name, value in (("num_templates", num_templates), ("registration_templates", registration_templates)):
             if value is not None and value < 1:
                 msg = f"{name} must be >= 1 or None, got {value}."
