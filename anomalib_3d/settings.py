@@ -1,10 +1,13 @@
-"""Model switches held once: a frozen settings dataclass per plugin, built from its Lightning module.
+"""Model switches held once: a frozen settings dataclass per plugin, and the Lightning signature made from it.
 
-A plugin's Lightning module must list every switch in its ``__init__`` signature (anomalib's CLI
-and YAML configs read it: ``anomalib train --model ThreeDzAL --model.grid_size 128``). Its torch
-model does not list them again: it takes one frozen dataclass deriving from :class:`ModelSettings`,
-one field per switch with its default and its doc, and the Lightning module builds it with
-:func:`settings_from`. A test compares the two lists (names and defaults), so they cannot drift.
+anomalib's CLI and YAML configs read a model's switches from its Lightning module's ``__init__``
+signature (``anomalib train --model ThreeDzAL --model.grid_size 128``), and Lightning saves the
+values found there as hyper-parameters. Each switch is declared once, as a field of a frozen
+dataclass deriving from :class:`ModelSettings` (its default, type and doc). The torch model takes
+that dataclass; the Lightning module is decorated with :func:`switches_from`, which writes its
+``__init__``: every settings field, then the arguments of the module's own
+``init_from_settings(self, settings, ...)`` (optimiser, data, anything that is not a network
+switch), then ``**kwargs`` for anomalib's components.
 
 A settings object is plain data, not a module: it adds nothing to a model's state dict.
 """
@@ -90,26 +93,6 @@ class ModelSettings:
         return dataclasses.replace(self, **changes)
 
 
-def settings_from(settings_type: type[SettingsT], arguments: Mapping[str, Any]) -> SettingsT:
-    """The ``settings_type`` whose fields are read from a Lightning module's constructor arguments.
-
-    Args:
-        settings_type: a :class:`ModelSettings` dataclass.
-        arguments: the module's arguments by name (its ``locals()`` in ``__init__``); names that
-            are not fields (data, optimiser, anomalib components) are ignored.
-
-    Raises:
-        TypeError: a field is missing from ``arguments``: the Lightning signature lacks a switch of
-            its settings (it would otherwise fall back to its default unseen).
-    """
-    names = [field.name for field in dataclasses.fields(settings_type) if field.init]
-    missing = [name for name in names if name not in arguments]
-    if missing:
-        msg = f"{settings_type.__name__} needs {missing}, which the constructor arguments do not provide."
-        raise TypeError(msg)
-    return settings_type(**{name: arguments[name] for name in names})
-
-
 _FIELD_LINE = re.compile(r"([A-Za-z_]\w*)\s*:")
 
 
@@ -149,32 +132,121 @@ def switch_docs(settings_type: type[ModelSettings]) -> dict[str, str]:
     return {name: docs[name] for name in names if name in docs}
 
 
-def document_switches(settings_type: type[ModelSettings]) -> Callable[[type], type]:
-    """Class decorator for a Lightning module whose switches are ``settings_type``'s fields.
+def _switch_doc(settings_type: type[ModelSettings], cls: type) -> str:
+    """The ``__init__`` docstring of a module decorated by :func:`switches_from`: an ``Args:`` entry
+    per switch (jsonargparse reads it for ``--model.help``), taken from the settings' field docs."""
+    lines = [
+        f"Build {cls.__name__}; every switch below is a field of "
+        f":class:`~{settings_type.__module__}.{settings_type.__qualname__}` (the other arguments: "
+        f":meth:`{cls.__name__}.init_from_settings`).",
+        "",
+        "Args:",
+    ]
+    for name, doc in switch_docs(settings_type).items():
+        wrapped = textwrap.wrap(doc, width=92) or [""]
+        lines.append(f"    {name}: {wrapped[0]}")
+        lines.extend(f"        {more}" for more in wrapped[1:])
+    return "\n".join(lines) + "\n"
 
-    The module's ``__init__`` docstring gains an ``Args:`` entry per switch, taken from the settings
-    (:func:`switch_docs`), so that ``anomalib train --model X --model.help X`` (jsonargparse reads the
-    class and ``__init__`` docstrings) describes every flag while the docs are written once.
+
+def _type_hints(obj: Any) -> dict[str, Any]:  # noqa: ANN401
+    """``obj``'s annotations evaluated where possible (a name only known to type checkers stays a string)."""
+    try:
+        return typing.get_type_hints(obj)
+    except (NameError, TypeError):
+        return dict(getattr(obj, "__annotations__", {}))
+
+
+_INIT_TEMPLATE = """
+def make(__class__, settings_type, defaults, prepare):
+    def __init__(self, {parameters}**kwargs):
+{prepare_lines}        settings = settings_type({settings_arguments})
+        super(__class__, self).__init__({parent_arguments}**kwargs)
+        self.init_from_settings(settings, {own_arguments})
+    return __init__
+"""
+
+
+def switches_from(
+    settings_type: type[ModelSettings],
+    prepare: Mapping[str, Callable[[Any], Any]] | None = None,
+    parent_defaults: Mapping[str, Any] | None = None,
+) -> Callable[[type], type]:
+    """Class decorator: write a Lightning module's ``__init__`` from ``settings_type`` and its own arguments.
+
+    The decorated class defines ``init_from_settings(self, settings, <own arguments with defaults>)``
+    instead of ``__init__``. The written ``__init__`` takes every field of ``settings_type`` (same
+    name, default and type), then those own arguments, then ``parent_defaults``, then ``**kwargs``;
+    it builds the settings
+    (so a bad value fails before anything else), calls the next ``__init__`` in the MRO with
+    ``**kwargs`` (anomalib's components; ``AnomalibModule`` saves the hyper-parameters from this
+    signature) and then ``init_from_settings``. It is an ordinary function with real parameters,
+    so ``inspect.signature``, jsonargparse and Lightning's hyper-parameter collection read it as if
+    written by hand.
+
+    Args:
+        settings_type: the plugin's :class:`ModelSettings` dataclass.
+        prepare: per argument name, a conversion applied before anything else (the converted value
+            is the one saved as a hyper-parameter: e.g. configs turned into plain dicts so that a
+            checkpoint stays loadable with ``weights_only``).
+        parent_defaults: arguments of the parent ``__init__`` (``AnomalibModule``'s components) listed
+            with another default than the parent's, e.g. ``{"pre_processor": False}``; passed to it
+            by name. Listed, not left to ``**kwargs``: the CLI would otherwise fill in the parent's
+            default.
+
+    Raises:
+        TypeError: the class has no ``init_from_settings``, defines its own ``__init__``, or one of
+            its own arguments has no default or repeats a switch name.
     """
+    prepare = dict(prepare or {})
+    parent_defaults = dict(parent_defaults or {})
 
     def decorate(cls: type) -> type:
-        if "__init__" not in cls.__dict__:
-            msg = f"{cls.__name__} must define its own __init__ listing the switches of {settings_type.__name__}."
+        if "__init__" in cls.__dict__ or not callable(getattr(cls, "init_from_settings", None)):
+            msg = f"{cls.__name__} must define init_from_settings(self, settings, ...) and no __init__ of its own."
             raise TypeError(msg)
-        lines = [
-            f"Build {cls.__name__}; every switch below is a field of "
-            f":class:`~{settings_type.__module__}.{settings_type.__qualname__}`.",
-            "",
-            "Args:",
-        ]
-        for name, doc in switch_docs(settings_type).items():
-            wrapped = textwrap.wrap(doc, width=92) or [""]
-            lines.append(f"    {name}: {wrapped[0]}")
-            lines.extend(f"        {more}" for more in wrapped[1:])
-        cls.__init__.__doc__ = "\n".join(lines) + "\n"
+        fields = [field for field in dataclasses.fields(settings_type) if field.init]
+        switch_names = [field.name for field in fields]
+        own = list(inspect.signature(cls.init_from_settings).parameters.values())[2:]
+        bad = [p.name for p in own if p.default is inspect.Parameter.empty or p.name in switch_names
+               or p.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        parent_init = super(cls, cls).__init__  # type: ignore[misc]
+        parent_parameters = inspect.signature(parent_init).parameters
+        bad += [name for name in parent_defaults if name not in parent_parameters or name in switch_names]
+        unknown = sorted(set(prepare) - set(switch_names) - {p.name for p in own} - set(parent_defaults))
+        if bad or unknown:
+            msg = (f"{cls.__name__}.init_from_settings: arguments {bad} need a default and a name that is not a "
+                   f"switch of {settings_type.__name__}; prepare names unknown arguments {unknown}.")
+            raise TypeError(msg)
+        defaults = {field.name: field.default for field in fields} | {p.name: p.default for p in own} | parent_defaults
+        names = [*switch_names, *(p.name for p in own), *parent_defaults]
+        source = _INIT_TEMPLATE.format(
+            parameters="".join(f"{name}=defaults[{name!r}], " for name in names),
+            prepare_lines="".join(f"        {name} = prepare[{name!r}]({name})\n" for name in prepare),
+            settings_arguments=", ".join(f"{name}={name}" for name in switch_names),
+            own_arguments=", ".join(f"{p.name}={p.name}" for p in own),
+            parent_arguments="".join(f"{name}={name}, " for name in parent_defaults),
+        )
+        namespace: dict[str, Any] = {}
+        exec(compile(source, f"<{cls.__module__}.{cls.__qualname__}.__init__>", "exec"), namespace)  # noqa: S102
+        init = namespace["make"](cls, settings_type, defaults, prepare)
+        init.__module__ = cls.__module__
+        init.__qualname__ = f"{cls.__qualname__}.__init__"
+        own_hints = _type_hints(cls.init_from_settings)
+        parent_hints = _type_hints(parent_init)
+        init.__annotations__ = {
+            **{name: hint for name, hint in _type_hints(settings_type).items() if name in switch_names},
+            **{p.name: own_hints.get(p.name, p.annotation) for p in own},
+            **{name: parent_hints.get(name, parent_parameters[name].annotation) for name in parent_defaults},
+            "kwargs": Any,
+            "return": None,
+        }
+        init.__doc__ = _switch_doc(settings_type, cls)
+        cls.__init__ = init
+        cls.settings_class = settings_type
         return cls
 
     return decorate
 
 
-__all__ = ["ModelSettings", "check_at_least", "check_choice", "document_switches", "settings_from", "switch_docs"]
+__all__ = ["ModelSettings", "check_at_least", "check_choice", "switch_docs", "switches_from"]

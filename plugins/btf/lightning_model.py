@@ -15,18 +15,16 @@ epoch); the bank is a buffer, so every checkpoint carries it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
 from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import switches_from
 
 from .settings import BTFSettings
 from .torch_model import BTFModel
 
 
-@document_switches(BTFSettings)
+@switches_from(BTFSettings)
 class BTF(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModule):
     """Back to the Feature (Horwitz & Hoshen, CVPR-W 2023): classical 3D features + PatchCore.
 
@@ -38,34 +36,12 @@ class BTF(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModu
             ``visualizer``), passed to ``AnomalibModule``.
     """
 
-    settings_class = BTFSettings  # the switches of the torch model, one field each
-
-    def __init__(
+    def init_from_settings(
         self,
-        feature_mode: str = "fpfh",
-        use_grid: bool = True,
-        grid_size: int | None = 224,
-        patch_grid: int = 28,
-        pool_kernel: int = 3,
-        pool_k: int = 8,
-        max_points: int | None = 16384,
-        normalization: str = "bbox",
-        fpfh_radius: float = 0.08,
-        fpfh_max_nn: int = 100,
-        normal_k: int = 30,
-        coreset_ratio: float = 0.1,
-        projection_dim: int | None = 128,
-        num_neighbors: int = 3,
-        smoothing: bool = True,
-        smoothing_sigma: float | None = None,
-        smoothing_k: int = 16,
-        pretrained_backbone: bool = True,
-        backbone_weights: str | None = None,
-        seed: int = 0,
-        **kwargs: Any,  # noqa: ANN401
+        settings: BTFSettings,
     ) -> None:
-        super().__init__(**kwargs)
-        self.model = BTFModel(settings_from(BTFSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = BTFModel(settings)
         self._init_bank_state()
 
 

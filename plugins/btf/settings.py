@@ -1,7 +1,8 @@
 """Every switch of BTF's feature extraction, memory bank and scoring, once.
 
-:class:`~anomalib_3d_plugins.btf.lightning_model.BTF` lists the same names in its signature
-(anomalib's CLI reads it) and builds a :class:`BTFSettings` from them; the torch model reads
+:class:`~anomalib_3d_plugins.btf.lightning_model.BTF` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds a :class:`BTFSettings` from them; the torch model reads
 ``self.settings``. Defaults are the paper's where it gives a number (see ``README.md``).
 """
 

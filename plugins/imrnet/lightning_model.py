@@ -18,7 +18,6 @@ they are buffers, so every checkpoint carries them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import switches_from
 
 from .settings import IMRNetSettings
 from .torch_model import PAPER_LITERAL, IMRNetModel, IMRNetPrediction
@@ -56,7 +55,7 @@ SMALL_PRESET: dict[str, Any] = {
 }
 
 
-@document_switches(IMRNetSettings)
+@switches_from(IMRNetSettings)
 class IMRNet(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """IMRNet: iterative mask reconstruction for 3D anomaly detection.
 
@@ -80,66 +79,15 @@ class IMRNet(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
             ``visualizer``), passed to ``AnomalibModule``.
     """
 
-    settings_class = IMRNetSettings  # the switches of the torch model, one field each
-
-    def __init__(
+    def init_from_settings(
         self,
-        num_points: int = 8192,
-        num_groups: int = 256,
-        group_size: int = 64,
-        sampler: str = "gps",
-        test_num_groups: int | None = None,
-        gps_k: int = 16,
-        gps_threshold: float = 0.3,
-        gps_salient_density: float = 2.0,
-        subsample: str = "fps",
-        embed_dim: int = 384,
-        tokenizer_width: int = 256,
-        encoder_depth: int = 12,
-        decoder_depth: int = 4,
-        num_heads: int = 6,
-        mlp_ratio: float = 4.0,
-        drop_path_rate: float = 0.1,
-        mask_ratio: float = 0.4,
-        num_iterations: int = 3,
-        iterative_reconstruction: bool = True,
-        use_point_score: bool = False,
-        use_feature_score: bool = True,
-        feature_layers: Sequence[int] = (1, 2, 3),
-        feature_reference: str = "template",
-        template_regularization: bool = True,
-        template_threshold: float | None = None,
-        template_quantile: float = 0.95,
-        template_size: int = 4096,
-        feature_normalization: str = "none",
-        score_scale: str = "mean",
-        point_score_weight: float = 1.0,
-        feature_score_weight: float = 1.0,
-        point_aggregation: str = "mean",
-        point_score_mode: str = "patch",
-        object_score: str = "max",
-        object_topk: float = 0.01,
-        interpolation_k: int = 3,
-        smoothing_k: int = 0,
-        smoothing_sigma: float = 0.05,
-        cache_training_patches: bool = True,
-        seed: int = 0,
-        test_masks: str = "random",
-        test_mask_passes: int = 2,
-        geometric_score_weight: float = 0.5,
-        geometric_smoothing_k: int = 0,
-        registration: str = "icp",
-        registration_templates: int = 4,
-        registration_points: int = 1024,
-        template_points: int | None = 4096,
-        template_selection: str = "first",
+        settings: IMRNetSettings,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.05,
         pretrained_path: str | None = None,
-        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        super().__init__(**kwargs)
-        self.model = IMRNetModel(settings_from(IMRNetSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = IMRNetModel(settings)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.pretrained_path = pretrained_path

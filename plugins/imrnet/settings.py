@@ -1,7 +1,8 @@
 """Every switch of the IMRNet network, DFC scoring, geometric residual and statistics, once.
 
-:class:`~anomalib_3d_plugins.imrnet.lightning_model.IMRNet` lists the same names in its signature
-(anomalib's CLI reads it) and builds an :class:`IMRNetSettings` from them; the torch model
+:class:`~anomalib_3d_plugins.imrnet.lightning_model.IMRNet` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds an :class:`IMRNetSettings` from them; the torch model
 (:class:`~anomalib_3d_plugins.imrnet.torch_model.IMRNetModel`) reads it once
 (:meth:`~anomalib_3d_plugins.imrnet.torch_model.IMRNetModel.apply_settings`). Defaults are the
 paper's sizes with the scoring departures measured in ``README.md`` ("Diagnosis").

@@ -22,13 +22,12 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib import LearningType
 from anomalib.metrics import AUROC, Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_3d.data.scenes import SceneBatch
 from anomalib_3d.metrics.objects import ObjectAccuracy, SceneObjectAUROC, ground_truth_scores
-from anomalib_3d.settings import check_choice, document_switches, settings_from
+from anomalib_3d.settings import check_choice, switches_from
 from anomalib_3d.visualization.scenes import SceneVisualizer
 
 from .augmentation import augment_scene
@@ -61,7 +60,9 @@ def paint_object_scores(object_scores: torch.Tensor, object_index: torch.Tensor,
     return torch.where(shown, object_scores[flat], torch.zeros((), device=object_scores.device))
 
 
-@document_switches(OddOneOutSettings)
+# pre_processor listed with default False: the CLI would otherwise fill in anomalib's default (True:
+# a resize to 256 x 256) for the scenes, which are used as loaded.
+@switches_from(OddOneOutSettings, parent_defaults={"pre_processor": False})
 class OddOneOut(AnomalibModule):
     """Odd-One-Out (Bhunia et al., CVPR 2025) for :class:`~anomalib_3d.data.datamodules.multiview_scenes.MultiViewScenes`.
 
@@ -117,44 +118,23 @@ class OddOneOut(AnomalibModule):
             predict scene; ``False`` for none; or any anomalib ``Visualizer``.
     """
 
-    settings_class = OddOneOutSettings  # the switches of the torch model, one field each
-
-    def __init__(
+    def init_from_settings(
         self,
-        grid_shape: Sequence[int] = (96, 96, 16),
-        voxel_size: float = 0.04,
-        grid_center: Sequence[float] = (0.0, 0.0, 0.0),
-        feature_dim: int = 32,
-        projection_dim: int = 32,
-        crop_size: int = 8,
-        attention: str = "sparse",
-        topk: int = 20,
-        num_blocks: int = 3,
-        heads: int = 8,
-        token_dim: int = 64,
-        crop_margin: float = 0.1,
+        settings: OddOneOutSettings,
         render_size: Sequence[int] = (32, 32),
         num_samples: int = 64,
         render_epochs: int = 1,
         distillation: bool = True,
-        encoder: str = "small",
-        encoder_weights: str | None = "default",
         teacher: str = "random",
         teacher_weights: str | None = "default",
         teacher_image_size: Sequence[int] | None = None,
         pca_fit_batches: int = 8,
         teacher_epochs: int = 4,
-        readout: str = "conv",
         feature_loss: str = "cosine",
         image_loss: str = "l2",
-        feature_stop_gradient: bool = True,
         feature_loss_region: str = "silhouette",
         rgb_target: str = "masked",
-        head_layers: int = 2,
-        projection_layers: int = 4,
-        head_hidden: int = 128,
         scene_augmentation: bool = True,
-        unet_scales: int = 4,
         boxes: str = "ground_truth",
         proposal_method: str = "dbscan",
         proposal_threshold: float = 0.2,
@@ -164,13 +144,9 @@ class OddOneOut(AnomalibModule):
         learning_rate: float = 2e-4,
         lr_schedule: str = "constant",
         gradient_clip_val: float = 0.0,
-        pre_processor: torch.nn.Module | bool = False,
-        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        # Listed (not in **kwargs): the CLI would otherwise fill in anomalib's default (True: a resize
-        # to 256 x 256) for the scenes, which are used as loaded.
-        super().__init__(pre_processor=pre_processor, **kwargs)
-        self.model = OddOneOutModel(settings_from(OddOneOutSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = OddOneOutModel(settings)
         self.grid = self.model.grid
         check_choice("feature_loss", feature_loss, ("cosine", "mse"))
         self.feature_loss = feature_loss
@@ -181,7 +157,7 @@ class OddOneOut(AnomalibModule):
         self.feature_loss_region = feature_loss_region
         self.rgb_target = rgb_target
         self.scene_augmentation = bool(scene_augmentation)
-        self.teacher = (build_teacher(teacher, projection_dim, teacher_weights, image_size=teacher_image_size)
+        self.teacher = (build_teacher(teacher, settings.projection_dim, teacher_weights, image_size=teacher_image_size)
                         if distillation else None)
         self.pca_fit_batches = int(pca_fit_batches)
         self.teacher_epochs = int(teacher_epochs)

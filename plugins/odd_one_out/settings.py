@@ -1,7 +1,8 @@
 """Every switch of the Odd-One-Out network (voxel grid, 2D encoder, 3D backbone, heads, attention), once.
 
-:class:`~anomalib_3d_plugins.odd_one_out.lightning_model.OddOneOut` lists the same names in its
-signature (anomalib's CLI reads it) and builds an :class:`OddOneOutSettings` from them; the torch
+:class:`~anomalib_3d_plugins.odd_one_out.lightning_model.OddOneOut` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds an :class:`OddOneOutSettings` from them; the torch
 model (:class:`~anomalib_3d_plugins.odd_one_out.torch_model.OddOneOutModel`) reads it once. The
 training switches (rendering, teacher, losses, boxes, optimiser) are the Lightning module's own.
 Defaults are CPU-sized; the paper's values are given in each doc (see ``README.md``).

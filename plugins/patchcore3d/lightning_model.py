@@ -12,19 +12,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
 from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import switches_from
 
 from .settings import PatchCore3DSettings
 from .torch_model import PatchCore3DModel
 
 
-@document_switches(PatchCore3DSettings)
+@switches_from(PatchCore3DSettings)
 class PatchCore3D(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModule):
     """PatchCore on point-patch features (Point-MAE encoder, FPFH, raw centres).
 
@@ -36,34 +35,12 @@ class PatchCore3D(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, Anom
             ``visualizer``), passed to ``AnomalibModule``.
     """
 
-    settings_class = PatchCore3DSettings  # the switches of the torch model, one field each
-
-    def __init__(
+    def init_from_settings(
         self,
-        feature_sources: Sequence[str] = ("point_mae",),
-        num_points: int = 2048,
-        num_groups: int = 128,
-        group_size: int = 32,
-        embed_dim: int = 128,
-        tokenizer_width: int = 128,
-        encoder_depth: int = 4,
-        num_heads: int = 4,
-        feature_layers: Sequence[int] = (2, 4),
-        pretrained_path: str | None = None,
-        fpfh_radius: float = 0.15,
-        fpfh_max_nn: int = 100,
-        balance_sources: bool = True,
-        coreset_ratio: float = 0.1,
-        projection_dim: int | None = 128,
-        num_neighbors: int = 3,
-        interpolation_k: int = 3,
-        smoothing_k: int = 0,
-        smoothing_sigma: float = 0.03,
-        seed: int = 0,
-        **kwargs: Any,  # noqa: ANN401
+        settings: PatchCore3DSettings,
     ) -> None:
-        super().__init__(**kwargs)
-        self.model = PatchCore3DModel(settings_from(PatchCore3DSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = PatchCore3DModel(settings)
         self._init_bank_state()
 
     @classmethod

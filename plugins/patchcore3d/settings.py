@@ -1,7 +1,8 @@
 """Every switch of PatchCore3D's patching, features, memory bank and scoring, once.
 
-:class:`~anomalib_3d_plugins.patchcore3d.lightning_model.PatchCore3D` lists the same names in its
-signature (anomalib's CLI reads it) and builds a :class:`PatchCore3DSettings` from them; the torch
+:class:`~anomalib_3d_plugins.patchcore3d.lightning_model.PatchCore3D` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds a :class:`PatchCore3DSettings` from them; the torch
 model reads ``self.settings``. See ``README.md`` for the Real3D-AD / M3DM rows these reproduce.
 """
 

@@ -43,7 +43,7 @@ from anomalib_3d.data.zero_shot import (
 )
 from anomalib_3d.errors import GroundTruthMismatchError
 from anomalib_3d.models import PointCloudModelMixin, PointScores
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import switches_from
 from anomalib_3d_plugins.pointad.loss import HybridLoss
 from anomalib_3d_plugins.pointad.scoring import PointADPrediction, segment_max
 from anomalib_3d_plugins.pointad.settings import PointADSettings
@@ -84,7 +84,8 @@ def _on_one_device(points: PointCloudBatch) -> PointCloudBatch:
     return points
 
 
-@document_switches(PointADSettings)
+# Plain dicts before the hyper-parameters are saved: checkpoints stay weights_only-safe.
+@switches_from(PointADSettings, prepare={"auxiliary": source_dicts})
 class PointAD(PointCloudModelMixin, AnomalibModule):
     """PointAD with anomalib's components (3D metrics and visualizer from ``anomalib_3d``).
 
@@ -118,48 +119,13 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
             ``visualizer``), passed to ``AnomalibModule``.
     """
 
-    settings_class = PointADSettings  # the switches of the torch model, one field each
-
-    def __init__(
+    def init_from_settings(
         self,
-        backbone: str | dict[str, Any] = "ViT-L-14-336",
-        pretrained: str | None = "openai",
-        feature_layers: list[int] | None = None,
-        vv_attention: bool = True,
-        vv_start_layer: int | None = None,
-        precision: str = "auto",
-        prompt_length: int = 12,
-        object_agnostic: bool = True,
+        settings: PointADSettings,
         class_name: str | None = None,
-        deep_prompts: bool = True,
-        deep_prompt_length: int = 4,
-        deep_prompt_depth: int | None = None,
-        rig: str | None = None,
-        views: list[Any] | None = None,
-        num_views: int | None = None,
-        view_angles: list[float] | None = None,
-        view_axis: str | None = None,
-        object_frame: str = "auto",
-        projection: str = "orthographic",
-        render_size: int | None = None,
-        point_radius_px: float | None = None,
-        use_colors: bool = False,
-        render_style: str | None = None,
-        point_size_px: float | None = None,
-        rgb_fusion: str | None = None,
         keep_largest_cluster: bool | None = None,
-        loss_global_3d: bool = True,
-        loss_local_3d: bool = True,
-        loss_global_2d: bool = True,
-        loss_local_2d: bool = True,
-        temperature: float = 0.07,
         learning_rate: float = 1e-3,
         max_epochs: int = 15,
-        smoothing_sigma: float = 4.0,
-        smoothing_k: int | None = None,
-        smoothing_truncate: float = 3.0,
-        smoothing_on_grid: bool = True,
-        prompt_checkpoint: str | None = None,
         use_rgb: bool = True,
         organized_grid_size: int | None = 336,
         remove_background: bool = True,
@@ -167,14 +133,10 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         auxiliary_batch_size: int = 4,
         auxiliary_num_workers: int = 0,
         auxiliary_grid_size: int | None = 336,
-        feature_cache_gb: float = 8.0,
         seed: int = 0,
-        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        # Plain dicts before save_hyperparameters reads the locals: checkpoints stay weights_only-safe.
-        auxiliary = source_dicts(auxiliary)
-        super().__init__(**kwargs)
-        self.model = PointADModel.from_settings(settings_from(PointADSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = PointADModel.from_settings(settings)
         render = self.model.render_settings
         self.keep_largest_cluster = render.official if keep_largest_cluster is None else bool(keep_largest_cluster)
         self.class_name = class_name
@@ -189,7 +151,7 @@ class PointAD(PointCloudModelMixin, AnomalibModule):
         self.auxiliary_grid_size = auxiliary_grid_size
         self.seed = seed
         # Random weights cannot be rebuilt from the hyper-parameters, so they go into checkpoints.
-        self.save_backbone = pretrained is None
+        self.save_backbone = settings.pretrained is None
 
     # ------------------------------------------------------------------------------------------
     # anomalib contract

@@ -1,7 +1,8 @@
 """Every switch of the PointAD model (backbone, prompts, views, loss, scoring), once.
 
-:class:`~anomalib_3d_plugins.pointad.lightning_model.PointAD` lists the same names in its
-signature (anomalib's CLI reads it) and builds a :class:`PointADSettings` from them;
+:class:`~anomalib_3d_plugins.pointad.lightning_model.PointAD` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds a :class:`PointADSettings` from them;
 :meth:`~anomalib_3d_plugins.pointad.torch_model.PointADModel.from_settings` assembles the torch
 model (frozen CLIP, prompts, render settings, loss, feature cache) from it.
 """

@@ -12,18 +12,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 
 from anomalib_3d.models import FeatureBankModule, PointCloudModelMixin
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import switches_from
 
 from .settings import Reg3DADSettings
 from .torch_model import Reg3DADModel
 
 
-@document_switches(Reg3DADSettings)
+@switches_from(Reg3DADSettings)
 class Reg3DAD(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, AnomalibModule):
     """Registration to training templates + point distance (Real3D-AD's Reg3D-AD baseline).
 
@@ -35,31 +33,12 @@ class Reg3DAD(PointCloudModelMixin, FeatureBankModule, MemoryBankMixin, Anomalib
             ``visualizer``), passed to ``AnomalibModule``.
     """
 
-    settings_class = Reg3DADSettings  # the switches of the torch model, one field each
-
-    def __init__(
+    def init_from_settings(
         self,
-        registration: str = "global+icp",
-        num_templates: int | None = 4,
-        template_points: int | None = 4096,
-        registration_points: int | None = 2048,
-        max_iterations: int = 50,
-        normalization: str = "rms",
-        dual_memory_bank: bool = False,
-        feature_radius: float = 0.08,
-        feature_points: int | None = 4096,
-        coreset_ratio: float = 0.25,
-        point_weight: float = 1.0,
-        feature_weight: float = 1.0,
-        object_score: str = "max",
-        object_topk: float = 0.01,
-        smoothing_k: int = 0,
-        smoothing_sigma: float = 0.02,
-        seed: int = 0,
-        **kwargs: Any,  # noqa: ANN401
+        settings: Reg3DADSettings,
     ) -> None:
-        super().__init__(**kwargs)
-        self.model = Reg3DADModel(settings_from(Reg3DADSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = Reg3DADModel(settings)
         self._init_bank_state()
 
 

@@ -1,7 +1,8 @@
 """Every switch of Reg3DAD's templates, registration and scoring, once.
 
-:class:`~anomalib_3d_plugins.reg3dad.lightning_model.Reg3DAD` lists the same names in its signature
-(anomalib's CLI reads it) and builds a :class:`Reg3DADSettings` from them; the torch model reads
+:class:`~anomalib_3d_plugins.reg3dad.lightning_model.Reg3DAD` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds a :class:`Reg3DADSettings` from them; the torch model reads
 ``self.settings``. See ``README.md`` for the Real3D-AD baseline these reproduce.
 """
 

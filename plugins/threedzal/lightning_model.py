@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from anomalib_3d.data.dataclasses import PointCloudBatch
 from anomalib_3d.data.zero_shot import foreground_mask, read_organized_scans, source_dicts, task_irrelevant_dataset
 from anomalib_3d.models import PointCloudModelMixin, PointScores, TrainingStatisticsMixin
-from anomalib_3d.settings import document_switches, settings_from
+from anomalib_3d.settings import switches_from
 
 from .settings import ThreeDzALSettings
 from .torch_model import OrganizedCloud, ThreeDzALModel, ThreeDzALPrediction
@@ -66,7 +66,8 @@ SMALL_PRESET: dict[str, Any] = {
 }
 
 
-@document_switches(ThreeDzALSettings)
+# Plain dicts before the hyper-parameters are saved: checkpoints stay weights_only-safe.
+@switches_from(ThreeDzALSettings, prepare={"task_irrelevant": source_dicts})
 class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """3DzAL: zero-shot 3D anomaly localization from task-irrelevant data.
 
@@ -86,84 +87,24 @@ class ThreeDzAL(TrainingStatisticsMixin, PointCloudModelMixin, AnomalibModule):
     """
 
     requires_organized = True  # scores organized grids only; predict refuses unorganized clouds by name
-    settings_class = ThreeDzALSettings  # the switches of the torch model, one field each
 
-    def __init__(
+    def init_from_settings(
         self,
-        grid_size: int = 224,
-        patch_size: int = 8,
-        rgb_backbone: str | None = None,
-        rgb_weights: str | None = None,
-        use_fpfh: bool = True,
-        fpfh_radius: float = 0.25,
-        fpfh_normal_k: int = 30,
-        fpfh_max_nn: int = 100,
-        learned_branch: bool = True,
-        feature_dim: int = 32,
-        pointnet_centroids: int = 16,
-        pointnet_group_size: int = 8,
-        pointnet_widths: tuple[int, int] = (32, 64),
-        classifier: bool = True,
-        interest_source: str = "cnn",
-        generator_backbone: str = "resnet50",
-        generator_pretrained: bool | str = False,
-        top_fraction: float = 0.001,
-        region_size: int = 32,
-        adding_ratio: float = 0.5,
-        negative_ratio: float = 1.0,
-        drop_fraction: tuple[float, float] = (0.3, 0.7),
-        adding_scale: float = 1.0,
-        removal: str = "hole",
-        negative_patch: str = "cell",
-        pseudo_anomalies: str = "grid",
-        pseudo_kinds: list[str] | tuple[str, ...] = ("attach", "bulge", "dent", "hole"),
-        defect_cells: tuple[float, float] = (0.5, 2.0),
-        defect_height: tuple[float, float] = (0.1, 0.4),
-        min_affected: int = 8,
-        count_matched: bool = True,
-        positives_per_sample: int = 64,
-        min_patch_points: int = 4,
-        rotation_augment: bool = True,
-        irrelevant_positives: int = 0,
-        contrastive_loss: bool = True,
-        disentanglement_loss: bool = True,
-        lambda_contrastive: float = 1.0,
-        lambda_disentanglement: float = 100.0,
-        temperature: float = 0.07,
-        disentanglement_mode: str = "squared",
-        denoising_loss: bool = False,
-        lambda_denoising: float = 1.0,
-        denoising_noise: float = 0.1,
-        perturbation: bool = True,
-        epsilon: float = 0.1,
-        perturbation_direction: str = "paper",
-        coreset_ratio: float = 0.1,
-        coreset_projection_dim: int | None = 128,
-        num_neighbors: int = 3,
-        blur_sigma: float = 4.0,
-        alpha: float = 1.0,
-        beta: float = 1.0,
-        learned_weight: float = 1.0,
-        map_centering: bool = False,
-        normalize_learned: bool = False,
-        depth_consistent: bool = False,
+        settings: ThreeDzALSettings,
         task_irrelevant: list[dict[str, Any]] | dict[str, Any] | None = None,
         max_task_irrelevant: int = 64,
         learning_rate: float = 1e-3,
         max_epochs: int = 10,
         remove_background: bool = True,
-        seed: int = 0,
-        **kwargs: Any,  # noqa: ANN401
     ) -> None:
-        task_irrelevant = source_dicts(task_irrelevant)
-        super().__init__(**kwargs)
-        self.model = ThreeDzALModel(settings_from(ThreeDzALSettings, locals()))
+        """Build the network from ``settings`` and keep the other arguments (the class docstring)."""
+        self.model = ThreeDzALModel(settings)
         self.task_irrelevant = task_irrelevant
         self.max_task_irrelevant = int(max_task_irrelevant)
         self.learning_rate = float(learning_rate)
         self.max_epochs = int(max_epochs)
         self.remove_background = remove_background
-        self.seed = int(seed)
+        self.seed = settings.seed
         self._statistics_stale = True  # the memory bank (TrainingStatisticsMixin)
         #: paths of every sample read for fitting (normal training + task-irrelevant), for audits.
         self.fit_paths: list[str] = []

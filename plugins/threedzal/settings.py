@@ -1,7 +1,8 @@
 """Every switch of the 3DzAL network, pseudo-anomalies, losses, memory bank and scoring, once.
 
-:class:`~anomalib_3d_plugins.threedzal.lightning_model.ThreeDzAL` lists the same names in its
-signature (anomalib's CLI reads it) and builds a :class:`ThreeDzALSettings` from them; the torch
+:class:`~anomalib_3d_plugins.threedzal.lightning_model.ThreeDzAL` takes these fields as its
+constructor arguments (its signature, which anomalib's CLI reads, is written from them by
+:func:`~anomalib_3d.settings.switches_from`) and builds a :class:`ThreeDzALSettings` from them; the torch
 model reads ``self.settings``. Defaults are the paper's where it gives a number (see ``README.md``).
 """
 

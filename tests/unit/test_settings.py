@@ -1,4 +1,4 @@
-"""anomalib_3d.settings: typed coercion of config values, the missing-switch error, validation."""
+"""anomalib_3d.settings: typed coercion of config values, validation, and the Lightning signature written from a settings class."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import pytest
+from lightning.pytorch import LightningModule
 
-from anomalib_3d.settings import ModelSettings, check_at_least, check_choice, settings_from
+from anomalib_3d.settings import ModelSettings, check_at_least, check_choice, switches_from
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,6 @@ def test_settings_are_frozen_and_validated_on_construction_and_replace() -> None
     with pytest.raises(ValueError, match="radius"):
         settings.replace(radius=-1.0)
     assert settings.replace(radius=2).radius == 2.0
-
-
-def test_settings_from_picks_the_fields_and_names_a_missing_one() -> None:
-    arguments = {"radius": 2, "widths": [1, 2], "kinds": ["k"], "projection_dim": None, "sigma": None,
-                 "pretrained": False, "ranges": (0.0, 0.5), "learning_rate": 1e-3, "self": object()}
-    assert settings_from(Example, arguments) == Example(radius=2.0, widths=(1, 2), kinds=("k",), projection_dim=None,
-                                                        ranges=(0.0, 0.5))
-    del arguments["sigma"]
-    with pytest.raises(TypeError, match="sigma"):
-        settings_from(Example, arguments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,3 +101,116 @@ def test_every_switch_of_a_plugin_has_help_on_the_command_line(plugin: str) -> N
     documented = {param.arg_name: param.description for param in parse(module.__init__.__doc__).params}
     fields = [field.name for field in dataclasses.fields(module.settings_class)]
     assert [name for name in fields if not documented.get(name)] == []
+
+
+# -- switches_from: the Lightning __init__ written from a settings class --------------------------------
+
+class _Parent(LightningModule):
+    """Stands for AnomalibModule: takes the components and saves the hyper-parameters of the whole chain."""
+
+    def __init__(self, component: str = "parent default", other: int = 1) -> None:
+        super().__init__()
+        self.component = component
+        self.other = other
+        self.save_hyperparameters()
+
+
+def _as_names(sources: list | None) -> list[str] | None:
+    return None if sources is None else [str(source) for source in sources]
+
+
+@switches_from(Documented, prepare={"sources": _as_names}, parent_defaults={"component": "ours"})
+class _Toy(_Parent):
+    """A toy module.
+
+    Args:
+        learning_rate: the step size.
+    """
+
+    def init_from_settings(self, settings: Documented, learning_rate: float = 1e-3, sources: list | None = None) -> None:
+        self.settings = settings
+        self.learning_rate = learning_rate
+        self.sources = sources
+
+
+def test_written_signature_lists_switches_then_own_arguments_then_parent_defaults() -> None:
+    import inspect
+
+    parameters = inspect.signature(_Toy).parameters
+    assert list(parameters) == ["undocumented", "first", "second", "third", "fourth", "learning_rate", "sources",
+                                "component", "kwargs"]
+    assert [parameters[name].default for name in ("first", "fourth", "learning_rate", "sources", "component")] == [
+        1, 4, 1e-3, None, "ours"]
+    assert parameters["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
+    hints = _Toy.__init__.__annotations__
+    assert hints["first"] is int and hints["learning_rate"] is float and hints["component"] is str
+    assert _Toy.settings_class is Documented
+    assert "first: one line" in _Toy.__init__.__doc__ and "third: two lines that continue" in _Toy.__init__.__doc__
+
+
+def test_written_init_builds_settings_saves_every_argument_and_applies_prepare() -> None:
+    model = _Toy(first=10, learning_rate=0.5, sources=[1, 2], other=7)
+    assert model.settings == Documented(first=10)
+    assert model.learning_rate == 0.5 and model.component == "ours" and model.other == 7
+    assert model.sources == ["1", "2"]
+    assert dict(model.hparams) == {"undocumented": 0, "first": 10, "second": 2, "third": 3, "fourth": 4,
+                                   "learning_rate": 0.5, "sources": ["1", "2"], "component": "ours", "other": 7}
+    rebuilt = _Toy(**model.hparams)  # what loading a checkpoint does
+    assert rebuilt.settings == model.settings and dict(rebuilt.hparams) == dict(model.hparams)
+
+
+def test_a_bad_switch_fails_before_the_parent_is_built() -> None:
+    built: list[bool] = []
+
+    class Watched(_Parent):
+        def __init__(self, **kwargs: object) -> None:
+            built.append(True)
+            super().__init__(**kwargs)
+
+    @switches_from(Example)
+    class Strict(Watched):
+        def init_from_settings(self, settings: Example) -> None:
+            self.settings = settings
+
+    with pytest.raises(ValueError, match="radius"):
+        Strict(radius=0)
+    assert not built
+    assert Strict(radius=2).settings.radius == 2.0 and built
+
+
+def test_jsonargparse_reads_the_written_signature() -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(_Toy, "model")
+    assert "one line" in parser.format_help()
+    config = parser.parse_args(["--model.first", "5", "--model.learning_rate", "0.1", "--model.component", "x"])
+    model = _Toy(**vars(config.model))
+    assert model.settings.first == 5 and model.learning_rate == 0.1 and model.component == "x"
+
+
+def test_switches_from_refuses_a_class_it_cannot_write_for() -> None:
+    with pytest.raises(TypeError, match="init_from_settings"):
+
+        @switches_from(Example)
+        class OwnInit(_Parent):
+            def __init__(self) -> None:
+                super().__init__()
+
+            def init_from_settings(self, settings: Example) -> None: ...
+
+    with pytest.raises(TypeError, match="radius"):
+
+        @switches_from(Example)
+        class Clash(_Parent):
+            def init_from_settings(self, settings: Example, radius: float = 1.0) -> None: ...
+
+    with pytest.raises(TypeError, match="rate"):
+
+        @switches_from(Example)
+        class NoDefault(_Parent):
+            def init_from_settings(self, settings: Example, rate: float) -> None: ...
+
+    with pytest.raises(TypeError, match="visualiser"):
+        switches_from(Example, parent_defaults={"visualiser": None})(type("Typo", (_Parent,), {
+            "init_from_settings": lambda self, settings: None}))
