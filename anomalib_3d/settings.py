@@ -157,14 +157,16 @@ def _type_hints(obj: Any) -> dict[str, Any]:  # noqa: ANN401
         return dict(getattr(obj, "__annotations__", {}))
 
 
+# The written __init__: its own names carry the _switches_ prefix, which no argument may take.
 _INIT_TEMPLATE = """
-def make(__class__, settings_type, defaults, prepare):
+def make(__class__, _switches_type, _switches_defaults, _switches_prepare):
     def __init__(self, {parameters}**kwargs):
-{prepare_lines}        settings = settings_type({settings_arguments})
+{prepare_lines}        _switches_settings = _switches_type({settings_arguments})
         super(__class__, self).__init__({parent_arguments}**kwargs)
-        self.init_from_settings(settings, {own_arguments})
+        self.init_from_settings(_switches_settings, {own_arguments})
     return __init__
 """
+_RESERVED = ("self", "kwargs", "__class__")
 
 
 def switches_from(
@@ -176,11 +178,10 @@ def switches_from(
 
     The decorated class defines ``init_from_settings(self, settings, <own arguments with defaults>)``
     instead of ``__init__``. The written ``__init__`` takes every field of ``settings_type`` (same
-    name, default and type), then those own arguments, then ``parent_defaults``, then ``**kwargs``;
-    it builds the settings
-    (so a bad value fails before anything else), calls the next ``__init__`` in the MRO with
-    ``**kwargs`` (anomalib's components; ``AnomalibModule`` saves the hyper-parameters from this
-    signature) and then ``init_from_settings``. It is an ordinary function with real parameters,
+    name, default and type), then those own arguments, then ``parent_defaults``, then ``**kwargs``.
+    It builds the settings (so a bad value fails before anything else), calls the next ``__init__``
+    in the MRO with ``parent_defaults`` and ``**kwargs`` (anomalib's components; ``AnomalibModule``
+    saves the hyper-parameters from this signature) and then ``init_from_settings``. It is an ordinary function with real parameters,
     so ``inspect.signature``, jsonargparse and Lightning's hyper-parameter collection read it as if
     written by hand.
 
@@ -196,7 +197,8 @@ def switches_from(
 
     Raises:
         TypeError: the class has no ``init_from_settings``, defines its own ``__init__``, or one of
-            its own arguments has no default or repeats a switch name.
+            its own arguments has no default or repeats a switch name, or an argument name is
+            reserved (``self``, ``kwargs``, ``_switches_*``).
     """
     prepare = dict(prepare or {})
     parent_defaults = dict(parent_defaults or {})
@@ -220,9 +222,13 @@ def switches_from(
             raise TypeError(msg)
         defaults = {field.name: field.default for field in fields} | {p.name: p.default for p in own} | parent_defaults
         names = [*switch_names, *(p.name for p in own), *parent_defaults]
+        reserved = [name for name in names if name in _RESERVED or name.startswith("_switches_")]
+        if reserved:
+            msg = f"{cls.__name__}: {reserved} cannot be argument names of a written __init__."
+            raise TypeError(msg)
         source = _INIT_TEMPLATE.format(
-            parameters="".join(f"{name}=defaults[{name!r}], " for name in names),
-            prepare_lines="".join(f"        {name} = prepare[{name!r}]({name})\n" for name in prepare),
+            parameters="".join(f"{name}=_switches_defaults[{name!r}], " for name in names),
+            prepare_lines="".join(f"        {name} = _switches_prepare[{name!r}]({name})\n" for name in prepare),
             settings_arguments=", ".join(f"{name}={name}" for name in switch_names),
             own_arguments=", ".join(f"{p.name}={p.name}" for p in own),
             parent_arguments="".join(f"{name}={name}, " for name in parent_defaults),

@@ -214,3 +214,10 @@ def test_switches_from_refuses_a_class_it_cannot_write_for() -> None:
     with pytest.raises(TypeError, match="visualiser"):
         switches_from(Example, parent_defaults={"visualiser": None})(type("Typo", (_Parent,), {
             "init_from_settings": lambda self, settings: None}))
+
+    @dataclass(frozen=True)
+    class Clashing(ModelSettings):
+        kwargs: int = 0
+
+    with pytest.raises(TypeError, match="kwargs"):
+        switches_from(Clashing)(type("Reserved", (_Parent,), {"init_from_settings": lambda self, settings: None}))
