@@ -16,7 +16,8 @@ Reported per row and split: object AUROC pooled over objects and averaged per sc
 accuracy, scene AUROC, the same AUROCs **by defect kind** (the odd objects of one kind against all
 normal objects) and, for learned rows, Eq. 5's correspondence accuracy against the ground truth
 (:func:`~anomalib_3d_plugins.odd_one_out.diagnostics.correspondence_accuracy`). ``--out`` keeps
-every object's score, so ``--summarize run1.json run2.json ...`` can pool seeds afterwards.
+every object's score, so ``--summarize run1.json run2.json ...`` can pool seeds afterwards (rows of one
+seed written by separate calls are joined with ``+``: ``seed41.json+seed41_more.json``).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/odd_one_out_ablations.py --seed 40 --out seed40.json``
 (``--help`` for the options).
@@ -67,8 +68,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="training seed and scene-generation seed")
     parser.add_argument("--out", default=None, help="write every row's per-object scores and metrics as JSON here")
-    parser.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="JSON",
-                        help="print the tables pooled over these --out files instead of running")
+    parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
+                        help="print the tables pooled over these --out files instead of running; files joined "
+                             "by '+' (seed41.json+seed41_extra.json) are rows of one run, paired run by run")
     return parser.parse_args()
 
 
@@ -204,7 +206,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for row in baseline_rows:
             key = {"baseline": "combined", "baseline_colour": "colour", "baseline_shape": "shape"}[row]
             records = [rec for split, items in scores.items() for batch, s in items for rec in records_of(batch, s[key], split)]
-            results.append({"row": row, "fit_s": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
+            results.append({"row": row, "seed": args.seed, "fit_s": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
                             "records": records, "metrics": metrics_of(records)})
         _save(args, results)
     for row in [r for r in args.rows if r in LEARNED_ROWS]:
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         engine.fit(model, datamodule=data)
         fit_s, fit_cpu = time.perf_counter() - start, cpu_seconds() - cpu
         records, correspondence = evaluate_model(model, loaders, int(params.get("topk", 20)))
-        results.append({"row": row, "fit_s": fit_s, "cpu_s": fit_cpu, "records": records,
+        results.append({"row": row, "seed": args.seed, "fit_s": fit_s, "cpu_s": fit_cpu, "records": records,
                         "metrics": {**metrics_of(records), **correspondence},
                         **({"teacher": teacher_info} if "teacher_weights" in params and teacher_info else {})})
         _save(args, results)
@@ -236,6 +238,19 @@ def _cell(values: list[float]) -> str:
     if not values:
         return "–"
     return f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+
+
+def load_run(spec: str) -> list[dict[str, Any]]:
+    """The rows of one run: an ``--out`` file, or several joined by ``+`` (rows of the same seed
+    run at different times). A row twice in one run is refused: it would be paired ambiguously."""
+    rows = [row for part in spec.split("+") for row in json.loads(Path(part).read_text())]
+    names = [row["row"] for row in rows]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    seeds = {row["seed"] for row in rows if "seed" in row}
+    if repeated or len(seeds) > 1:
+        msg = f"{spec}: one run must hold each row once and one seed (repeated {repeated}, seeds {sorted(seeds)})."
+        raise ValueError(msg)
+    return rows
 
 
 def print_tables(runs: list[list[dict[str, Any]]]) -> None:
@@ -313,7 +328,7 @@ def print_tables(runs: list[list[dict[str, Any]]]) -> None:
 def main() -> None:
     args = parse_args()
     if args.summarize:
-        print_tables([json.loads(path.read_text()) for path in args.summarize])
+        print_tables([load_run(spec) for spec in args.summarize])
         return
     args.preset, args.synthetic, trainer = load_preset(args.config)
     args.epochs = args.epochs or int(trainer.get("max_epochs", 16))

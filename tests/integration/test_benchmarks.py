@@ -66,3 +66,26 @@ def test_benchmark_help_runs_from_another_folder(script: str, tmp_path: Path) ->
                          text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage" in out.stdout.lower()
+
+
+def test_ablation_summary_joins_the_rows_of_one_seed_and_refuses_a_row_twice(tmp_path: Path) -> None:
+    """``--summarize a.json+b.json``: rows of one seed written by two calls are one run, so the
+    ``full minus`` table pairs them; a row twice in one run (or two seeds) is refused."""
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling _common
+    try:
+        spec = importlib.util.spec_from_file_location("odd_one_out_ablations", BENCHMARKS / "odd_one_out_ablations.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import json
+
+    (tmp_path / "a.json").write_text(json.dumps([{"row": "full", "seed": 1}, {"row": "baseline", "seed": 1}]))
+    (tmp_path / "b.json").write_text(json.dumps([{"row": "no_attention", "seed": 1}]))
+    (tmp_path / "c.json").write_text(json.dumps([{"row": "no_attention", "seed": 2}]))
+    joined = module.load_run(f"{tmp_path / 'a.json'}+{tmp_path / 'b.json'}")
+    assert [row["row"] for row in joined] == ["full", "baseline", "no_attention"]
+    with pytest.raises(ValueError, match="full"):
+        module.load_run(f"{tmp_path / 'a.json'}+{tmp_path / 'a.json'}")
+    with pytest.raises(ValueError, match="seeds"):
+        module.load_run(f"{tmp_path / 'a.json'}+{tmp_path / 'c.json'}")
