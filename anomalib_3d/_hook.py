@@ -8,6 +8,8 @@ When ``anomalib.engine.engine`` finishes, it wraps the Engine's results-folder c
 (:func:`anomalib_3d.runtime.workspace.guard_engine_workspace`: a named error for a read-only or
 full results folder, a lock so concurrent runs take distinct version folders) and routes predict
 paths that hold point clouds to our dataset (:func:`anomalib_3d.data.predict.install_predict_route`).
+When ``anomalib.cli.cli`` finishes, its ``--seed_everything`` is made to seed runs of our models
+(:func:`anomalib_3d.runtime.seed.honour_cli_seed`; anomalib 2.7 parses it but never applies it).
 
 Re-entrancy: if anomalib is first imported *by one of our own modules* (``import anomalib_3d.data``
 in a fresh interpreter), that module is still half-initialised when anomalib finishes; importing
@@ -24,7 +26,12 @@ import sys
 from types import ModuleType
 
 # anomalib module → plugin kind that must be registered once it has finished importing.
-_TRIGGERS = {"anomalib.models": "models", "anomalib.data": "datamodules", "anomalib.engine.engine": "engine"}
+_TRIGGERS = {
+    "anomalib.models": "models",
+    "anomalib.data": "datamodules",
+    "anomalib.engine.engine": "engine",
+    "anomalib.cli.cli": "cli",
+}
 _OWN_PACKAGES = ("anomalib_3d", "anomalib_3d_plugins")
 _deferred: list[str] = []
 
@@ -49,6 +56,12 @@ def _load(kind: str) -> None:
 
             guard_engine_workspace()
             install_predict_route()
+            return
+        if kind == "cli":
+            # `--seed_everything` applied before the model is built (anomalib_3d.runtime.seed).
+            from anomalib_3d.runtime.seed import honour_cli_seed
+
+            honour_cli_seed()
             return
         from anomalib_3d.plugins import load_plugins
 

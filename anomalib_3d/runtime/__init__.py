@@ -8,6 +8,7 @@ meets a full or read-only disk, a broken checkpoint, or a cloud far too large.
   ``--ckpt_path last`` under anomalib's Engine.
 * :mod:`.memory` — the points-per-cloud budget of each model.
 * :mod:`.workspace` — the results folder checked before any work starts.
+* :mod:`.seed` — ``anomalib train --seed_everything N`` applied before the model is built.
 * :mod:`.callback` — :class:`FaultGuard`, the callback every anomalib-3d model adds.
 
 Names are imported on first use, so ``import anomalib_3d.runtime`` stays light.
@@ -23,6 +24,7 @@ _EXPORTS = {
     ".checkpoints": ["GuardedCheckpointIO", "check_checkpoint_file", "check_checkpoint_matches"],
     ".memory": ["DEFAULT_MAX_CLOUD_POINTS", "check_cloud_sizes", "cloud_budget"],
     ".workspace": ["check_results_folder", "guard_engine_workspace"],
+    ".seed": ["apply_cli_seed", "honour_cli_seed"],
     ".callback": ["FaultGuard"],
 }
 

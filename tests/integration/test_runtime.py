@@ -123,3 +123,82 @@ def _count_validation_passes(
 )
 def test_default_validation_cadence(real3d_root: Path, tmp_path: Path, every: int, argv: list[str], expected: int) -> None:
     assert _count_validation_passes(every, 4, real3d_root, tmp_path, argv) == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# anomalib's `--seed_everything`, applied (anomalib 2.7 parses it but never seeds)
+# ----------------------------------------------------------------------------------------------
+TINY_IMRNET_FLAGS = [
+    "--model", "IMRNet", "--model.num_points", "256", "--model.num_groups", "16", "--model.group_size", "16",
+    "--model.embed_dim", "32", "--model.tokenizer_width", "32", "--model.encoder_depth", "1",
+    "--model.decoder_depth", "2", "--model.feature_layers", "[1,2]", "--model.num_heads", "2",
+    "--model.visualizer", "false",
+]
+
+
+def _cli_model(tmp_path: Path, *seed_flags: str):  # noqa: ANN202
+    from anomalib.cli.cli import AnomalibCLI
+
+    cli = AnomalibCLI(
+        args=["fit", *TINY_IMRNET_FLAGS, "--data", "Real3DAD", "--data.root", str(tmp_path), "--trainer.logger",
+              "false", "--default_root_dir", str(tmp_path), *seed_flags],
+        run=False,
+    )
+    return cli.model.state_dict(), cli.config["fit"]["seed_everything"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    import torch
+
+    def equal(x: torch.Tensor, y: torch.Tensor) -> bool:  # unset thresholds are NaN in both
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        return torch.equal(x, y) if not x.is_floating_point() else bool(((x == y) | (x.isnan() & y.isnan())).all())
+
+    return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+
+
+def test_cli_seed_everything_gives_the_same_initial_weights(tmp_path: Path) -> None:
+    from anomalib.cli.cli import AnomalibCLI
+
+    assert getattr(AnomalibCLI.before_instantiate_classes, "__anomalib3d_seed__", False)  # armed by the hook
+    first, seed = _cli_model(tmp_path, "--seed_everything", "3")
+    assert seed == 3
+    again, _ = _cli_model(tmp_path, "--seed_everything", "3")
+    other, _ = _cli_model(tmp_path, "--seed_everything", "4")
+    assert _same(first, again)
+    assert not _same(first, other)
+    unseeded_a, kept = _cli_model(tmp_path, "--seed_everything", "false")
+    unseeded_b, _ = _cli_model(tmp_path, "--seed_everything", "false")
+    assert kept is False
+    assert not _same(unseeded_a, unseeded_b)
+
+
+def test_cli_default_seed_is_drawn_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """anomalib's default `True` ("a random seed"): a drawn seed, written into the configuration so
+    the saved config.yaml rebuilds the same run; a DDP child rank takes its parent's."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    drawn_state, drawn = _cli_model(tmp_path)
+    assert isinstance(drawn, int) and not isinstance(drawn, bool)
+    replayed, _ = _cli_model(tmp_path, "--seed_everything", str(drawn))
+    assert _same(drawn_state, replayed)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "11")
+    _, inherited = _cli_model(tmp_path)
+    assert inherited == 11
+
+
+def test_cli_seed_leaves_other_models_alone() -> None:
+    import torch
+    from jsonargparse import Namespace
+
+    from anomalib_3d.runtime.seed import apply_cli_seed
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    config = Namespace(subcommand="train", train=Namespace(
+        seed_everything=0, model=Namespace(class_path="anomalib.models.Padim", init_args=Namespace())))
+    assert apply_cli_seed(config, "train") is None
+    assert torch.equal(torch.rand(3), expected)  # the random stream was not reset
+    config.train.model.class_path = "anomalib_3d_plugins.imrnet.IMRNet"
+    assert apply_cli_seed(config, "train") == 0
