@@ -158,6 +158,15 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture
+def lightning_seed_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Lightning's seed_everything sets these in the process: restored after the test."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
+    return monkeypatch
+
+
+@pytest.mark.usefixtures("lightning_seed_environment")
 def test_cli_seed_everything_gives_the_same_initial_weights(tmp_path: Path) -> None:
     from anomalib.cli.cli import AnomalibCLI
 
@@ -174,10 +183,10 @@ def test_cli_seed_everything_gives_the_same_initial_weights(tmp_path: Path) -> N
     assert not _same(unseeded_a, unseeded_b)
 
 
-def test_cli_default_seed_is_drawn_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_default_seed_is_drawn_and_recorded(tmp_path: Path, lightning_seed_environment: pytest.MonkeyPatch) -> None:
     """anomalib's default `True` ("a random seed"): a drawn seed, written into the configuration so
     the saved config.yaml rebuilds the same run; a DDP child rank takes its parent's."""
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch = lightning_seed_environment
     drawn_state, drawn = _cli_model(tmp_path)
     assert isinstance(drawn, int) and not isinstance(drawn, bool)
     replayed, _ = _cli_model(tmp_path, "--seed_everything", str(drawn))
@@ -187,6 +196,7 @@ def test_cli_default_seed_is_drawn_and_recorded(tmp_path: Path, monkeypatch: pyt
     assert inherited == 11
 
 
+@pytest.mark.usefixtures("lightning_seed_environment")
 def test_cli_seed_leaves_other_models_alone() -> None:
     import torch
     from jsonargparse import Namespace
