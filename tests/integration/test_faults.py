@@ -71,6 +71,22 @@ def _generate(root: Path) -> None:
     generate_synthetic_dataset(root, **GENERATION)
 
 
+def _generate_in_child(root: Path) -> None:
+    """Target of a forked child that the test may kill. tqdm's write lock is a semaphore shared with
+    forked children: a child killed while holding it (drawing its progress bar) would leave the
+    test's own next progress bar waiting forever (it happened once in CI). The child takes a lock
+    of its own first."""
+    import threading
+
+    import tqdm.auto
+    import tqdm.std
+
+    lock = threading.RLock()
+    tqdm.std.tqdm.set_lock(lock)
+    tqdm.auto.tqdm.set_lock(lock)
+    _generate(root)
+
+
 # ----------------------------------------------------------------------------------------------
 # atomic writes and the lock
 # ----------------------------------------------------------------------------------------------
@@ -166,7 +182,7 @@ def test_generation_killed_at_random_moments_never_leaves_a_partial_dataset(tmp_
     stages = {"nothing yet": 0, "inside a category": 0, "between categories": 0, "finished": 0}
     for trial in range(24):
         root = tmp_path / f"trial{trial}"
-        process = FORK.Process(target=_generate, args=(root,))
+        process = FORK.Process(target=_generate_in_child, args=(root,))
         process.start()
         process.join(timeout=float(rng.uniform(0.0, 1.2 * duration)))
         if process.is_alive():
@@ -201,7 +217,7 @@ def _generate_counting(root: Path, report: Path) -> None:
         original(task)
 
     generator._run_task = counting
-    _generate(root)
+    _generate_in_child(root)
     report.write_text(str(len(written)))
 
 
@@ -267,7 +283,7 @@ def test_sigterm_raises_in_the_main_thread_and_handlers_are_restored() -> None:
 
 
 def _generate_and_report(root: Path) -> None:
-    _generate(root)
+    _generate_in_child(root)
 
 
 def test_sigterm_during_generation_stops_it_and_drops_the_unfinished_category(tmp_path: Path) -> None:
